@@ -1,0 +1,2 @@
+//! Transport benchmarks (being written).
+fn main() {}

@@ -1,0 +1,38 @@
+//! Duet transport: how two parties talk.
+//!
+//! * [`Channel`]: a blocking, framed, counted message channel with typed helpers (bincode 2
+//!   control messages, zero-copy `u64` bulk data via bytemuck).
+//! * [`Session`]: a source of independent sub-channels to one peer, usable from several threads.
+//! * [`memory_pair`] / [`memory_session_pair`]: in-memory implementations for tests, and
+//!   [`run_two_party`] which runs both parties on two threads.
+//! * [`quic`]: QUIC (quinn + rustls on the ring provider) with mutual authentication by pinned
+//!   self-signed certificates, driven by a background tokio runtime so protocol code stays
+//!   synchronous.
+//!
+//! Wire format of one message: an 8-byte little-endian payload length, then the payload. A
+//! receiver refuses a length above its limit before allocating anything.
+
+#[cfg(target_endian = "big")]
+compile_error!("duet-transport sends u64 slices as native bytes and requires a little-endian target");
+
+mod channel;
+mod error;
+mod memory;
+pub mod quic;
+mod role;
+mod stats;
+
+pub use channel::{Channel, Session, MAX_CONTROL_MESSAGE_BYTES};
+pub use error::{Result, TransportError};
+pub use memory::{
+    memory_pair, memory_pair_with, memory_session_pair, MemoryChannel, MemorySession,
+    DEFAULT_MEMORY_TIMEOUT,
+};
+pub use role::{run_two_party, run_two_party_sessions, Role};
+pub use stats::{ChannelStats, Counters};
+
+/// Bytes of the length prefix of every framed message on the wire.
+pub const FRAME_HEADER_BYTES: usize = 8;
+
+/// Default limit on one message's payload: 1 GiB.
+pub const DEFAULT_MAX_FRAME_BYTES: u64 = 1 << 30;

@@ -1,0 +1,580 @@
+//! QUIC transport: quinn 0.11 + rustls 0.23 (ring provider), mutual authentication by pinned
+//! self-signed certificates, one unidirectional QUIC stream each way per sub-channel.
+//!
+//! A background tokio runtime ([`QuicRuntime`]) drives the connection; channels are blocking
+//! and may be used from any thread that is not a runtime thread, one sub-channel per thread at
+//! a time. After the TLS handshake both sides exchange a hello on a reserved sub-channel
+//! (wire version and role), so a refused certificate or an incompatible peer is reported by
+//! [`QuicListener::accept`] / [`connect`] rather than at the first protocol message.
+//!
+//! Security: TLS 1.3 only; each side checks the SHA-256 fingerprint of the peer's certificate
+//! against its pin and the handshake signature against that certificate's key (see `verify`).
+
+mod channel;
+mod identity;
+mod verify;
+
+pub use channel::QuicChannel;
+use channel::RecvState;
+pub use identity::{Fingerprint, Identity};
+
+use crate::{Channel, ChannelStats, Counters, Result, Role, Session, TransportError};
+use quinn::{RecvStream, VarInt};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use verify::PinnedVerifier;
+
+/// ALPN and hello version of the Duet wire protocol.
+const ALPN: &[u8] = b"duet/1";
+const WIRE_VERSION: u32 = 1;
+/// Sub-channel id reserved for the session hello.
+const HELLO_CHANNEL: u32 = u32::MAX;
+/// Magic before each stream's sub-channel id.
+const STREAM_MAGIC: [u8; 4] = *b"DUET";
+
+/// Settings of a QUIC session.
+#[derive(Clone, Debug)]
+pub struct QuicConfig {
+    /// The connection ends when nothing at all arrives for this long (keep-alives are sent at a
+    /// quarter of it, so only a dead or unreachable peer trips it). Default 60 s.
+    pub idle_timeout: Duration,
+    /// Longest wait for one message (including the wait for the peer to compute it).
+    /// Default 10 minutes.
+    pub recv_timeout: Duration,
+    /// Largest accepted message payload; larger announced frames are refused before any
+    /// allocation. Default 1 GiB.
+    pub max_frame_bytes: u64,
+    /// Per-stream flow-control window. Default 64 MiB.
+    pub stream_window: u32,
+    /// Connection flow-control window. Default 256 MiB.
+    pub connection_window: u32,
+    /// Upper bound for path-MTU discovery (UDP payload). Default 65 527 (loopback, jumbo
+    /// frames); discovery settles on the path's real MTU.
+    pub max_udp_payload: u16,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(60),
+            recv_timeout: Duration::from_secs(600),
+            max_frame_bytes: crate::DEFAULT_MAX_FRAME_BYTES,
+            stream_window: 64 << 20,
+            connection_window: 256 << 20,
+            max_udp_payload: 65_527,
+        }
+    }
+}
+
+impl QuicConfig {
+    fn transport(&self) -> Result<quinn::TransportConfig> {
+        let mut t = quinn::TransportConfig::default();
+        let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
+            .map_err(|e| TransportError::Config(format!("idle timeout: {e}")))?;
+        t.max_idle_timeout(Some(idle));
+        t.keep_alive_interval(Some(self.idle_timeout / 4));
+        t.stream_receive_window(VarInt::from_u32(self.stream_window));
+        t.receive_window(VarInt::from_u32(self.connection_window));
+        t.send_window(u64::from(self.connection_window));
+        t.max_concurrent_uni_streams(VarInt::from_u32(4096));
+        t.max_concurrent_bidi_streams(VarInt::from_u32(0));
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(self.max_udp_payload);
+        t.mtu_discovery_config(Some(mtu));
+        Ok(t)
+    }
+
+    fn endpoint(&self) -> Result<quinn::EndpointConfig> {
+        let mut e = quinn::EndpointConfig::default();
+        e.max_udp_payload_size(self.max_udp_payload.max(1200))
+            .map_err(|e| TransportError::Config(format!("max UDP payload: {e}")))?;
+        Ok(e)
+    }
+}
+
+/// The background tokio runtime that drives QUIC connections. Cheap to clone; one per process
+/// is plenty (both ends of `duet demo` share one).
+#[derive(Clone, Debug)]
+pub struct QuicRuntime {
+    rt: Arc<tokio::runtime::Runtime>,
+}
+
+impl QuicRuntime {
+    /// A runtime with `threads` worker threads (at least 1).
+    pub fn new(threads: usize) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("duet-quic")
+            .enable_all()
+            .build()?;
+        Ok(Self { rt: Arc::new(rt) })
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.rt.handle().clone()
+    }
+}
+
+/// How errors name the peer: its socket address.
+#[derive(Clone, Debug)]
+pub(crate) struct PeerName(pub(crate) String);
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_err(e: impl std::fmt::Display) -> TransportError {
+    TransportError::Config(format!("TLS configuration: {e}"))
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+struct Hello {
+    magic: [u8; 4],
+    version: u32,
+    role: Role,
+}
+
+/// A listening server endpoint.
+pub struct QuicListener {
+    rt: QuicRuntime,
+    endpoint: quinn::Endpoint,
+    seen: Arc<Mutex<Option<Fingerprint>>>,
+    expected: Fingerprint,
+    config: QuicConfig,
+}
+
+impl std::fmt::Debug for QuicListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicListener")
+            .field("local_addr", &self.endpoint.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuicListener {
+    /// Binds `addr` (port 0 picks a free port) and accepts only the client whose certificate
+    /// has fingerprint `peer`.
+    pub fn bind(
+        rt: &QuicRuntime,
+        addr: SocketAddr,
+        identity: &Identity,
+        peer: Fingerprint,
+        config: QuicConfig,
+    ) -> Result<Self> {
+        let provider = provider();
+        let (verifier, seen) = PinnedVerifier::new(peer, provider.clone());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_err)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![identity.cert()], identity.key_der())
+            .map_err(tls_err)?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(tls_err)?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(Arc::new(config.transport()?));
+        let socket = std::net::UdpSocket::bind(addr).map_err(|e| {
+            TransportError::Config(format!("cannot bind {addr}: {e}"))
+        })?;
+        let _guard = rt.rt.enter();
+        let endpoint = quinn::Endpoint::new(
+            config.endpoint()?,
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        Ok(Self {
+            rt: rt.clone(),
+            endpoint,
+            seen,
+            expected: peer,
+            config,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.endpoint.local_addr()?)
+    }
+
+    /// Waits for one client, completes the handshake and the hello, and returns the session.
+    /// A client with another fingerprint gives [`TransportError::FingerprintMismatch`].
+    pub fn accept(&self) -> Result<QuicSession> {
+        let endpoint = self.endpoint.clone();
+        let handle = self.rt.handle();
+        let conn = handle.block_on(async {
+            let incoming = endpoint.accept().await.ok_or_else(|| {
+                TransportError::Config("the listening endpoint was closed".into())
+            })?;
+            let remote = incoming.remote_address();
+            let connecting = incoming.accept().map_err(|e| TransportError::ConnectionLost {
+                peer: remote.to_string(),
+                reason: e.to_string(),
+            })?;
+            connecting
+                .await
+                .map_err(|e| self.handshake_error(remote, e))
+        })?;
+        QuicSession::start(self.rt.clone(), self.endpoint.clone(), conn, Role::Server, &self.config)
+    }
+
+    fn handshake_error(&self, remote: SocketAddr, e: quinn::ConnectionError) -> TransportError {
+        pin_error(&self.seen, self.expected, remote, e)
+    }
+}
+
+fn pin_error(
+    seen: &Mutex<Option<Fingerprint>>,
+    expected: Fingerprint,
+    remote: SocketAddr,
+    e: quinn::ConnectionError,
+) -> TransportError {
+    let seen = seen.lock().ok().and_then(|s| *s);
+    match seen {
+        Some(s) if s != expected => TransportError::FingerprintMismatch {
+            peer: remote.to_string(),
+            expected: expected.to_string(),
+            seen: s.to_string(),
+        },
+        _ => map_connection_error(e, &PeerName(remote.to_string())),
+    }
+}
+
+/// Connects to a server at `addr` whose certificate has fingerprint `peer`, authenticating
+/// with `identity`. Returns after the handshake and the hello.
+pub fn connect(
+    rt: &QuicRuntime,
+    addr: SocketAddr,
+    identity: &Identity,
+    peer: Fingerprint,
+    config: QuicConfig,
+) -> Result<QuicSession> {
+    let provider = provider();
+    let (verifier, seen) = PinnedVerifier::new(peer, provider.clone());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(vec![identity.cert()], identity.key_der())
+        .map_err(tls_err)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(tls_err)?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(Arc::new(config.transport()?));
+    let local: SocketAddr = if addr.is_ipv6() {
+        SocketAddr::from(([0u16; 8], 0))
+    } else {
+        SocketAddr::from(([0u8; 4], 0))
+    };
+    let socket = std::net::UdpSocket::bind(local)?;
+    let endpoint = {
+        let _guard = rt.rt.enter();
+        quinn::Endpoint::new(config.endpoint()?, None, socket, Arc::new(quinn::TokioRuntime))?
+    };
+    let conn = rt.handle().block_on(async {
+        let connecting = endpoint
+            .connect_with(client, addr, "duet")
+            .map_err(|e| TransportError::Config(format!("cannot connect to {addr}: {e}")))?;
+        connecting.await.map_err(|e| pin_error(&seen, peer, addr, e))
+    })?;
+    QuicSession::start(rt.clone(), endpoint, conn, Role::Client, &config)
+}
+
+enum Slot {
+    Arrived(RecvStream),
+    Waiting(oneshot::Sender<RecvStream>),
+}
+
+type Incoming = Arc<Mutex<HashMap<u32, Slot>>>;
+
+/// An authenticated QUIC connection to the peer, handing out sub-channels.
+pub struct QuicSession {
+    rt: QuicRuntime,
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    incoming: Incoming,
+    opened: Mutex<Vec<(u32, Arc<Counters>)>>,
+    peer: PeerName,
+    config: QuicConfig,
+    role: Role,
+}
+
+impl std::fmt::Debug for QuicSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicSession")
+            .field("peer", &self.peer.0)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuicSession {
+    fn start(
+        rt: QuicRuntime,
+        endpoint: quinn::Endpoint,
+        conn: quinn::Connection,
+        role: Role,
+        config: &QuicConfig,
+    ) -> Result<Self> {
+        let peer = PeerName(conn.remote_address().to_string());
+        let incoming: Incoming = Arc::new(Mutex::new(HashMap::new()));
+        rt.rt
+            .spawn(accept_streams(conn.clone(), incoming.clone()));
+        let session = Self {
+            rt,
+            endpoint,
+            conn,
+            incoming,
+            opened: Mutex::new(Vec::new()),
+            peer,
+            config: config.clone(),
+            role,
+        };
+        session.hello()?;
+        Ok(session)
+    }
+
+    fn hello(&self) -> Result<()> {
+        let mut ch = self.open(HELLO_CHANNEL, false)?;
+        let theirs: Hello = ch.exchange_msg(&Hello {
+            magic: STREAM_MAGIC,
+            version: WIRE_VERSION,
+            role: self.role,
+        })?;
+        let incompatible = |reason: String| TransportError::Incompatible {
+            peer: self.peer.0.clone(),
+            reason,
+        };
+        if theirs.magic != STREAM_MAGIC || theirs.version != WIRE_VERSION {
+            return Err(incompatible(format!(
+                "wire version {} (we speak {WIRE_VERSION})",
+                theirs.version
+            )));
+        }
+        if theirs.role != self.role.peer() {
+            return Err(incompatible(format!(
+                "it is also a {}; one side must serve and the other connect",
+                theirs.role
+            )));
+        }
+        Ok(())
+    }
+
+    /// This side's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.conn.remote_address()
+    }
+
+    /// Orderly end of the session. Both sides say goodbye on a reserved sub-channel, which tells
+    /// each that the other has received everything it needed. The client then closes the
+    /// connection; the server waits (up to 5 s) for that close, so the client's goodbye is
+    /// never cut off by an early close.
+    pub fn close(self) -> Result<()> {
+        let bye = self.open(HELLO_CHANNEL - 1, false).and_then(|mut ch| {
+            let _: u8 = ch.exchange_msg(&0u8)?;
+            Ok(())
+        });
+        let conn = self.conn.clone();
+        let endpoint = self.endpoint.clone();
+        let wait_for_client = self.role == Role::Server && bye.is_ok();
+        self.rt.handle().block_on(async move {
+            if wait_for_client {
+                let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+            }
+            conn.close(VarInt::from_u32(0), b"done");
+            let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        });
+        bye
+    }
+
+    fn open(&self, id: u32, count: bool) -> Result<QuicChannel> {
+        let handle = self.rt.handle();
+        let peer = self.peer.clone();
+        let conn = self.conn.clone();
+        let incoming = self.incoming.clone();
+        let (send, recv) = handle.block_on(async {
+            let mut send = conn
+                .open_uni()
+                .await
+                .map_err(|e| map_connection_error(e, &peer))?;
+            let mut header = [0u8; 8];
+            header[..4].copy_from_slice(&STREAM_MAGIC);
+            header[4..].copy_from_slice(&id.to_le_bytes());
+            send.write_all(&header)
+                .await
+                .map_err(|e| map_write_error(e, &peer))?;
+            let mut map = incoming.lock().map_err(|_| poisoned())?;
+            let recv = match map.remove(&id) {
+                Some(Slot::Arrived(r)) => RecvState::Ready(r),
+                Some(Slot::Waiting(_)) => {
+                    return Err(TransportError::Config(format!(
+                        "sub-channel {id} opened twice"
+                    )))
+                }
+                None => {
+                    let (tx, rx) = oneshot::channel();
+                    map.insert(id, Slot::Waiting(tx));
+                    RecvState::Pending(rx)
+                }
+            };
+            Ok((send, recv))
+        })?;
+        let counters = Arc::new(Counters::default());
+        if count {
+            self.opened
+                .lock()
+                .map_err(|_| poisoned())?
+                .push((id, counters.clone()));
+        }
+        Ok(QuicChannel {
+            id,
+            send,
+            recv,
+            handle,
+            counters,
+            peer: self.peer.clone(),
+            max_frame: self.config.max_frame_bytes,
+            recv_timeout: self.config.recv_timeout,
+            out: Vec::new(),
+            conn: self.conn.clone(),
+        })
+    }
+}
+
+impl Session for QuicSession {
+    type Chan = QuicChannel;
+
+    /// Opens sub-channel `id` (ids `u32::MAX - 1` and `u32::MAX` are reserved for the session).
+    fn channel(&self, id: u32) -> Result<QuicChannel> {
+        if id >= HELLO_CHANNEL - 1 {
+            return Err(TransportError::Config(format!(
+                "sub-channel id {id} is reserved"
+            )));
+        }
+        if self
+            .opened
+            .lock()
+            .map_err(|_| poisoned())?
+            .iter()
+            .any(|(i, _)| *i == id)
+        {
+            return Err(TransportError::Config(format!(
+                "sub-channel {id} opened twice"
+            )));
+        }
+        self.open(id, true)
+    }
+
+    fn stats(&self) -> ChannelStats {
+        self.stats_by_channel()
+            .into_iter()
+            .fold(ChannelStats::default(), |a, (_, s)| a + s)
+    }
+
+    fn stats_by_channel(&self) -> Vec<(u32, ChannelStats)> {
+        match self.opened.lock() {
+            Ok(o) => o.iter().map(|(i, c)| (*i, c.snapshot())).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn peer(&self) -> &str {
+        &self.peer.0
+    }
+}
+
+fn poisoned() -> TransportError {
+    TransportError::Config("QUIC session state poisoned by a panicked thread".into())
+}
+
+/// Accepts the peer's streams and routes each to the sub-channel named in its header.
+/// Streams with a bad header are dropped (and the peer's channel then fails on its side).
+async fn accept_streams(conn: quinn::Connection, incoming: Incoming) {
+    while let Ok(mut recv) = conn.accept_uni().await {
+        let incoming = incoming.clone();
+        tokio::spawn(async move {
+            let mut header = [0u8; 8];
+            let ok = tokio::time::timeout(Duration::from_secs(30), recv.read_exact(&mut header))
+                .await
+                .is_ok_and(|r| r.is_ok());
+            if !ok || header[..4] != STREAM_MAGIC {
+                let _ = recv.stop(VarInt::from_u32(1));
+                return;
+            }
+            let mut idb = [0u8; 4];
+            idb.copy_from_slice(&header[4..]);
+            let id = u32::from_le_bytes(idb);
+            let Ok(mut map) = incoming.lock() else { return };
+            match map.remove(&id) {
+                Some(Slot::Waiting(tx)) => {
+                    let _ = tx.send(recv);
+                }
+                Some(Slot::Arrived(old)) => {
+                    // The peer opened the same sub-channel twice: keep the first.
+                    map.insert(id, Slot::Arrived(old));
+                    let _ = recv.stop(VarInt::from_u32(2));
+                }
+                None => {
+                    map.insert(id, Slot::Arrived(recv));
+                }
+            }
+        });
+    }
+    // Connection over: wake every waiter with an error by dropping the senders.
+    if let Ok(mut map) = incoming.lock() {
+        map.retain(|_, s| matches!(s, Slot::Arrived(_)));
+    }
+}
+
+pub(crate) fn map_connection_error(e: quinn::ConnectionError, peer: &PeerName) -> TransportError {
+    use quinn::ConnectionError as E;
+    match e {
+        E::ApplicationClosed(_) | E::ConnectionClosed(_) | E::LocallyClosed => {
+            TransportError::PeerClosed {
+                peer: peer.0.clone(),
+            }
+        }
+        E::TimedOut => TransportError::ConnectionLost {
+            peer: peer.0.clone(),
+            reason: "idle timeout: nothing arrived from the peer".into(),
+        },
+        other => TransportError::ConnectionLost {
+            peer: peer.0.clone(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+pub(crate) fn map_read_error(e: quinn::ReadExactError, peer: &PeerName) -> TransportError {
+    match e {
+        quinn::ReadExactError::FinishedEarly(_) => TransportError::PeerClosed {
+            peer: peer.0.clone(),
+        },
+        quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(c)) => {
+            map_connection_error(c, peer)
+        }
+        quinn::ReadExactError::ReadError(other) => TransportError::ConnectionLost {
+            peer: peer.0.clone(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+pub(crate) fn map_write_error(e: quinn::WriteError, peer: &PeerName) -> TransportError {
+    match e {
+        quinn::WriteError::ConnectionLost(c) => map_connection_error(c, peer),
+        other => TransportError::ConnectionLost {
+            peer: peer.0.clone(),
+            reason: other.to_string(),
+        },
+    }
+}
