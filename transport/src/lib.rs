@@ -13,7 +13,9 @@
 //! receiver refuses a length above its limit before allocating anything.
 
 #[cfg(target_endian = "big")]
-compile_error!("duet-transport sends u64 slices as native bytes and requires a little-endian target");
+compile_error!(
+    "duet-transport sends u64 slices as native bytes and requires a little-endian target"
+);
 
 mod channel;
 mod error;

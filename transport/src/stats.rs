@@ -24,9 +24,17 @@ pub struct ChannelStats {
     pub messages_received: u64,
     /// Flights sent (changes of direction towards the peer).
     pub rounds: u64,
+    /// Flights received: receives that are the first operation or follow a send. From one
+    /// endpoint, `rounds + rounds_received` counts the flights of both directions.
+    pub rounds_received: u64,
 }
 
 impl ChannelStats {
+    /// Flights in both directions as seen from this endpoint.
+    pub fn total_rounds(&self) -> u64 {
+        self.rounds + self.rounds_received
+    }
+
     /// Payload bytes in both directions.
     pub fn total_bytes(&self) -> u64 {
         self.bytes_sent + self.bytes_received
@@ -48,6 +56,7 @@ impl Add for ChannelStats {
             messages_sent: self.messages_sent + o.messages_sent,
             messages_received: self.messages_received + o.messages_received,
             rounds: self.rounds + o.rounds,
+            rounds_received: self.rounds_received + o.rounds_received,
         }
     }
 }
@@ -68,6 +77,7 @@ impl Sub for ChannelStats {
             messages_sent: self.messages_sent.saturating_sub(o.messages_sent),
             messages_received: self.messages_received.saturating_sub(o.messages_received),
             rounds: self.rounds.saturating_sub(o.rounds),
+            rounds_received: self.rounds_received.saturating_sub(o.rounds_received),
         }
     }
 }
@@ -85,6 +95,7 @@ pub struct Counters {
     messages_sent: AtomicU64,
     messages_received: AtomicU64,
     rounds: AtomicU64,
+    rounds_received: AtomicU64,
     last: AtomicU8,
 }
 
@@ -102,7 +113,9 @@ impl Counters {
     pub fn on_recv(&self, len: usize) {
         self.bytes_received.fetch_add(len as u64, Ordering::Relaxed);
         self.messages_received.fetch_add(1, Ordering::Relaxed);
-        self.last.store(LAST_RECV, Ordering::Relaxed);
+        if self.last.swap(LAST_RECV, Ordering::Relaxed) != LAST_RECV {
+            self.rounds_received.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A snapshot.
@@ -113,6 +126,7 @@ impl Counters {
             messages_sent: self.messages_sent.load(Ordering::Relaxed),
             messages_received: self.messages_received.load(Ordering::Relaxed),
             rounds: self.rounds.load(Ordering::Relaxed),
+            rounds_received: self.rounds_received.load(Ordering::Relaxed),
         }
     }
 

@@ -1,11 +1,16 @@
 //! One test suite run over every channel kind: in-memory and loopback QUIC.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use duet_transport::quic::QuicConfig;
-use duet_transport::{
-    memory_session_pair, Channel, ChannelStats, Session, TransportError,
-};
+use duet_transport::{memory_session_pair, Channel, ChannelStats, Session, TransportError};
 use std::time::Duration;
 
 /// A fixed message pattern; returns (server stats, client stats) of sub-channel 0.
@@ -46,6 +51,7 @@ fn check_counters(s: ChannelStats, c: ChannelStats) {
         messages_sent: 3,
         messages_received: 2,
         rounds: 2,
+        rounds_received: 2,
     };
     let expect_client = ChannelStats {
         bytes_sent: 21,
@@ -53,6 +59,7 @@ fn check_counters(s: ChannelStats, c: ChannelStats) {
         messages_sent: 2,
         messages_received: 3,
         rounds: 2,
+        rounds_received: 2,
     };
     assert_eq!(s, expect_server);
     assert_eq!(c, expect_client);
@@ -68,20 +75,38 @@ fn concurrent_subchannels<S: Session>(server: &S, client: &S) {
             sc.spawn(move || {
                 let mut ch = server.channel(id + 1).unwrap();
                 for r in 0..ROUNDS {
-                    let v: Vec<u64> = (0..(id as u64 * 1000 + r)).map(|i| i ^ (id as u64)).collect();
+                    let v: Vec<u64> = (0..(id as u64 * 1000 + r))
+                        .map(|i| i ^ (id as u64))
+                        .collect();
                     ch.send_u64s(&v).unwrap();
                     let back = ch.recv_u64s().unwrap();
-                    assert_eq!(back, v.iter().map(|x| x.wrapping_add(id as u64)).collect::<Vec<_>>());
+                    assert_eq!(
+                        back,
+                        v.iter()
+                            .map(|x| x.wrapping_add(id as u64))
+                            .collect::<Vec<_>>()
+                    );
                 }
             });
             sc.spawn(move || {
                 let mut ch = client.channel(id + 1).unwrap();
                 for r in 0..ROUNDS {
                     let v = ch.recv_u64s().unwrap();
-                    assert_eq!(v.len() as u64, id as u64 * 1000 + r, "sub-channel {id} mixed up");
-                    assert!(v.iter().enumerate().all(|(i, &x)| x == (i as u64) ^ (id as u64)));
-                    ch.send_u64s(&v.iter().map(|x| x.wrapping_add(id as u64)).collect::<Vec<_>>())
-                        .unwrap();
+                    assert_eq!(
+                        v.len() as u64,
+                        id as u64 * 1000 + r,
+                        "sub-channel {id} mixed up"
+                    );
+                    assert!(v
+                        .iter()
+                        .enumerate()
+                        .all(|(i, &x)| x == (i as u64) ^ (id as u64)));
+                    ch.send_u64s(
+                        &v.iter()
+                            .map(|x| x.wrapping_add(id as u64))
+                            .collect::<Vec<_>>(),
+                    )
+                    .unwrap();
                 }
             });
         }
@@ -107,15 +132,25 @@ fn garbage<S: Session>(server: &S, client: &S) {
             let _ = ch.recv_bytes();
         });
         let mut ch = client.channel(100).unwrap();
-        assert!(matches!(ch.recv_u64s(), Err(TransportError::Malformed { .. })));
+        assert!(matches!(
+            ch.recv_u64s(),
+            Err(TransportError::Malformed { .. })
+        ));
         assert!(matches!(
             ch.recv_msg::<(u64, String)>(),
             Err(TransportError::Malformed { .. })
         ));
-        assert!(matches!(ch.recv_msg::<u32>(), Err(TransportError::Malformed { .. })));
+        assert!(matches!(
+            ch.recv_msg::<u32>(),
+            Err(TransportError::Malformed { .. })
+        ));
         assert!(matches!(
             ch.recv_u64s_exact(3),
-            Err(TransportError::LengthMismatch { expected: 3, got: 2, .. })
+            Err(TransportError::LengthMismatch {
+                expected: 3,
+                got: 2,
+                ..
+            })
         ));
         ch.send_bytes(b"done").unwrap();
         ch.flush().unwrap();
@@ -168,7 +203,8 @@ fn typed_messages_roundtrip_over_quic() {
     let big: Vec<u64> = (0..3_000_000u64).collect(); // 24 MB, above the send buffer
     std::thread::scope(|sc| {
         sc.spawn(|| {
-            a.send_msg(&("hello".to_string(), vec![1u32, 2, 3])).unwrap();
+            a.send_msg(&("hello".to_string(), vec![1u32, 2, 3]))
+                .unwrap();
             a.send_u64s(&big).unwrap();
             a.flush().unwrap();
         });
@@ -197,7 +233,10 @@ fn oversize_frames_are_refused_before_allocation() {
     // in-memory channels enforce the same limit
     let (mut x, mut y) = duet_transport::memory_pair_with(Duration::from_secs(5), 16);
     x.send_bytes(&[0; 17]).unwrap();
-    assert!(matches!(y.recv_bytes(), Err(TransportError::FrameTooLarge { .. })));
+    assert!(matches!(
+        y.recv_bytes(),
+        Err(TransportError::FrameTooLarge { .. })
+    ));
 }
 
 #[test]
@@ -214,5 +253,8 @@ fn silent_peer_times_out() {
     assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
     assert!(t.elapsed() < Duration::from_secs(5));
     let (_x, mut y) = duet_transport::memory_pair_with(Duration::from_millis(100), 1 << 20);
-    assert!(matches!(y.recv_bytes(), Err(TransportError::Timeout { .. })));
+    assert!(matches!(
+        y.recv_bytes(),
+        Err(TransportError::Timeout { .. })
+    ));
 }

@@ -1,5 +1,12 @@
 //! Pinned-certificate authentication, identities on disk, and a peer that dies mid-message.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use duet_transport::quic::{connect, Fingerprint, Identity, QuicConfig, QuicListener, QuicRuntime};
@@ -140,9 +147,15 @@ fn a_peer_that_dies_mid_message_is_an_error_not_a_hang() {
     let waited = t.elapsed();
     let _ = child.wait();
     assert!(
-        matches!(err, TransportError::ConnectionLost { .. } | TransportError::PeerClosed { .. }),
+        matches!(
+            err,
+            TransportError::ConnectionLost { .. } | TransportError::PeerClosed { .. }
+        ),
         "{err}"
     );
-    assert!(err.to_string().contains("127.0.0.1"), "error names the peer: {err}");
+    assert!(
+        err.to_string().contains("127.0.0.1"),
+        "error names the peer: {err}"
+    );
     assert!(waited < Duration::from_secs(10), "took {waited:?}");
 }

@@ -88,11 +88,7 @@ impl QuicChannel {
     }
 
     /// Reads one frame header and checks the announced length against the limit.
-    async fn read_header(
-        recv: &mut RecvStream,
-        peer: &PeerName,
-        max_frame: u64,
-    ) -> Result<usize> {
+    async fn read_header(recv: &mut RecvStream, peer: &PeerName, max_frame: u64) -> Result<usize> {
         let mut h = [0u8; FRAME_HEADER_BYTES];
         recv.read_exact(&mut h)
             .await
@@ -113,10 +109,7 @@ impl QuicChannel {
     }
 
     /// Receives one frame into `make(len)`'s buffer, viewed as bytes, under the timeout.
-    fn recv_frame<T: bytemuck::Pod + Default>(
-        &mut self,
-        unit: usize,
-    ) -> Result<Vec<T>> {
+    fn recv_frame<T: bytemuck::Pod + Default>(&mut self, unit: usize) -> Result<Vec<T>> {
         self.write_out()?;
         let peer = &self.peer;
         let state = &mut self.recv;
@@ -134,7 +127,9 @@ impl QuicChannel {
                     .map_err(|e| map_read_error(e, peer))?;
                 return Err(TransportError::Malformed {
                     peer: peer.0.clone(),
-                    what: format!("a frame of {len} bytes is not a whole number of {unit}-byte words"),
+                    what: format!(
+                        "a frame of {len} bytes is not a whole number of {unit}-byte words"
+                    ),
                 });
             }
             let mut buf = vec![T::default(); len / unit];

@@ -36,9 +36,8 @@ impl FromStr for Fingerprint {
     /// Parses 64 hex digits; `:` separators and surrounding blanks are ignored.
     fn from_str(s: &str) -> Result<Self> {
         let clean: String = s.trim().chars().filter(|&c| c != ':').collect();
-        let bytes = hex::decode(&clean).map_err(|e| {
-            TransportError::Config(format!("fingerprint {s:?} is not hex: {e}"))
-        })?;
+        let bytes = hex::decode(&clean)
+            .map_err(|e| TransportError::Config(format!("fingerprint {s:?} is not hex: {e}")))?;
         let arr: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
             TransportError::Config(format!(
                 "fingerprint {s:?} has {} bytes, a SHA-256 fingerprint has 32 (64 hex digits)",
@@ -104,7 +103,10 @@ impl Identity {
             return Ok(id);
         }
         std::fs::create_dir_all(dir).map_err(|e| {
-            TransportError::Config(format!("cannot create state directory {}: {e}", dir.display()))
+            TransportError::Config(format!(
+                "cannot create state directory {}: {e}",
+                dir.display()
+            ))
         })?;
         let id = Self::generate()?;
         std::fs::write(&cert_path, id.cert.as_ref())?;

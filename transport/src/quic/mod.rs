@@ -51,7 +51,8 @@ pub struct QuicConfig {
     pub stream_window: u32,
     /// Connection flow-control window. Default 256 MiB.
     pub connection_window: u32,
-    /// Upper bound for path-MTU discovery (UDP payload). Default 65 527 (loopback, jumbo
+    /// Upper bound for path-MTU discovery (UDP payload). Default 65 507, the largest IPv4 UDP
+    /// payload (loopback, jumbo
     /// frames); discovery settles on the path's real MTU.
     pub max_udp_payload: u16,
 }
@@ -64,7 +65,7 @@ impl Default for QuicConfig {
             max_frame_bytes: crate::DEFAULT_MAX_FRAME_BYTES,
             stream_window: 64 << 20,
             connection_window: 256 << 20,
-            max_udp_payload: 65_527,
+            max_udp_payload: 65_507,
         }
     }
 }
@@ -176,9 +177,8 @@ impl QuicListener {
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(tls_err)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(Arc::new(config.transport()?));
-        let socket = std::net::UdpSocket::bind(addr).map_err(|e| {
-            TransportError::Config(format!("cannot bind {addr}: {e}"))
-        })?;
+        let socket = std::net::UdpSocket::bind(addr)
+            .map_err(|e| TransportError::Config(format!("cannot bind {addr}: {e}")))?;
         let _guard = rt.rt.enter();
         let endpoint = quinn::Endpoint::new(
             config.endpoint()?,
@@ -210,15 +210,23 @@ impl QuicListener {
                 TransportError::Config("the listening endpoint was closed".into())
             })?;
             let remote = incoming.remote_address();
-            let connecting = incoming.accept().map_err(|e| TransportError::ConnectionLost {
-                peer: remote.to_string(),
-                reason: e.to_string(),
-            })?;
+            let connecting = incoming
+                .accept()
+                .map_err(|e| TransportError::ConnectionLost {
+                    peer: remote.to_string(),
+                    reason: e.to_string(),
+                })?;
             connecting
                 .await
                 .map_err(|e| self.handshake_error(remote, e))
         })?;
-        QuicSession::start(self.rt.clone(), self.endpoint.clone(), conn, Role::Server, &self.config)
+        QuicSession::start(
+            self.rt.clone(),
+            self.endpoint.clone(),
+            conn,
+            Role::Server,
+            &self.config,
+        )
     }
 
     fn handshake_error(&self, remote: SocketAddr, e: quinn::ConnectionError) -> TransportError {
@@ -273,13 +281,20 @@ pub fn connect(
     let socket = std::net::UdpSocket::bind(local)?;
     let endpoint = {
         let _guard = rt.rt.enter();
-        quinn::Endpoint::new(config.endpoint()?, None, socket, Arc::new(quinn::TokioRuntime))?
+        quinn::Endpoint::new(
+            config.endpoint()?,
+            None,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?
     };
     let conn = rt.handle().block_on(async {
         let connecting = endpoint
             .connect_with(client, addr, "duet")
             .map_err(|e| TransportError::Config(format!("cannot connect to {addr}: {e}")))?;
-        connecting.await.map_err(|e| pin_error(&seen, peer, addr, e))
+        connecting
+            .await
+            .map_err(|e| pin_error(&seen, peer, addr, e))
     })?;
     QuicSession::start(rt.clone(), endpoint, conn, Role::Client, &config)
 }
@@ -322,8 +337,7 @@ impl QuicSession {
     ) -> Result<Self> {
         let peer = PeerName(conn.remote_address().to_string());
         let incoming: Incoming = Arc::new(Mutex::new(HashMap::new()));
-        rt.rt
-            .spawn(accept_streams(conn.clone(), incoming.clone()));
+        rt.rt.spawn(accept_streams(conn.clone(), incoming.clone()));
         let session = Self {
             rt,
             endpoint,
@@ -374,13 +388,24 @@ impl QuicSession {
         self.conn.remote_address()
     }
 
-    /// Orderly end of the session. Both sides say goodbye on a reserved sub-channel, which tells
-    /// each that the other has received everything it needed. The client then closes the
-    /// connection; the server waits (up to 5 s) for that close, so the client's goodbye is
-    /// never cut off by an early close.
+    /// Orderly end of the session, after which neither side loses data in flight:
+    /// the client says goodbye, the server answers once it has read that goodbye, and the
+    /// client closes the connection once it has read the answer. The server waits (up to 5 s)
+    /// for that close. A goodbye means "I have received everything I need".
     pub fn close(self) -> Result<()> {
         let bye = self.open(HELLO_CHANNEL - 1, false).and_then(|mut ch| {
-            let _: u8 = ch.exchange_msg(&0u8)?;
+            match self.role {
+                Role::Client => {
+                    ch.send_msg(&0u8)?;
+                    ch.flush()?;
+                    let _: u8 = ch.recv_msg()?;
+                }
+                Role::Server => {
+                    let _: u8 = ch.recv_msg()?;
+                    ch.send_msg(&0u8)?;
+                    ch.flush()?;
+                }
+            }
             Ok(())
         });
         let conn = self.conn.clone();

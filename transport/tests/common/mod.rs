@@ -1,4 +1,10 @@
-#![allow(dead_code, missing_docs)]
+#![allow(
+    dead_code,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use duet_transport::quic::{connect, Identity, QuicConfig, QuicListener, QuicRuntime, QuicSession};
 use duet_transport::Result;
@@ -35,11 +41,24 @@ pub fn quic_pair_result(
         Identity::generate().unwrap(),
         Identity::generate().unwrap(),
     );
-    let server_pin = if server_pins_right { c_id.fingerprint() } else { other.fingerprint() };
-    let client_pin = if client_pins_right { s_id.fingerprint() } else { other.fingerprint() };
-    let listener =
-        QuicListener::bind(&rt, "127.0.0.1:0".parse().unwrap(), &s_id, server_pin, cfg.clone())
-            .unwrap();
+    let server_pin = if server_pins_right {
+        c_id.fingerprint()
+    } else {
+        other.fingerprint()
+    };
+    let client_pin = if client_pins_right {
+        s_id.fingerprint()
+    } else {
+        other.fingerprint()
+    };
+    let listener = QuicListener::bind(
+        &rt,
+        "127.0.0.1:0".parse().unwrap(),
+        &s_id,
+        server_pin,
+        cfg.clone(),
+    )
+    .unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::scope(|s| {
         let h = s.spawn(|| listener.accept());
