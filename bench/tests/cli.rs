@@ -74,7 +74,7 @@ fn serve_and_connect_with_pinned_fingerprints() {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let mut server = duet()
+    let server = duet()
         .args([
             "serve",
             "--listen",
