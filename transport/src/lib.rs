@@ -9,6 +9,25 @@
 //!   self-signed certificates, driven by a background tokio runtime so protocol code stays
 //!   synchronous.
 //!
+//! ```
+//! use duet_transport::{run_two_party, Channel};
+//!
+//! let (server_saw, client_saw) = run_two_party(
+//!     |mut ch| {
+//!         ch.send_u64s(&[1, 2, 3])?;
+//!         ch.recv_msg::<String>()
+//!     },
+//!     |mut ch| {
+//!         let v = ch.recv_u64s()?;
+//!         ch.send_msg(&format!("sum {}", v.iter().sum::<u64>()))?;
+//!         Ok::<_, duet_transport::TransportError>(v)
+//!     },
+//! );
+//! assert_eq!(server_saw?, "sum 6");
+//! assert_eq!(client_saw?, vec![1, 2, 3]);
+//! # Ok::<(), duet_transport::TransportError>(())
+//! ```
+//!
 //! Wire format of one message: an 8-byte little-endian payload length, then the payload. A
 //! receiver refuses a length above its limit before allocating anything.
 

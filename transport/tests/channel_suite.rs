@@ -258,3 +258,14 @@ fn silent_peer_times_out() {
         Err(TransportError::Timeout { .. })
     ));
 }
+
+#[test]
+fn quic_channel_inside_an_async_runtime_is_an_error_not_a_panic() {
+    let (s, _c) = common::quic_pair(QuicConfig::default());
+    let mut ch = s.channel(0).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let r = rt.block_on(async { ch.recv_bytes() });
+    assert!(matches!(r, Err(TransportError::Config(_))), "{r:?}");
+}

@@ -1,6 +1,6 @@
 //! A sub-channel of a QUIC session: one unidirectional stream each way.
 
-use super::{map_read_error, map_write_error, PeerName};
+use super::{block_on, map_read_error, map_write_error, PeerName};
 use crate::{Channel, ChannelStats, Counters, Result, TransportError, FRAME_HEADER_BYTES};
 use quinn::{RecvStream, SendStream};
 use std::sync::Arc;
@@ -79,8 +79,7 @@ impl QuicChannel {
         let out = std::mem::take(&mut self.out);
         let peer = &self.peer;
         let send = &mut self.send;
-        self.handle
-            .block_on(async { send.write_all(&out).await })
+        block_on(&self.handle, async { send.write_all(&out).await })?
             .map_err(|e| map_write_error(e, peer))?;
         self.out = out;
         self.out.clear();
@@ -138,9 +137,9 @@ impl QuicChannel {
                 .map_err(|e| map_read_error(e, peer))?;
             Ok(buf)
         };
-        let res = self
-            .handle
-            .block_on(async { tokio::time::timeout(timeout, fut).await });
+        let res = block_on(&self.handle, async {
+            tokio::time::timeout(timeout, fut).await
+        })?;
         let buf = match res {
             Ok(r) => r?,
             Err(_) => {
@@ -166,8 +165,7 @@ impl Channel for QuicChannel {
             self.write_out()?;
             let peer = &self.peer;
             let send = &mut self.send;
-            self.handle
-                .block_on(async { send.write_all(data).await })
+            block_on(&self.handle, async { send.write_all(data).await })?
                 .map_err(|e| map_write_error(e, peer))?;
         }
         self.counters.on_send(data.len());

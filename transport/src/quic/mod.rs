@@ -205,7 +205,7 @@ impl QuicListener {
     pub fn accept(&self) -> Result<QuicSession> {
         let endpoint = self.endpoint.clone();
         let handle = self.rt.handle();
-        let conn = handle.block_on(async {
+        let conn = block_on(&handle, async {
             let incoming = endpoint.accept().await.ok_or_else(|| {
                 TransportError::Config("the listening endpoint was closed".into())
             })?;
@@ -219,7 +219,7 @@ impl QuicListener {
             connecting
                 .await
                 .map_err(|e| self.handshake_error(remote, e))
-        })?;
+        })??;
         QuicSession::start(
             self.rt.clone(),
             self.endpoint.clone(),
@@ -288,14 +288,14 @@ pub fn connect(
             Arc::new(quinn::TokioRuntime),
         )?
     };
-    let conn = rt.handle().block_on(async {
+    let conn = block_on(&rt.handle(), async {
         let connecting = endpoint
             .connect_with(client, addr, "duet")
             .map_err(|e| TransportError::Config(format!("cannot connect to {addr}: {e}")))?;
         connecting
             .await
             .map_err(|e| pin_error(&seen, peer, addr, e))
-    })?;
+    })??;
     QuicSession::start(rt.clone(), endpoint, conn, Role::Client, &config)
 }
 
@@ -411,7 +411,7 @@ impl QuicSession {
         let conn = self.conn.clone();
         let endpoint = self.endpoint.clone();
         let wait_for_client = self.role == Role::Server && bye.is_ok();
-        self.rt.handle().block_on(async move {
+        let _ = block_on(&self.rt.handle(), async move {
             if wait_for_client {
                 let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
             }
@@ -426,7 +426,7 @@ impl QuicSession {
         let peer = self.peer.clone();
         let conn = self.conn.clone();
         let incoming = self.incoming.clone();
-        let (send, recv) = handle.block_on(async {
+        let (send, recv) = block_on(&handle, async {
             let mut send = conn
                 .open_uni()
                 .await
@@ -452,7 +452,7 @@ impl QuicSession {
                 }
             };
             Ok((send, recv))
-        })?;
+        })??;
         let counters = Arc::new(Counters::default());
         if count {
             self.opened
@@ -515,6 +515,22 @@ impl Session for QuicSession {
     fn peer(&self) -> &str {
         &self.peer.0
     }
+}
+
+/// Runs a future to completion on the transport runtime from a plain (non-async) thread.
+/// Called from inside an async runtime this would panic in tokio, so it is an error instead.
+pub(crate) fn block_on<F: std::future::Future>(
+    handle: &tokio::runtime::Handle,
+    fut: F,
+) -> Result<F::Output> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(TransportError::Config(
+            "a blocking Duet channel was used from inside an async runtime; call it from a \
+             plain thread (e.g. inside tokio::task::spawn_blocking)"
+                .into(),
+        ));
+    }
+    Ok(handle.block_on(fut))
 }
 
 fn poisoned() -> TransportError {
