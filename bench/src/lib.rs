@@ -4,6 +4,7 @@
 //! tests and other programs can call it.
 
 pub mod demo;
+pub mod ops;
 pub mod report;
 pub mod share_demo;
 pub mod transport_bench;

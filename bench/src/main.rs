@@ -86,6 +86,21 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
+    /// One operator between two parties (both in this process) on random inputs, e.g.
+    /// `duet bench op matmul --shape 128x768x768`.
+    Op {
+        /// Operator kind: matmul, matmul-shared, ...
+        kind: String,
+        /// Dimensions separated by `x`.
+        #[arg(long)]
+        shape: String,
+        /// Protocol preset.
+        #[arg(long, default_value = "duet")]
+        protocol: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Channel throughput (bulk messages) and ping-pong latency, in-memory and loopback QUIC.
     Transport {
         /// Bulk message size in MiB.
@@ -197,6 +212,18 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             let addr = parse_addr(&addr)?;
             let json = net.json;
             let r = demo::connect_and_run(side(&net, &id, builtin)?, addr)?;
+            print_report(&r, json)
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Op {
+                    kind,
+                    shape,
+                    protocol,
+                    json,
+                },
+        } => {
+            let r = duet_bench::ops::run(&kind, &shape, &protocol)?;
             print_report(&r, json)
         }
         Command::Bench {
