@@ -1,0 +1,89 @@
+//! Duet models: HuggingFace configs, safetensors weights and tokenizers; a transformer as a
+//! graph of operators; the plaintext f64 reference executor (and, later, the secure executor).
+
+pub mod config;
+mod error;
+pub mod graph;
+pub mod reference;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::{Activation, Arch, ModelConfig};
+pub use error::{ModelError, Result};
+pub use graph::{Graph, Node, NodeId, Op};
+pub use reference::{run_reference, sentence_embedding, Matrix, WeightSource};
+pub use tokenizer::TextTokenizer;
+pub use weights::WeightFile;
+
+use std::path::{Path, PathBuf};
+
+/// A model's weight file with the tensor-name prefix its checkpoint uses.
+#[derive(Debug)]
+pub struct ModelWeights {
+    /// The mapped file.
+    pub file: WeightFile,
+    /// Prefix in front of the graph's tensor names (often empty).
+    pub prefix: String,
+}
+
+impl WeightSource for ModelWeights {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f64>> {
+        self.file.read_f64(&format!("{}{name}", self.prefix), shape)
+    }
+}
+
+/// A HuggingFace model folder: `config.json`, `model.safetensors`, optionally `tokenizer.json`.
+#[derive(Debug)]
+pub struct ModelDir {
+    /// The folder.
+    pub dir: PathBuf,
+    /// Parsed config.
+    pub config: ModelConfig,
+    /// The graph built from it.
+    pub graph: Graph,
+}
+
+impl ModelDir {
+    /// Reads `config.json` and builds the graph (weights are opened separately, server side).
+    pub fn open(dir: &Path) -> Result<Self> {
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let graph = Graph::build(&config);
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            graph,
+        })
+    }
+
+    /// Opens `model.safetensors` and checks every tensor the graph needs: present, right
+    /// shape. Checkpoints saved from a model with a head name their tensors with a prefix
+    /// (`bert.`, `transformer.`); it is detected here.
+    pub fn open_weights(&self) -> Result<ModelWeights> {
+        let file = WeightFile::open(&self.dir.join("model.safetensors"))?;
+        let shapes = self.graph.weight_shapes();
+        let probe = shapes.first().map(|(n, _)| n.clone()).unwrap_or_default();
+        let prefix = ["", "bert.", "transformer.", "model."]
+            .into_iter()
+            .find(|p| file.contains(&format!("{p}{probe}")))
+            .unwrap_or("")
+            .to_string();
+        for (name, shape) in shapes {
+            let full = format!("{prefix}{name}");
+            let got = file.shape(&full)?;
+            if got != shape {
+                return Err(ModelError::Shape {
+                    path: file.path().to_path_buf(),
+                    name: full,
+                    expected: shape,
+                    got,
+                });
+            }
+        }
+        Ok(ModelWeights { file, prefix })
+    }
+
+    /// The tokenizer (client side).
+    pub fn tokenizer(&self) -> Result<TextTokenizer> {
+        TextTokenizer::from_file(&self.dir.join("tokenizer.json"))
+    }
+}

@@ -1,0 +1,408 @@
+//! The plaintext f64 reference executor: runs a [`Graph`] in the clear, in double precision.
+//! It defines what the secure executor must approximate.
+
+use crate::config::Activation;
+use crate::graph::{Graph, NodeId, Op, WeightLayout};
+use crate::weights::WeightFile;
+use crate::{ModelError, Result};
+
+/// Where weights come from (a safetensors file, or seeded random weights).
+pub trait WeightSource {
+    /// Tensor `name` as f64, row-major, checked against `shape`.
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f64>>;
+}
+
+impl WeightSource for WeightFile {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f64>> {
+        self.read_f64(name, shape)
+    }
+}
+
+/// A `rows x cols` row-major matrix of f64.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Matrix {
+    /// Rows (tokens).
+    pub rows: usize,
+    /// Columns (features).
+    pub cols: usize,
+    /// Values.
+    pub data: Vec<f64>,
+}
+
+impl Matrix {
+    fn zeros(rows: usize, cols: usize) -> Self {
+        Self {
+            rows,
+            cols,
+            data: vec![0.0; rows * cols],
+        }
+    }
+
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f64] {
+        self.data
+            .get(i * self.cols..(i + 1) * self.cols)
+            .unwrap_or(&[])
+    }
+}
+
+/// Runs `graph` on token ids `ids` and returns the last hidden state (`ids.len() x hidden`).
+pub fn run_reference(graph: &Graph, weights: &impl WeightSource, ids: &[u32]) -> Result<Matrix> {
+    let c = &graph.config;
+    if ids.is_empty() {
+        return Err(ModelError::Input("no tokens".into()));
+    }
+    if ids.len() > c.max_positions {
+        return Err(ModelError::Input(format!(
+            "{} tokens, the model takes at most {}",
+            ids.len(),
+            c.max_positions
+        )));
+    }
+    if let Some(&bad) = ids.iter().find(|&&t| t as usize >= c.vocab_size) {
+        return Err(ModelError::Input(format!(
+            "token id {bad} outside the vocabulary of {}",
+            c.vocab_size
+        )));
+    }
+    // last use of every node, so intermediate values are freed early
+    let mut last_use = vec![0usize; graph.nodes.len()];
+    for (i, n) in graph.nodes.iter().enumerate() {
+        for &j in &n.inputs {
+            if let Some(l) = last_use.get_mut(j) {
+                *l = i;
+            }
+        }
+    }
+    let mut vals: Vec<Option<Matrix>> = vec![None; graph.nodes.len()];
+    let s = ids.len();
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let input = |k: usize| -> Result<&Matrix> {
+            node.inputs
+                .get(k)
+                .and_then(|&j: &NodeId| vals.get(j))
+                .and_then(Option::as_ref)
+                .ok_or_else(|| ModelError::Input(format!("node {} lacks input {k}", node.name)))
+        };
+        let out = match &node.op {
+            Op::Input => Matrix {
+                rows: s,
+                cols: 1,
+                data: ids.iter().map(|&t| f64::from(t)).collect(),
+            },
+            Op::Embedding {
+                word,
+                position,
+                token_type,
+            } => {
+                let table = weights.get(word, &[c.vocab_size, c.hidden])?;
+                let mut m = Matrix::zeros(s, c.hidden);
+                for (r, &t) in ids.iter().enumerate() {
+                    add_row(&mut m, r, &table, t as usize);
+                }
+                if let Some(p) = position {
+                    let pos = weights.get(p, &[c.max_positions, c.hidden])?;
+                    for r in 0..s {
+                        add_row(&mut m, r, &pos, r);
+                    }
+                }
+                if let Some(tt) = token_type {
+                    let types = weights.get(tt, &[c.type_vocab_size, c.hidden])?;
+                    for r in 0..s {
+                        add_row(&mut m, r, &types, 0);
+                    }
+                }
+                m
+            }
+            Op::Linear {
+                weight,
+                bias,
+                in_dim,
+                out_total,
+                cols,
+                layout,
+            } => {
+                let shape = match layout {
+                    WeightLayout::OutIn => vec![*out_total, *in_dim],
+                    WeightLayout::InOut => vec![*in_dim, *out_total],
+                };
+                let w = weights.get(weight, &shape)?;
+                let b = match bias {
+                    Some(b) => Some(weights.get(b, &[*out_total])?),
+                    None => None,
+                };
+                linear(
+                    input(0)?,
+                    &w,
+                    b.as_deref(),
+                    *in_dim,
+                    *out_total,
+                    *cols,
+                    *layout,
+                )?
+            }
+            Op::LayerNorm { gamma, beta, eps } => {
+                let g = weights.get(gamma, &[c.hidden])?;
+                let b = weights.get(beta, &[c.hidden])?;
+                norm(input(0)?, &g, Some(&b), *eps, true)
+            }
+            Op::RmsNorm { gamma, eps } => {
+                let g = weights.get(gamma, &[c.hidden])?;
+                norm(input(0)?, &g, None, *eps, false)
+            }
+            Op::Attention {
+                heads,
+                kv_heads,
+                head_dim,
+                causal,
+                rope_theta,
+            } => attention(
+                input(0)?,
+                input(1)?,
+                input(2)?,
+                *heads,
+                *kv_heads,
+                *head_dim,
+                *causal,
+                *rope_theta,
+            )?,
+            Op::Activation(a) => {
+                let mut m = input(0)?.clone();
+                m.data.iter_mut().for_each(|x| *x = activation(*a, *x));
+                m
+            }
+            Op::Add | Op::Mul => {
+                let (a, b) = (input(0)?, input(1)?);
+                if a.rows != b.rows || a.cols != b.cols {
+                    return Err(ModelError::Input(format!(
+                        "{}: operand shapes differ",
+                        node.name
+                    )));
+                }
+                let mul = matches!(node.op, Op::Mul);
+                Matrix {
+                    rows: a.rows,
+                    cols: a.cols,
+                    data: a
+                        .data
+                        .iter()
+                        .zip(&b.data)
+                        .map(|(x, y)| if mul { x * y } else { x + y })
+                        .collect(),
+                }
+            }
+        };
+        if let Some(v) = vals.get_mut(i) {
+            *v = Some(out);
+        }
+        for &j in &node.inputs {
+            if last_use.get(j) == Some(&i) && j != graph.output {
+                if let Some(v) = vals.get_mut(j) {
+                    *v = None;
+                }
+            }
+        }
+    }
+    vals.get_mut(graph.output)
+        .and_then(Option::take)
+        .ok_or_else(|| ModelError::Input("graph produced no output".into()))
+}
+
+fn add_row(m: &mut Matrix, r: usize, table: &[f64], t: usize) {
+    let cols = m.cols;
+    if let (Some(dst), Some(src)) = (
+        m.data.get_mut(r * cols..(r + 1) * cols),
+        table.get(t * cols..(t + 1) * cols),
+    ) {
+        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+    }
+}
+
+fn linear(
+    x: &Matrix,
+    w: &[f64],
+    b: Option<&[f64]>,
+    in_dim: usize,
+    out_total: usize,
+    cols: (usize, usize),
+    layout: WeightLayout,
+) -> Result<Matrix> {
+    if x.cols != in_dim || cols.0 + cols.1 > out_total {
+        return Err(ModelError::Input(format!(
+            "linear layer of {in_dim} inputs applied to {} features",
+            x.cols
+        )));
+    }
+    let (start, count) = cols;
+    // weight rows for the used outputs, each of length in_dim
+    let wt: Vec<f64> = match layout {
+        WeightLayout::OutIn => w
+            .get(start * in_dim..(start + count) * in_dim)
+            .unwrap_or(&[])
+            .to_vec(),
+        WeightLayout::InOut => {
+            let mut t = vec![0.0; count * in_dim];
+            for (k, row) in w.chunks_exact(out_total).enumerate() {
+                for (o, &v) in row.iter().skip(start).take(count).enumerate() {
+                    if let Some(d) = t.get_mut(o * in_dim + k) {
+                        *d = v;
+                    }
+                }
+            }
+            t
+        }
+    };
+    let mut out = Matrix::zeros(x.rows, count);
+    for r in 0..x.rows {
+        let xr = x.row(r);
+        for (o, wr) in wt.chunks_exact(in_dim).enumerate() {
+            let bias = b.and_then(|b| b.get(start + o)).copied().unwrap_or(0.0);
+            let v: f64 = xr.iter().zip(wr).map(|(a, b)| a * b).sum::<f64>() + bias;
+            if let Some(d) = out.data.get_mut(r * count + o) {
+                *d = v;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn norm(x: &Matrix, g: &[f64], b: Option<&[f64]>, eps: f64, center: bool) -> Matrix {
+    let mut out = x.clone();
+    for row in out.data.chunks_exact_mut(x.cols) {
+        let n = row.len() as f64;
+        let mean = if center {
+            row.iter().sum::<f64>() / n
+        } else {
+            0.0
+        };
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+        let inv = 1.0 / (var + eps).sqrt();
+        for (j, v) in row.iter_mut().enumerate() {
+            let gj = g.get(j).copied().unwrap_or(1.0);
+            let bj = b.and_then(|b| b.get(j)).copied().unwrap_or(0.0);
+            *v = (*v - mean) * inv * gj + bj;
+        }
+    }
+    out
+}
+
+/// The activation functions, exactly.
+pub fn activation(a: Activation, x: f64) -> f64 {
+    match a {
+        Activation::GeluErf => 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2)),
+        Activation::GeluTanh => {
+            let k = (2.0 / std::f64::consts::PI).sqrt();
+            0.5 * x * (1.0 + (k * (x + 0.044_715 * x * x * x)).tanh())
+        }
+        Activation::Silu => x / (1.0 + (-x).exp()),
+    }
+}
+
+fn rope(m: &mut Matrix, heads: usize, hd: usize, theta: f64) {
+    let half = hd / 2;
+    for (p, row) in m.data.chunks_exact_mut(heads * hd).enumerate() {
+        for h in 0..heads {
+            for i in 0..half {
+                let freq = theta.powf(-2.0 * i as f64 / hd as f64);
+                let (sin, cos) = (p as f64 * freq).sin_cos();
+                let (a, b) = (h * hd + i, h * hd + i + half);
+                if let (Some(&x), Some(&y)) = (row.get(a), row.get(b)) {
+                    if let Some(v) = row.get_mut(a) {
+                        *v = x * cos - y * sin;
+                    }
+                    if let Some(v) = row.get_mut(b) {
+                        *v = y * cos + x * sin;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    q: &Matrix,
+    k: &Matrix,
+    v: &Matrix,
+    heads: usize,
+    kv_heads: usize,
+    hd: usize,
+    causal: bool,
+    rope_theta: Option<f64>,
+) -> Result<Matrix> {
+    let s = q.rows;
+    if q.cols != heads * hd || k.cols != kv_heads * hd || v.cols != kv_heads * hd || k.rows != s {
+        return Err(ModelError::Input(
+            "attention operand shapes do not match".into(),
+        ));
+    }
+    let (mut q, mut k) = (q.clone(), k.clone());
+    if let Some(theta) = rope_theta {
+        rope(&mut q, heads, hd, theta);
+        rope(&mut k, kv_heads, hd, theta);
+    }
+    let group = heads / kv_heads;
+    let scale = 1.0 / (hd as f64).sqrt();
+    let mut out = Matrix::zeros(s, heads * hd);
+    let mut scores = vec![0.0; s];
+    for h in 0..heads {
+        let kvh = h / group;
+        for i in 0..s {
+            let qi = q.row(i).get(h * hd..(h + 1) * hd).unwrap_or(&[]);
+            let lim = if causal { i + 1 } else { s };
+            for (j, sc) in scores.iter_mut().enumerate() {
+                *sc = if j < lim {
+                    let kj = k.row(j).get(kvh * hd..(kvh + 1) * hd).unwrap_or(&[]);
+                    qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f64>() * scale
+                } else {
+                    f64::NEG_INFINITY
+                };
+            }
+            let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let mut sum = 0.0;
+            scores.iter_mut().for_each(|x| {
+                *x = (*x - max).exp();
+                sum += *x;
+            });
+            for (j, &p) in scores.iter().enumerate() {
+                let vj = v.row(j).get(kvh * hd..(kvh + 1) * hd).unwrap_or(&[]);
+                let dst = out
+                    .data
+                    .get_mut(i * heads * hd + h * hd..i * heads * hd + (h + 1) * hd)
+                    .unwrap_or(&mut []);
+                dst.iter_mut().zip(vj).for_each(|(d, x)| *d += p / sum * x);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Sentence embedding as sentence-transformers computes it: mean of the token vectors (no
+/// padding here, so over all tokens), then L2 normalisation.
+pub fn sentence_embedding(hidden: &Matrix) -> Vec<f64> {
+    let mut mean = vec![0.0; hidden.cols];
+    for r in 0..hidden.rows {
+        mean.iter_mut()
+            .zip(hidden.row(r))
+            .for_each(|(m, x)| *m += x);
+    }
+    let n = hidden.rows.max(1) as f64;
+    mean.iter_mut().for_each(|m| *m /= n);
+    let norm = mean.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
+    mean.into_iter().map(|x| x / norm).collect()
+}
+
+/// Cosine similarity of two vectors (0 if either is zero or lengths differ).
+pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    if a.len() != b.len() {
+        return 0.0;
+    }
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na * nb)
+    }
+}
