@@ -1,6 +1,7 @@
 //! Duet models: HuggingFace configs, safetensors weights and tokenizers; a transformer as a
 //! graph of operators; the plaintext f64 reference executor (and, later, the secure executor).
 
+pub mod builtin;
 pub mod config;
 mod error;
 pub mod graph;
@@ -8,6 +9,7 @@ pub mod reference;
 pub mod tokenizer;
 pub mod weights;
 
+pub use builtin::{BuiltinModel, RandomWeights};
 pub use config::{Activation, Arch, ModelConfig};
 pub use error::{ModelError, Result};
 pub use graph::{Graph, Node, NodeId, Op};
