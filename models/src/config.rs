@@ -209,19 +209,19 @@ impl ModelConfig {
                 reason,
             })
         };
-        if !self.hidden.is_multiple_of(self.heads) {
+        if self.hidden % self.heads != 0 {
             return bad(format!(
                 "hidden size {} is not a multiple of {} heads",
                 self.hidden, self.heads
             ));
         }
-        if !self.heads.is_multiple_of(self.kv_heads) {
+        if self.heads % self.kv_heads != 0 {
             return bad(format!(
                 "{} heads is not a multiple of {} key/value heads",
                 self.heads, self.kv_heads
             ));
         }
-        if self.arch == Arch::Llama && !self.head_dim().is_multiple_of(2) {
+        if self.arch == Arch::Llama && self.head_dim() % 2 != 0 {
             return bad("rotary embeddings need an even head width".into());
         }
         if !(self.norm_eps > 0.0 && self.norm_eps < 1.0) {
