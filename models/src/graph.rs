@@ -15,6 +15,16 @@ pub enum WeightLayout {
     InOut,
 }
 
+impl WeightLayout {
+    /// The stored shape of a weight with `in_dim` inputs and `out_total` outputs.
+    pub fn shape(self, in_dim: usize, out_total: usize) -> Vec<usize> {
+        match self {
+            WeightLayout::OutIn => vec![out_total, in_dim],
+            WeightLayout::InOut => vec![in_dim, out_total],
+        }
+    }
+}
+
 /// One operator. Activations are `seq x width` matrices; every weight is named by its tensor.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -182,11 +192,7 @@ impl Graph {
                     layout,
                     ..
                 } => {
-                    let shape = match layout {
-                        WeightLayout::OutIn => vec![*out_total, *in_dim],
-                        WeightLayout::InOut => vec![*in_dim, *out_total],
-                    };
-                    out.push((weight.clone(), shape));
+                    out.push((weight.clone(), layout.shape(*in_dim, *out_total)));
                     if let Some(b) = bias {
                         out.push((b.clone(), vec![*out_total]));
                     }

@@ -122,11 +122,7 @@ pub fn run_reference(graph: &Graph, weights: &impl WeightSource, ids: &[u32]) ->
                 cols,
                 layout,
             } => {
-                let shape = match layout {
-                    WeightLayout::OutIn => vec![*out_total, *in_dim],
-                    WeightLayout::InOut => vec![*in_dim, *out_total],
-                };
-                let w = weights.get(weight, &shape)?;
+                let w = weights.get(weight, &layout.shape(*in_dim, *out_total))?;
                 let b = match bias {
                     Some(b) => Some(weights.get(b, &[*out_total])?),
                     None => None,

@@ -76,7 +76,12 @@ fn rotary_positions_make_llama_order_sensitive() {
     // would be the same up to rounding; with them the order matters.
     let x = run_reference(&g, &w, &[5, 9, 7]).unwrap();
     let y = run_reference(&g, &w, &[9, 5, 7]).unwrap();
-    let diff = x.row(2).iter().zip(y.row(2)).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let diff = x
+        .row(2)
+        .iter()
+        .zip(y.row(2))
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
     assert!(diff > 1e-3, "max difference {diff}");
 }
 

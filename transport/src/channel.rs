@@ -104,53 +104,37 @@ pub(crate) fn bytes_to_u64s(bytes: &[u8], peer: &str) -> Result<Vec<u64>> {
     Ok(out)
 }
 
-impl<C: Channel + ?Sized> Channel for &mut C {
-    fn send_bytes(&mut self, data: &[u8]) -> Result<()> {
-        (**self).send_bytes(data)
-    }
-    fn recv_bytes(&mut self) -> Result<Vec<u8>> {
-        (**self).recv_bytes()
-    }
-    fn flush(&mut self) -> Result<()> {
-        (**self).flush()
-    }
-    fn stats(&self) -> ChannelStats {
-        (**self).stats()
-    }
-    fn peer(&self) -> &str {
-        (**self).peer()
-    }
-    fn send_u64s(&mut self, data: &[u64]) -> Result<()> {
-        (**self).send_u64s(data)
-    }
-    fn recv_u64s(&mut self) -> Result<Vec<u64>> {
-        (**self).recv_u64s()
-    }
+/// Forwards every method (including the overridable bulk ones) to the pointee.
+macro_rules! forward_channel {
+    ($ty:ty) => {
+        impl<C: Channel + ?Sized> Channel for $ty {
+            fn send_bytes(&mut self, data: &[u8]) -> Result<()> {
+                (**self).send_bytes(data)
+            }
+            fn recv_bytes(&mut self) -> Result<Vec<u8>> {
+                (**self).recv_bytes()
+            }
+            fn flush(&mut self) -> Result<()> {
+                (**self).flush()
+            }
+            fn stats(&self) -> ChannelStats {
+                (**self).stats()
+            }
+            fn peer(&self) -> &str {
+                (**self).peer()
+            }
+            fn send_u64s(&mut self, data: &[u64]) -> Result<()> {
+                (**self).send_u64s(data)
+            }
+            fn recv_u64s(&mut self) -> Result<Vec<u64>> {
+                (**self).recv_u64s()
+            }
+        }
+    };
 }
 
-impl<C: Channel + ?Sized> Channel for Box<C> {
-    fn send_bytes(&mut self, data: &[u8]) -> Result<()> {
-        (**self).send_bytes(data)
-    }
-    fn recv_bytes(&mut self) -> Result<Vec<u8>> {
-        (**self).recv_bytes()
-    }
-    fn flush(&mut self) -> Result<()> {
-        (**self).flush()
-    }
-    fn stats(&self) -> ChannelStats {
-        (**self).stats()
-    }
-    fn peer(&self) -> &str {
-        (**self).peer()
-    }
-    fn send_u64s(&mut self, data: &[u64]) -> Result<()> {
-        (**self).send_u64s(data)
-    }
-    fn recv_u64s(&mut self) -> Result<Vec<u64>> {
-        (**self).recv_u64s()
-    }
-}
+forward_channel!(&mut C);
+forward_channel!(Box<C>);
 
 /// A source of independent sub-channels to one peer (QUIC streams, or in-memory pairs).
 ///
