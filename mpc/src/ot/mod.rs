@@ -46,12 +46,14 @@
 pub mod aes;
 pub mod base;
 mod bits;
+pub mod ferret;
 pub mod iknp;
 pub mod kk13;
 mod pair;
 pub mod rot;
 pub mod transpose;
 
+pub use ferret::{FerretPair, FerretParams, FerretReceiver, FerretSender};
 pub use iknp::{IknpReceiver, IknpReceiverSetup, IknpSender, IknpSenderSetup};
 pub use kk13::{KkReceiver, KkSender};
 pub use pair::OtPair;
