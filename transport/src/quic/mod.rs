@@ -316,6 +316,23 @@ pub struct QuicSession {
     peer: PeerName,
     config: QuicConfig,
     role: Role,
+    closed: bool,
+}
+
+impl Drop for QuicSession {
+    /// A session dropped without [`QuicSession::close`] (an error on this side) tells the peer
+    /// at once, so its next receive fails with `PeerClosed` instead of waiting for the idle
+    /// timeout.
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.conn.close(VarInt::from_u32(1), b"aborted");
+        let endpoint = self.endpoint.clone();
+        let _ = block_on(&self.rt.handle(), async move {
+            let _ = tokio::time::timeout(Duration::from_millis(300), endpoint.wait_idle()).await;
+        });
+    }
 }
 
 impl std::fmt::Debug for QuicSession {
@@ -347,6 +364,7 @@ impl QuicSession {
             peer,
             config: config.clone(),
             role,
+            closed: false,
         };
         session.hello()?;
         Ok(session)
@@ -392,7 +410,8 @@ impl QuicSession {
     /// the client says goodbye, the server answers once it has read that goodbye, and the
     /// client closes the connection once it has read the answer. The server waits (up to 5 s)
     /// for that close. A goodbye means "I have received everything I need".
-    pub fn close(self) -> Result<()> {
+    pub fn close(mut self) -> Result<()> {
+        self.closed = true;
         let bye = self.open(HELLO_CHANNEL - 1, false).and_then(|mut ch| {
             match self.role {
                 Role::Client => {
