@@ -1,15 +1,18 @@
 //! `duet demo` and the two-machine `serve` / `connect` pair for the built-in payloads.
 
 use crate::report::{peak_rss_bytes, Accuracy, Bytes, PeakRss, Report};
-use crate::{share_demo, DuetError};
+use crate::{linear_demo, share_demo, DuetError};
 use duet_transport::quic::{connect, Fingerprint, Identity, QuicConfig, QuicListener, QuicRuntime};
-use duet_transport::{Role, Session};
+use duet_transport::{Channel, Role, Session};
 use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Built-in payloads that need no files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Builtin {
+    /// One secure linear layer: the client's 16x64 input times the server's 64x32 weights
+    /// (HE matmul), revealed to the client.
+    LinearDemo,
     /// Secret-share one private tensor per party, add and scale, reveal to the client.
     ShareDemo,
 }
@@ -17,10 +20,77 @@ pub enum Builtin {
 impl Builtin {
     fn name(self) -> &'static str {
         match self {
+            Builtin::LinearDemo => "linear-demo",
             Builtin::ShareDemo => "share-demo",
         }
     }
+
+    /// The plaintext result both parties' inputs give (demo inputs come from a public seed).
+    fn reference(self) -> Vec<f64> {
+        match self {
+            Builtin::LinearDemo => {
+                let (x, w, b) = linear_demo::demo_data(DEMO_SEED);
+                linear_demo::reference(&x, &w, &b)
+            }
+            Builtin::ShareDemo => share_demo::reference(
+                &share_demo::demo_input(Role::Client, DEMO_LEN, DEMO_SEED),
+                &share_demo::demo_input(Role::Server, DEMO_LEN, DEMO_SEED),
+            ),
+        }
+    }
 }
+
+/// What one side of a built-in run produced.
+struct SideOut {
+    out: Vec<f64>,
+    ops: Vec<crate::report::OpReport>,
+    setup: duet_transport::ChannelStats,
+    total: duet_transport::ChannelStats,
+}
+
+/// Runs `role`'s side of `builtin` on `session` with the seeded demo inputs of that role only.
+fn run_side<S: Session>(builtin: Builtin, session: &S, role: Role) -> Result<SideOut, DuetError> {
+    // Both sides must run the same payload: say which, before anything else.
+    {
+        let mut ch = session.channel(PAYLOAD_CHANNEL)?;
+        let theirs: String = ch.exchange_msg(&builtin.name().to_string())?;
+        if theirs != builtin.name() {
+            return Err(DuetError::Usage(format!(
+                "the peer runs the built-in payload {theirs:?}, this side {:?}; pass the same --builtin to both",
+                builtin.name()
+            )));
+        }
+    }
+    let (out, ops, setup) = match builtin {
+        Builtin::LinearDemo => {
+            let (x, w, b) = linear_demo::demo_data(DEMO_SEED);
+            let run = match role {
+                Role::Server => linear_demo::run(session, role, None, Some((&w, &b)))?,
+                Role::Client => linear_demo::run(session, role, Some(&x), None)?,
+            };
+            (run.y, run.ops, run.setup)
+        }
+        Builtin::ShareDemo => {
+            let input = share_demo::demo_input(role, DEMO_LEN, DEMO_SEED);
+            let (out, ops) = share_demo::run(session, role, &input)?;
+            (out, ops, duet_transport::ChannelStats::default())
+        }
+    };
+    Ok(SideOut {
+        out,
+        ops,
+        setup,
+        total: session
+            .stats_by_channel()
+            .into_iter()
+            .filter(|(id, _)| *id != PAYLOAD_CHANNEL)
+            .fold(duet_transport::ChannelStats::default(), |a, (_, s)| a + s),
+    })
+}
+
+/// Sub-channel on which the two sides compare their payload names (its bytes are counted in
+/// the session totals but not in any operator row).
+const PAYLOAD_CHANNEL: u32 = 1000;
 
 /// Elements in the demo tensors.
 pub const DEMO_LEN: usize = 4096;
@@ -41,58 +111,80 @@ pub fn run_demo(builtin: Builtin) -> Result<Report, DuetError> {
         cfg.clone(),
     )?;
     let addr = listener.local_addr()?;
-    let x = share_demo::demo_input(Role::Client, DEMO_LEN, DEMO_SEED);
-    let y = share_demo::demo_input(Role::Server, DEMO_LEN, DEMO_SEED);
     let t = Instant::now();
     let (server_res, client_res) = std::thread::scope(|s| {
         let server = s.spawn(|| -> Result<_, DuetError> {
             let session = listener.accept()?;
-            share_demo::run(&session, Role::Server, &y)?;
-            let stats = session.stats();
+            let side = run_side(builtin, &session, Role::Server)?;
             session.close()?;
-            Ok(stats)
+            Ok(side)
         });
         let client = (|| -> Result<_, DuetError> {
             let session = connect(&rt, addr, &client_id, server_id.fingerprint(), cfg)?;
-            let (out, ops) = share_demo::run(&session, Role::Client, &x)?;
-            let stats = session.stats();
+            let side = run_side(builtin, &session, Role::Client)?;
             session.close()?;
-            Ok((out, ops, stats))
+            Ok(side)
         })();
         let server = server
             .join()
             .map_err(|_| DuetError::ThreadPanicked("server"));
         (server, client)
     });
-    let server_stats = server_res??;
-    let (out, ops, stats) = client_res?;
+    let server = server_res??;
+    let client = client_res?;
     let wall = t.elapsed().as_secs_f64();
-    let reference = share_demo::reference(&x, &y);
     let rss = peak_rss_bytes();
-    Ok(Report {
+    let mut r = side_report(builtin, wall, &client, Role::Client);
+    // flights sent by each side: exact, unlike one endpoint's view
+    r.rounds = (client.total - client.setup).rounds + (server.total - server.setup).rounds;
+    r.peak_rss_bytes = PeakRss {
+        server: rss,
+        client: rss,
+    };
+    r.network = "loopback-quic".into();
+    r.accuracy = accuracy(&client.out, &builtin.reference());
+    Ok(r)
+}
+
+fn side_report(builtin: Builtin, wall: f64, side: &SideOut, role: Role) -> Report {
+    let online = side.total - side.setup;
+    let (c2s, s2c) = match role {
+        Role::Client => (online.bytes_sent, online.bytes_received),
+        Role::Server => (online.bytes_received, online.bytes_sent),
+    };
+    let rss = peak_rss_bytes();
+    Report {
         model: builtin.name().into(),
-        seq_len: 0,
+        seq_len: match builtin {
+            Builtin::LinearDemo => linear_demo::N,
+            Builtin::ShareDemo => 0,
+        },
         protocol: "duet".into(),
-        network: "loopback-quic".into(),
+        network: "quic".into(),
         wall_s: wall,
         offline_s: 0.0,
         online_s: wall,
         bytes: Bytes {
-            client_to_server: stats.bytes_sent,
-            server_to_client: stats.bytes_received,
-            total: stats.total_bytes(),
-            setup: 0,
+            client_to_server: c2s,
+            server_to_client: s2c,
+            total: online.total_bytes(),
+            setup: side.setup.total_bytes(),
             cached: 0,
         },
-        // flights sent by each side: exact, unlike one endpoint's view
-        rounds: stats.rounds + server_stats.rounds,
-        peak_rss_bytes: PeakRss {
-            server: rss,
-            client: rss,
+        rounds: online.total_rounds(),
+        peak_rss_bytes: match role {
+            Role::Server => PeakRss {
+                server: rss,
+                client: 0,
+            },
+            Role::Client => PeakRss {
+                server: 0,
+                client: rss,
+            },
         },
-        accuracy: accuracy(&out, &reference),
-        ops,
-    })
+        accuracy: Accuracy::default(),
+        ops: side.ops.clone(),
+    }
 }
 
 /// Max absolute error and cosine similarity; a length mismatch counts as total failure.
@@ -150,11 +242,14 @@ pub fn serve(
     on_listen(listener.local_addr()?);
     let session = listener.accept()?;
     let t = Instant::now();
-    let y = share_demo::demo_input(Role::Server, DEMO_LEN, DEMO_SEED);
-    let (_, ops) = share_demo::run(&session, Role::Server, &y)?;
-    let stats = session.stats();
+    let side = run_side(side.builtin, &session, Role::Server).map(|o| (o, side.builtin))?;
     session.close()?;
-    Ok(remote_report(side.builtin, t, stats, ops, Role::Server))
+    Ok(side_report(
+        side.1,
+        t.elapsed().as_secs_f64(),
+        &side.0,
+        Role::Server,
+    ))
 }
 
 /// `duet connect`: runs the client side against a server, returns the client's report.
@@ -162,57 +257,10 @@ pub fn connect_and_run(side: RemoteSide<'_>, addr: SocketAddr) -> Result<Report,
     let rt = QuicRuntime::new(2)?;
     let session = connect(&rt, addr, side.identity, side.peer, side.config)?;
     let t = Instant::now();
-    let x = share_demo::demo_input(Role::Client, DEMO_LEN, DEMO_SEED);
-    let (out, ops) = share_demo::run(&session, Role::Client, &x)?;
-    let stats = session.stats();
+    let out = run_side(side.builtin, &session, Role::Client)?;
     session.close()?;
-    let mut r = remote_report(side.builtin, t, stats, ops, Role::Client);
-    // Both sides derive their demo inputs from a public seed, so the client can check.
-    let y = share_demo::demo_input(Role::Server, DEMO_LEN, DEMO_SEED);
-    r.accuracy = accuracy(&out, &share_demo::reference(&x, &y));
+    let mut r = side_report(side.builtin, t.elapsed().as_secs_f64(), &out, Role::Client);
+    // Demo inputs come from a public seed, so the client can check its result.
+    r.accuracy = accuracy(&out.out, &side.builtin.reference());
     Ok(r)
-}
-
-fn remote_report(
-    builtin: Builtin,
-    t: Instant,
-    stats: duet_transport::ChannelStats,
-    ops: Vec<crate::report::OpReport>,
-    role: Role,
-) -> Report {
-    let wall = t.elapsed().as_secs_f64();
-    let (c2s, s2c) = match role {
-        Role::Client => (stats.bytes_sent, stats.bytes_received),
-        Role::Server => (stats.bytes_received, stats.bytes_sent),
-    };
-    let rss = peak_rss_bytes();
-    Report {
-        model: builtin.name().into(),
-        seq_len: 0,
-        protocol: "duet".into(),
-        network: "quic".into(),
-        wall_s: wall,
-        offline_s: 0.0,
-        online_s: wall,
-        bytes: Bytes {
-            client_to_server: c2s,
-            server_to_client: s2c,
-            total: stats.total_bytes(),
-            setup: 0,
-            cached: 0,
-        },
-        rounds: stats.total_rounds(),
-        peak_rss_bytes: match role {
-            Role::Server => PeakRss {
-                server: rss,
-                client: 0,
-            },
-            Role::Client => PeakRss {
-                server: 0,
-                client: rss,
-            },
-        },
-        accuracy: Accuracy::default(),
-        ops,
-    }
 }

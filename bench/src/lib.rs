@@ -4,7 +4,9 @@
 //! tests and other programs can call it.
 
 pub mod demo;
+pub mod linear_demo;
 pub mod ops;
+pub mod ops_mpc;
 pub mod report;
 pub mod share_demo;
 pub mod transport_bench;
@@ -23,6 +25,9 @@ pub enum DuetError {
     /// An MPC protocol failed.
     #[error(transparent)]
     Mpc(#[from] duet_mpc::MpcError),
+    /// A hybrid protocol (HE linear layer, ...) failed.
+    #[error(transparent)]
+    Protocol(#[from] duet_protocols::ProtocolError),
     /// Bad command-line usage.
     #[error("{0}")]
     Usage(String),

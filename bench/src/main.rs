@@ -72,7 +72,7 @@ enum Command {
         /// Server address, e.g. 192.0.2.1:4433.
         addr: String,
         /// A built-in payload (must match the server's).
-        #[arg(long, value_enum, default_value = "share-demo")]
+        #[arg(long, value_enum, default_value = "linear-demo")]
         builtin: Builtin,
         #[command(flatten)]
         net: NetArgs,
@@ -171,7 +171,7 @@ fn print_report(r: &duet_bench::report::Report, json: bool) -> Result<(), DuetEr
 fn run(cli: Cli) -> Result<(), DuetError> {
     match cli.command {
         Command::Demo { json } => {
-            let r = demo::run_demo(Builtin::ShareDemo)?;
+            let r = demo::run_demo(Builtin::LinearDemo)?;
             print_report(&r, json)
         }
         Command::Fingerprint { state_dir: d } => {
@@ -188,11 +188,11 @@ fn run(cli: Cli) -> Result<(), DuetError> {
         } => {
             if let Some(m) = model {
                 return Err(DuetError::Usage(format!(
-                    "--model {}: loading HuggingFace model folders is not available in this build yet; use --builtin share-demo",
+                    "--model {}: loading HuggingFace model folders is not available in this build yet; use --builtin linear-demo or share-demo",
                     m.display()
                 )));
             }
-            let builtin = builtin.unwrap_or(Builtin::ShareDemo);
+            let builtin = builtin.unwrap_or(Builtin::LinearDemo);
             let id = Identity::load_or_create(&state_dir(net.state_dir.clone())?)?;
             let listen = parse_addr(&listen)?;
             let json = net.json;

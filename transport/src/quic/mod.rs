@@ -51,9 +51,8 @@ pub struct QuicConfig {
     pub stream_window: u32,
     /// Connection flow-control window. Default 256 MiB.
     pub connection_window: u32,
-    /// Upper bound for path-MTU discovery (UDP payload). Default 65 507, the largest IPv4 UDP
-    /// payload (loopback, jumbo
-    /// frames); discovery settles on the path's real MTU.
+    /// Upper bound for path-MTU discovery (UDP payload). Default 1 452, the largest payload
+    /// that fits a 1 500-byte Ethernet MTU over IPv4 and IPv6; raise it for jumbo-frame links.
     pub max_udp_payload: u16,
 }
 
@@ -65,7 +64,7 @@ impl Default for QuicConfig {
             max_frame_bytes: crate::DEFAULT_MAX_FRAME_BYTES,
             stream_window: 64 << 20,
             connection_window: 256 << 20,
-            max_udp_payload: 65_507,
+            max_udp_payload: 1452,
         }
     }
 }

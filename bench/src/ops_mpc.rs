@@ -1,0 +1,367 @@
+//! `duet bench op {compare|mul|trunc|relu|ot} --shape N`: one non-linear MPC protocol of
+//! duet-mpc on `N` random elements, both parties in this process on two threads over the
+//! in-memory channel.
+//!
+//! Values live in `Z_2^37` with 12 fractional bits (the CrypTFlow2 / Cheetah benchmark width).
+//! * `compare`: `1{x < y}` as `MSB(x - y)` (the DReLU / millionaire cost of CrypTFlow2).
+//! * `mul`: element-wise product of two shared tensors (Gilboa, COT over the ring).
+//! * `trunc`: faithful truncation by 12 bits.
+//! * `relu`: DReLU + mux.
+//! * `ot`: `N` IKNP correlated OTs.
+//!
+//! The report's `bytes.total` is the online traffic of both directions, `bytes.setup` the base
+//! OT and KK13 setup, `accuracy.max_abs_err` the largest error against plaintext (0 for exact
+//! protocols), `ops[0].predicted_bytes` the protocol's exact cost formula.
+
+use crate::report::{Accuracy, Bytes, OpReport, PeakRss, Report};
+use crate::DuetError;
+use duet_mpc::nonlinear::{self as nl, NlConfig, NlSession, TruncMode};
+use duet_mpc::ot::{CotReceiver, CotSender};
+use duet_mpc::{AShare, Prg, Ring};
+use duet_transport::{run_two_party, Channel, ChannelStats, MemoryChannel, Role};
+use std::time::Instant;
+
+/// Fixed-point fractional bits of the benchmark.
+pub const FRAC: u32 = 12;
+/// Ring width of the benchmark.
+pub const BITS: u32 = 37;
+
+/// What one party returns: its output share (ring values, or bits as 0/1), setup and online
+/// traffic, online seconds.
+type PartyOut = (Vec<u64>, ChannelStats, ChannelStats, f64);
+
+fn parse_n(shape: &str) -> Result<usize, DuetError> {
+    let n = shape
+        .split('x')
+        .map(|d| d.trim().parse::<usize>())
+        .try_fold(1usize, |acc, d| d.ok().and_then(|d| acc.checked_mul(d)))
+        .ok_or_else(|| DuetError::Usage(format!("bad shape {shape:?}: expected N or AxB")))?;
+    if n == 0 {
+        return Err(DuetError::Usage("empty shape".into()));
+    }
+    Ok(n)
+}
+
+/// The configuration named by `protocol`: the default (radix 4, server as OT sender) with
+/// optional `:`-separated overrides `radix=M`, `sender=client|server` and `leaf=kk13|iknp`,
+/// e.g. `duet:radix=3:leaf=iknp`.
+pub fn config(protocol: &str) -> Result<NlConfig, DuetError> {
+    let mut cfg = NlConfig::default();
+    for part in protocol.split(':').skip(1) {
+        match part.split_once('=') {
+            Some(("radix", v)) => {
+                cfg.radix = v
+                    .parse()
+                    .map_err(|_| DuetError::Usage(format!("bad radix {v:?}")))?
+            }
+            Some(("sender", "client")) => cfg.ot_sender = Role::Client,
+            Some(("sender", "server")) => cfg.ot_sender = Role::Server,
+            Some(("leaf", "kk13")) => cfg.leaf_ot = nl::LeafOt::Kk13,
+            Some(("leaf", "iknp")) => cfg.leaf_ot = nl::LeafOt::Iknp,
+            _ => {
+                return Err(DuetError::Usage(format!(
+                    "unknown protocol option {part:?}"
+                )))
+            }
+        }
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn party(
+    role: Role,
+    cfg: NlConfig,
+    mut ch: MemoryChannel,
+    kind: &str,
+    x: &(AShare, AShare),
+    y: &(AShare, AShare),
+) -> Result<PartyOut, DuetError> {
+    let mut rng = Prg::from_entropy();
+    let mut s = NlSession::setup(&mut ch, role, &mut rng, cfg)?;
+    let setup = ch.stats();
+    let pick = |p: &(AShare, AShare)| match role {
+        Role::Server => p.0.clone(),
+        Role::Client => p.1.clone(),
+    };
+    let (xs, ys) = (pick(x), pick(y));
+    // barrier so that both parties start the clock together
+    ch.send_bytes(&[0])?;
+    ch.flush()?;
+    ch.recv_bytes()?;
+    let before = ch.stats();
+    let t = Instant::now();
+    let out: Vec<u64> = match kind {
+        "compare" => nl::lt_bounded(&mut s, &mut ch, &xs, &ys)?
+            .to_bits()
+            .into_iter()
+            .map(u64::from)
+            .collect(),
+        "mul" => nl::mul(&mut s, &mut ch, &xs, &ys)?.into_data(),
+        "trunc" => nl::trunc(&mut s, &mut ch, &xs, FRAC, TruncMode::Faithful)?.into_data(),
+        "relu" => nl::relu(&mut s, &mut ch, &xs)?.into_data(),
+        "ot" => {
+            let n = xs.len();
+            let (snd, rcv) = s.iknp();
+            match role {
+                Role::Server => snd
+                    .send_cot(&mut ch, n)?
+                    .iter()
+                    .map(|&q| q as u64)
+                    .collect(),
+                Role::Client => rcv
+                    .recv_cot(&mut ch, n)?
+                    .1
+                    .iter()
+                    .map(|&q| q as u64)
+                    .collect(),
+            }
+        }
+        other => {
+            return Err(DuetError::Usage(format!(
+                "unknown MPC operator {other:?}: expected compare, mul, trunc, relu or ot"
+            )))
+        }
+    };
+    let secs = t.elapsed().as_secs_f64();
+    Ok((out, setup, ch.stats() - before, secs))
+}
+
+/// Runs operator `kind` on `shape` (`N` or `AxB`, the element count) with protocol preset
+/// `protocol` (only the default configuration, radix 4 with the server as OT sender, exists).
+pub fn run(kind: &str, shape: &str, protocol: &str) -> Result<Report, DuetError> {
+    let n = parse_n(shape)?;
+    let ring = Ring::new(BITS)?;
+    let cfg = config(protocol)?;
+    let predicted = match kind {
+        "compare" => nl::lt_bounded_cost(n, ring, cfg),
+        "mul" => nl::mul_cost(n, ring, cfg),
+        "trunc" => nl::trunc_cost(n, ring, FRAC, TruncMode::Faithful, cfg),
+        "relu" => nl::relu_cost(n, ring, cfg),
+        "ot" => {
+            let c = duet_mpc::ot::iknp::extend_cost(n);
+            nl::Cost {
+                bytes: c.bytes(),
+                rounds: c.rounds(),
+            }
+        }
+        other => {
+            return Err(DuetError::Usage(format!(
+                "unknown MPC operator {other:?}: expected compare, mul, trunc, relu or ot"
+            )))
+        }
+    };
+    let mut prg = Prg::from_entropy();
+    // Inputs: signed values of magnitude below 2^(BITS-3) so that x - y never overflows.
+    let bound = 1u64 << (BITS - 3);
+    let gen = |prg: &mut Prg| -> Vec<u64> {
+        prg.ring_elements(Ring::z64(), n)
+            .into_iter()
+            .map(|r| ring.from_i64((r % (2 * bound)) as i64 - bound as i64))
+            .collect()
+    };
+    let xv = gen(&mut prg);
+    let yv = gen(&mut prg);
+    let x = AShare::share(ring, vec![n], &xv, &mut prg)?;
+    let y = AShare::share(ring, vec![n], &yv, &mut prg)?;
+    let wall = Instant::now();
+    let (rs, rc) = run_two_party(
+        |ch| party(Role::Server, cfg, ch, kind, &x, &y),
+        |ch| party(Role::Client, cfg, ch, kind, &x, &y),
+    );
+    let wall_s = wall.elapsed().as_secs_f64();
+    let ((os, setup_s, st_s, ts), (oc, setup_c, st_c, tc)) = (rs?, rc?);
+    let err = |a: u64, b: u64| (a as f64 - b as f64).abs();
+    let max_abs_err = match kind {
+        "ot" => 0.0,
+        "compare" => os
+            .iter()
+            .zip(&oc)
+            .zip(xv.iter().zip(&yv))
+            .map(|((&a, &b), (&xa, &yb))| {
+                let want = u64::from(ring.to_i64(xa) < ring.to_i64(yb));
+                err(a ^ b, want)
+            })
+            .fold(0.0, f64::max),
+        _ => os
+            .iter()
+            .zip(&oc)
+            .enumerate()
+            .map(|(i, (&a, &b))| {
+                let got = ring.to_i64(ring.add(a, b));
+                let (xa, yb) = (
+                    ring.to_i64(xv.get(i).copied().unwrap_or(0)),
+                    ring.to_i64(yv.get(i).copied().unwrap_or(0)),
+                );
+                let want = match kind {
+                    "mul" => ring.to_i64(ring.from_i64(xa.wrapping_mul(yb))),
+                    "trunc" => xa >> FRAC,
+                    _ => xa.max(0),
+                };
+                (got as f64 - want as f64).abs()
+            })
+            .fold(0.0, f64::max),
+    };
+    let total = st_s.bytes_sent + st_c.bytes_sent;
+    let rounds = st_s.rounds + st_c.rounds;
+    let online_s = ts.max(tc);
+    Ok(Report {
+        model: format!("op:{kind}"),
+        seq_len: n,
+        protocol: protocol.to_string(),
+        network: "memory".into(),
+        wall_s,
+        offline_s: 0.0,
+        online_s,
+        bytes: Bytes {
+            client_to_server: st_c.bytes_sent,
+            server_to_client: st_s.bytes_sent,
+            total,
+            setup: setup_s.bytes_sent + setup_c.bytes_sent,
+            cached: 0,
+        },
+        rounds,
+        peak_rss_bytes: PeakRss {
+            server: crate::report::peak_rss_bytes(),
+            client: crate::report::peak_rss_bytes(),
+        },
+        accuracy: Accuracy {
+            max_abs_err,
+            cosine_vs_reference: 1.0,
+        },
+        ops: vec![OpReport {
+            name: format!("{kind}[{n}]"),
+            kind: kind.to_string(),
+            backend: "mpc".into(),
+            bytes: total,
+            rounds,
+            wall_s: online_s,
+            predicted_bytes: predicted.bytes,
+            predicted_s: 0.0,
+        }],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_runs_exactly_at_its_predicted_cost() {
+        for kind in ["compare", "mul", "trunc", "relu", "ot"] {
+            let r = run(kind, "1000", "duet").unwrap();
+            assert_eq!(r.accuracy.max_abs_err, 0.0, "{kind}");
+            assert_eq!(r.bytes.total, r.ops[0].predicted_bytes, "{kind}");
+            assert!(r.bytes.setup > 0);
+        }
+        assert!(run("gelu", "10", "duet").is_err());
+        assert!(run("mul", "0", "duet").is_err());
+        assert!(run("compare", "10", "duet:radix=9").is_err());
+        let r = run("compare", "100", "duet:radix=2:sender=client:leaf=iknp").unwrap();
+        assert_eq!(r.bytes.total, r.ops[0].predicted_bytes);
+    }
+}
+
+#[cfg(test)]
+mod million {
+    /// `cargo test -p duet-bench --release --lib ops_mpc::million -- --ignored --nocapture`
+    #[test]
+    #[ignore = "one million elements per operator: run by hand"]
+    fn one_million_each() {
+        let kinds = std::env::var("DUET_OPS").unwrap_or_else(|_| "compare,trunc,mul,relu".into());
+        for kind in kinds.split(',') {
+            let proto = std::env::var("DUET_PROTO").unwrap_or_else(|_| "duet".into());
+            let r = super::run(kind, "1000000", &proto).unwrap();
+            println!(
+                "{kind}: {} B total = {:.1} B/elem, predicted {} B, rounds {}, online {:.2} s, wall {:.2} s, err {}, rss {} MiB",
+                r.bytes.total,
+                r.bytes.total as f64 / 1e6,
+                r.ops[0].predicted_bytes,
+                r.rounds,
+                r.online_s,
+                r.wall_s,
+                r.accuracy.max_abs_err,
+                r.peak_rss_bytes.server >> 20
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod radix_table {
+    use duet_mpc::nonlinear as nl;
+    use duet_mpc::Ring;
+    use duet_transport::Role;
+
+    /// Prints bytes per comparison by radix and ring (for the report).
+    #[test]
+    #[ignore = "prints a table"]
+    fn bytes_per_comparison() {
+        for l in [32u32, 37, 64] {
+            for radix in 1..=8 {
+                let cfg = nl::NlConfig {
+                    radix,
+                    ot_sender: Role::Server,
+                    ..nl::NlConfig::default()
+                };
+                let c = nl::msb_cost(1 << 20, Ring::new(l).unwrap(), cfg);
+                println!(
+                    "l {l} radix {radix}: {:.1} B/cmp, {} rounds",
+                    c.bytes as f64 / f64::from(1 << 20),
+                    c.rounds
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod cost_table {
+    use duet_mpc::nonlinear::{self as nl, NlConfig, TruncMode};
+    use duet_mpc::Ring;
+
+    /// Prints bytes per element of every protocol at `l = 37` (for the report).
+    #[test]
+    #[ignore = "prints a table"]
+    fn bytes_per_element() {
+        let n = 1 << 20;
+        let r = Ring::new(37).unwrap();
+        let c = NlConfig::default();
+        let rows = [
+            ("and", nl::and_cost(n)),
+            ("msb/drelu/lt_bounded", nl::msb_cost(n, r, c)),
+            ("lt (exact)", nl::lt_cost(n, r, c)),
+            ("lt_public (exact)", nl::lt_public_cost(n, r, c)),
+            ("eq", nl::eq_cost(n, r, c)),
+            ("b2a", nl::b2a_cost(n, r, c)),
+            ("mux", nl::mux_cost(n, r, c)),
+            ("mul", nl::mul_cost(n, r, c)),
+            (
+                "trunc faithful f=12",
+                nl::trunc_cost(n, r, 12, TruncMode::Faithful, c),
+            ),
+            (
+                "trunc one-bit f=12",
+                nl::trunc_cost(n, r, 12, TruncMode::OneBit, c),
+            ),
+            (
+                "trunc known-msb f=12",
+                nl::trunc_cost(n, r, 12, TruncMode::KnownMsb(false), c),
+            ),
+            ("relu", nl::relu_cost(n, r, c)),
+            (
+                "extend 37->64 signed",
+                nl::extend_cost(n, r, Ring::z64(), c),
+            ),
+            ("max over 8 (per row)", nl::max_axis_cost(n / 8, 8, r, c)),
+        ];
+        for (name, k) in rows {
+            let per = if name.starts_with("max") { n / 8 } else { n };
+            println!(
+                "| {name} | {:.2} | {} |",
+                k.bytes as f64 / per as f64,
+                k.rounds
+            );
+        }
+    }
+}

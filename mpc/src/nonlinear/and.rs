@@ -1,0 +1,148 @@
+//! AND of boolean shares with Beaver bit triples made from random OT.
+
+#![expect(
+    clippy::indexing_slicing,
+    reason = "triple indices are below the triple count, which the callers size to the jobs"
+)]
+
+use super::cost::{iknp_msg, Tape};
+use super::otx::Triples;
+use super::wire::{pack_bits, unpack_bits};
+use super::{BShare, Cost, NlSession};
+use crate::{MpcError, Result};
+use duet_transport::{Channel, Role};
+
+/// A batch of AND jobs for one round: `singles` are `x ∧ y`; `doubles` are
+/// `(c ∧ a, c ∧ b)` with a common operand `c` (one triple pair with a shared `b`, 3 opened bits
+/// per party instead of 4).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AndJobs {
+    pub sx: Vec<bool>,
+    pub sy: Vec<bool>,
+    pub dc: Vec<bool>,
+    pub da: Vec<bool>,
+    pub db: Vec<bool>,
+}
+
+impl AndJobs {
+    pub(crate) fn triples(&self) -> usize {
+        self.sx.len() + self.dc.len()
+    }
+    pub(crate) fn open_bits(&self) -> usize {
+        2 * self.sx.len() + 3 * self.dc.len()
+    }
+}
+
+/// One AND round on triples `t[off..]`: one simultaneous exchange of the opened bits.
+/// Returns (singles, doubles-a, doubles-b).
+pub(crate) fn and_round<C: Channel>(
+    role: Role,
+    ch: &mut C,
+    jobs: &AndJobs,
+    t: &Triples,
+    off: usize,
+) -> Result<(Vec<bool>, Vec<bool>, Vec<bool>)> {
+    let (n1, n2) = (jobs.sx.len(), jobs.dc.len());
+    if n1 + n2 == 0 {
+        return Ok(Default::default());
+    }
+    if t.b.len() < off + n1 + n2
+        || jobs.sy.len() != n1
+        || jobs.da.len() != n2
+        || jobs.db.len() != n2
+    {
+        return Err(MpcError::InvalidArgument {
+            what: "AND jobs do not match their triples".into(),
+        });
+    }
+    let a0 = |i: usize| t.a[off + i] & 1 == 1;
+    let a1 = |i: usize| t.a[off + i] & 2 == 2;
+    let b = |i: usize| t.b[off + i];
+    let mut open = Vec::with_capacity(jobs.open_bits());
+    open.extend((0..n1).map(|i| jobs.sx[i] ^ a0(i)));
+    open.extend((0..n1).map(|i| jobs.sy[i] ^ b(i)));
+    open.extend((0..n2).map(|i| jobs.dc[i] ^ b(n1 + i)));
+    open.extend((0..n2).map(|i| jobs.da[i] ^ a0(n1 + i)));
+    open.extend((0..n2).map(|i| jobs.db[i] ^ a1(n1 + i)));
+    ch.send_bytes(&pack_bits(&open))?;
+    ch.flush()?;
+    let theirs = unpack_bits(&ch.recv_bytes()?, open.len(), "AND openings")?;
+    let o: Vec<bool> = open.iter().zip(&theirs).map(|(x, y)| x ^ y).collect();
+    let server = role == Role::Server;
+    let c0 = |i: usize| t.c[off + i] & 1 == 1;
+    let c1 = |i: usize| t.c[off + i] & 2 == 2;
+    let zs = (0..n1)
+        .map(|i| {
+            let (d, e) = (o[i], o[n1 + i]);
+            c0(i) ^ (d & b(i)) ^ (e & a0(i)) ^ (server & d & e)
+        })
+        .collect();
+    let base = 2 * n1;
+    let mut za = Vec::with_capacity(n2);
+    let mut zb = Vec::with_capacity(n2);
+    for i in 0..n2 {
+        let j = n1 + i;
+        let e = o[base + i];
+        let d1 = o[base + n2 + i];
+        let d2 = o[base + 2 * n2 + i];
+        za.push(c0(j) ^ (d1 & b(j)) ^ (e & a0(j)) ^ (server & d1 & e));
+        zb.push(c1(j) ^ (d2 & b(j)) ^ (e & a1(j)) ^ (server & d2 & e));
+    }
+    Ok((zs, za, zb))
+}
+
+/// Tape of one [`and_round`] with `bits` opened bits per party.
+pub(crate) fn tape_and_round(tape: &mut Tape, bits: usize) {
+    if bits == 0 {
+        return;
+    }
+    let b = bits.div_ceil(8) as u64;
+    tape.exchange(b, 1, b, 1);
+}
+
+/// Tape of making `n` triple pairs in their own exchange.
+pub(crate) fn tape_triples(tape: &mut Tape, n: usize) {
+    if n == 0 {
+        return;
+    }
+    let (b, m) = iknp_msg(n);
+    tape.exchange(b, m, b, m);
+}
+
+/// `x ∧ y` element-wise on boolean shares.
+///
+/// Protocol: Beaver's multiplication with bit triples `(a, b, c = ab)`; the triples come from
+/// one IKNP random OT in each direction per triple (see the crate docs of `otx::Triples`), made in
+/// one exchange; then each party opens `d = x ⊕ a`, `e = y ⊕ b` and outputs
+/// `c ⊕ d b ⊕ e a (⊕ d e for the server)`.
+/// Security: semi-honest; `d`, `e` are one-time padded by uniform triple shares.
+/// Cost: [`and_cost`]: 32 bytes (IKNP) + 4 bits per AND, 4 flights.
+pub fn and<C: Channel>(s: &mut NlSession, ch: &mut C, x: &BShare, y: &BShare) -> Result<BShare> {
+    if x.len() != y.len() {
+        return Err(MpcError::ShapeMismatch {
+            what: format!("AND of {} and {} bits", x.len(), y.len()),
+        });
+    }
+    let n = x.len();
+    if n == 0 {
+        return Ok(BShare::zeros(0));
+    }
+    let recv = s.triples_begin(ch, n)?;
+    let t = s.triples_end(ch, n, recv)?;
+    let jobs = AndJobs {
+        sx: x.to_bits(),
+        sy: y.to_bits(),
+        ..Default::default()
+    };
+    let (z, _, _) = and_round(s.role(), ch, &jobs, &t, 0)?;
+    Ok(BShare::from_bits(&z))
+}
+
+/// Exact cost of [`and`] on `n` bits: each party sends the IKNP message of `n` COTs
+/// (16 bytes each) and `ceil(2n/8)` opening bytes; 4 flights.
+pub fn and_cost(n: usize) -> Cost {
+    let mut t = Tape::new();
+    tape_triples(&mut t, n);
+    tape_and_round(&mut t, 2 * n);
+    t.cost()
+}

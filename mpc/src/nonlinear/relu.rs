@@ -1,0 +1,94 @@
+//! ReLU and max over the last axis.
+
+use super::compare::msb_many;
+use super::cost::Tape;
+use super::millionaire::{tape_millionaire, CmpMode};
+use super::{mux, BShare, Cost, NlConfig, NlSession};
+use crate::{AShare, MpcError, Result, Ring};
+use duet_transport::Channel;
+
+/// ReLU: shares of `max(x, 0)` (signed), exact for every `x`.
+///
+/// Protocol: DReLU (`¬MSB(x)`, one millionaire on `l-1` bits) then [`mux`].
+/// Security: semi-honest, 128-bit. Cost: [`relu_cost`] (about 585 + 2 x 20.75 bytes for
+/// `l = 37`).
+pub fn relu<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare) -> Result<AShare> {
+    if x.is_empty() {
+        return Ok(x.clone());
+    }
+    let (m, _, _) = msb_many(s, ch, x.ring(), x.data(), 0)?;
+    let d = BShare::from_bits(&m).not(s.role());
+    mux(s, ch, &d, x)
+}
+
+fn tape_relu(t: &mut Tape, n: usize, ring: Ring, cfg: NlConfig) {
+    if n == 0 {
+        return;
+    }
+    tape_millionaire(t, cfg, &[(n, ring.bits() - 1)], CmpMode::Lt, 0);
+    NlSession::tape_cot_both(t, cfg.ot_sender, n, |_| ring.bits());
+}
+
+/// Exact cost of [`relu`] on `n` elements.
+pub fn relu_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
+    let mut t = Tape::new();
+    tape_relu(&mut t, n, ring, cfg);
+    t.cost()
+}
+
+/// Maximum over the last axis of length `k` (rows are contiguous): shares of shape
+/// `shape[..-1]`.
+///
+/// Protocol: a tree of `ceil(log2 k)` levels, each one batched `max(a, b) = a + ReLU(b - a)`
+/// over all pairs of all rows. Exact when differences of values in a row do not overflow the
+/// signed range (e.g. all values in `[-2^{l-2}, 2^{l-2})`).
+/// Security: semi-honest, 128-bit. Cost: [`max_axis_cost`].
+pub fn max_axis<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare) -> Result<AShare> {
+    let ring = x.ring();
+    let (&k, outer) = x
+        .shape()
+        .split_last()
+        .ok_or_else(|| MpcError::ShapeMismatch {
+            what: "max over the last axis of a scalar".into(),
+        })?;
+    if k == 0 {
+        return Err(MpcError::ShapeMismatch {
+            what: "max over an empty axis".into(),
+        });
+    }
+    let mut rows: Vec<Vec<u64>> = x.data().chunks(k).map(<[u64]>::to_vec).collect();
+    let mut cur = k;
+    while cur > 1 {
+        let (mut a, mut d) = (Vec::new(), Vec::new());
+        for r in &rows {
+            for p in r.chunks_exact(2) {
+                if let [lo, hi] = p {
+                    a.push(*lo);
+                    d.push(ring.sub(*hi, *lo));
+                }
+            }
+        }
+        let dn = d.len();
+        let rl = relu(s, ch, &AShare::new(ring, vec![dn], d)?)?;
+        let mut it = a.iter().zip(rl.data()).map(|(&a, &r)| ring.add(a, r));
+        for r in rows.iter_mut() {
+            let odd = (r.len() % 2 == 1).then(|| r.last().copied()).flatten();
+            let mut next: Vec<u64> = it.by_ref().take(r.len() / 2).collect();
+            next.extend(odd);
+            *r = next;
+        }
+        cur = cur.div_ceil(2);
+    }
+    AShare::new(ring, outer.to_vec(), rows.into_iter().flatten().collect())
+}
+
+/// Exact cost of [`max_axis`] on `rows` rows of length `k`.
+pub fn max_axis_cost(rows: usize, k: usize, ring: Ring, cfg: NlConfig) -> Cost {
+    let mut t = Tape::new();
+    let mut cur = k;
+    while cur > 1 {
+        tape_relu(&mut t, rows * (cur / 2), ring, cfg);
+        cur = cur.div_ceil(2);
+    }
+    t.cost()
+}

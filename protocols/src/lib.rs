@@ -1,0 +1,62 @@
+//! # duet-protocols
+//!
+//! Hybrid two-party operators of Duet. The client holds the private input, the server the private
+//! weights; both are semi-honest. This crate currently provides the HE linear layers:
+//!
+//! * [`HeMatMul`]: `Y = X W + b` with `X` additively shared in `Z_{2^l}` (or held entirely by the
+//!   client) and `W`, `b` held by the server in clear; the result comes back as fresh additive
+//!   shares. RLWE with coefficient encoding and packing ([`duet_fhe`]).
+//! * [`HeMatMulShared`]: `Z = X Y` with both operands shared (attention `Q K^T`, `P V`), batched
+//!   over heads, built from two [`HeMatMul`]-style cross products.
+//!
+//! Every operator has an I/O-free core per party (message in, message out: [`HeMatMulClient`],
+//! [`HeMatMulServer`]) and a thin driver over a [`duet_transport::Channel`]; its traffic is
+//! predicted exactly by a `cost` function ([`Cost`]), and tests check measured bytes against it.
+//! Per-session key material is set up once ([`HeClientSetup`], [`HeServerSetup`]) and reported
+//! apart from the online traffic.
+//!
+//! Security model: semi-honest client and server, 128-bit RLWE parameters, 40-bit statistical
+//! flooding of everything the server sends; each operator's module documents what each party
+//! learns and its exact cost.
+//!
+//! ```
+//! use duet_fhe::{Preset, RingBits, RlweParameters, WeightBound};
+//! use duet_protocols::*;
+//! use duet_transport::run_two_party;
+//! use rand_chacha::ChaCha20Rng;
+//! use rand_core::SeedableRng;
+//!
+//! let params = RlweParameters::preset(Preset::N4096Q109, RingBits(32), WeightBound::MaxAbs(100))?;
+//! let shape = MatmulShape::new(2, 3, 2);
+//! // server: W = [[1, 2], [3, 4], [5, -6]], b = [10, 20], prepared once (offline)
+//! let mut w = HeWeights::new(&params, 3, 2, vec![1, 2, 3, 4, 5, -6], Some(&[10, 20]))?;
+//! w.prepare(2, LayoutPolicy::MinBytes, PrepareMode::Cache)?;
+//! // the client holds all of X = [[1, 1, 1], [0, 2, 0]] (first layer)
+//! let x = [1, 1, 1, 0, 2, 0];
+//! let (server, client) = run_two_party(
+//!     |mut ch| {
+//!         let setup = HeServerSetup::run(&mut ch, &params)?;
+//!         HeMatMul::run_server(&mut ch, &setup, &w, 2, None, &mut ChaCha20Rng::seed_from_u64(1))
+//!     },
+//!     |mut ch| {
+//!         let mut rng = ChaCha20Rng::seed_from_u64(2);
+//!         let setup = HeClientSetup::run(&mut ch, &params, &mut rng)?;
+//!         HeMatMul::run_client(&mut ch, &setup, shape, LayoutPolicy::MinBytes, &x, &mut rng)
+//!     },
+//! );
+//! let (r, y_c) = (server?, client?);
+//! let y: Vec<u64> = y_c.iter().zip(&r).map(|(a, b)| a.wrapping_add(*b) & params.plain_mask()).collect();
+//! let ring = |v: i64| (v as u64) & params.plain_mask();
+//! assert_eq!(y, vec![19, 20, 16, 28].into_iter().map(ring).collect::<Vec<_>>());
+//! # Ok::<(), ProtocolError>(())
+//! ```
+
+mod error;
+pub mod matmul;
+
+pub use error::{ProtocolError, Result};
+pub use matmul::{
+    Cost, HeClientSetup, HeMatMul, HeMatMulClient, HeMatMulServer, HeMatMulShared,
+    HeMatMulSharedServer, HeServerSetup, HeWeights, LayoutPolicy, MatmulPlan, MatmulShape,
+    PrepareMode, SharedInputs, SharedShape,
+};

@@ -1,0 +1,53 @@
+//! HE matrix products that end in additive shares.
+//!
+//! * [`HeMatMul`] (`he_matmul.rs`): `X W + b`, `X` shared or client-held, `W`, `b` server-held.
+//! * [`HeMatMulShared`] (`he_matmul_shared.rs`): `X Y`, both shared, batched over heads.
+//! * [`MatmulPlan`] (`plan.rs`): block shapes, packing groups and the exact byte [`Cost`].
+//! * [`HeClientSetup`] / [`HeServerSetup`] (`setup.rs`): per-session keys.
+
+mod engine;
+mod he_matmul;
+mod he_matmul_shared;
+mod plan;
+mod ring;
+mod setup;
+
+pub use he_matmul::{HeMatMul, HeMatMulClient, HeMatMulServer, HeWeights, PrepareMode};
+pub use he_matmul_shared::{HeMatMulShared, HeMatMulSharedServer, SharedInputs, SharedShape};
+pub use plan::{LayoutPolicy, MatmulPlan, MatmulShape};
+pub use setup::{HeClientSetup, HeServerSetup};
+
+/// Communication of one protocol run, exactly as the transport counts it (message payload bytes;
+/// each message additionally costs a fixed 8-byte frame header on the wire, not included).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cost {
+    /// Payload bytes in both directions.
+    pub bytes: u64,
+    /// One-way message flights (both directions).
+    pub rounds: u64,
+    /// Client-to-server payload bytes.
+    pub client_to_server: u64,
+    /// Server-to-client payload bytes.
+    pub server_to_client: u64,
+    /// Messages in both directions.
+    pub messages: u64,
+    /// Key switches the server spends on packing (the dominant server compute).
+    pub key_switches: u64,
+    /// Plaintext-ciphertext polynomial products the server computes.
+    pub products: u64,
+}
+
+impl core::ops::Add for Cost {
+    type Output = Cost;
+    fn add(self, o: Cost) -> Cost {
+        Cost {
+            bytes: self.bytes + o.bytes,
+            rounds: self.rounds.max(o.rounds),
+            client_to_server: self.client_to_server + o.client_to_server,
+            server_to_client: self.server_to_client + o.server_to_client,
+            messages: self.messages + o.messages,
+            key_switches: self.key_switches + o.key_switches,
+            products: self.products + o.products,
+        }
+    }
+}
