@@ -99,7 +99,7 @@ const DEMO_SEED: u64 = 2026;
 /// Both parties in one process over loopback QUIC (certificates generated and pinned
 /// automatically). Returns the client's report.
 pub fn run_demo(builtin: Builtin) -> Result<Report, DuetError> {
-    let rt = QuicRuntime::new(2)?;
+    let rt = QuicRuntime::recommended()?;
     let server_id = Identity::generate()?;
     let client_id = Identity::generate()?;
     let cfg = QuicConfig::default();
@@ -237,7 +237,7 @@ pub fn serve(
     listen: SocketAddr,
     on_listen: impl FnOnce(SocketAddr),
 ) -> Result<Report, DuetError> {
-    let rt = QuicRuntime::new(2)?;
+    let rt = QuicRuntime::recommended()?;
     let listener = QuicListener::bind(&rt, listen, side.identity, side.peer, side.config)?;
     on_listen(listener.local_addr()?);
     let session = listener.accept()?;
@@ -254,7 +254,7 @@ pub fn serve(
 
 /// `duet connect`: runs the client side against a server, returns the client's report.
 pub fn connect_and_run(side: RemoteSide<'_>, addr: SocketAddr) -> Result<Report, DuetError> {
-    let rt = QuicRuntime::new(2)?;
+    let rt = QuicRuntime::recommended()?;
     let session = connect(&rt, addr, side.identity, side.peer, side.config)?;
     let t = Instant::now();
     let out = run_side(side.builtin, &session, Role::Client)?;

@@ -139,7 +139,7 @@ struct Loopback {
 
 impl Loopback {
     fn new() -> Result<Self, DuetError> {
-        let rt = QuicRuntime::new(2)?;
+        let rt = QuicRuntime::recommended()?;
         let server_id = Identity::generate()?;
         let client_id = Identity::generate()?;
         let listener = QuicListener::bind(

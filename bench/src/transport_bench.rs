@@ -108,7 +108,7 @@ pub fn run(args: TransportBenchArgs) -> Result<TransportReport, DuetError> {
     let (a, b) = memory_pair();
     links.push(measure("memory", a, b, args)?);
 
-    let rt = QuicRuntime::new(2)?;
+    let rt = QuicRuntime::recommended()?;
     let (sid, cid) = (Identity::generate()?, Identity::generate()?);
     let cfg = QuicConfig::default();
     let listener = QuicListener::bind(

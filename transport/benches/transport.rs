@@ -13,7 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const BIG: usize = 64 << 20;
 
 fn quic_pair() -> (QuicSession, QuicSession) {
-    let rt = QuicRuntime::new(2).unwrap();
+    let rt = QuicRuntime::recommended().unwrap();
     let (s_id, c_id) = (Identity::generate().unwrap(), Identity::generate().unwrap());
     let cfg = QuicConfig::default();
     let l = QuicListener::bind(
