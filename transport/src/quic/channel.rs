@@ -1,6 +1,6 @@
 //! A sub-channel of a QUIC session: one unidirectional stream each way.
 
-use super::{block_on, block_on_spin, map_read_error, map_write_error, PeerName};
+use super::{block_on, map_read_error, map_write_error, PeerName};
 use crate::{Channel, ChannelStats, Counters, Result, TransportError, FRAME_HEADER_BYTES};
 use quinn::{RecvStream, SendStream};
 use std::sync::Arc;

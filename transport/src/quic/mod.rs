@@ -113,10 +113,11 @@ impl QuicRuntime {
         Ok(Self { rt: Arc::new(rt) })
     }
 
-    /// The runtime Duet's binaries use: one worker thread. Measured on loopback (2 cores, idle,
-    /// `duet bench transport`): 8-byte round trip ~100 us with one worker against ~147 us with
-    /// two (a second worker adds a cross-thread wake-up per packet), bulk throughput ~4 Gbit/s
-    /// against ~4.9 Gbit/s. One worker also leaves the cores to the protocols' rayon pool.
+    /// The runtime Duet's binaries use: one worker thread. Measured on loopback (2 idle cores,
+    /// `duet bench transport`, medians of per-run medians): 8-byte round trip 105-137 us with
+    /// one worker against 147 us with two (a second worker adds a cross-thread wake-up per
+    /// packet); bulk throughput 4.3 Gbit/s against 4.9 Gbit/s. One worker also leaves the
+    /// cores to the protocols' rayon pool.
     pub fn recommended() -> Result<Self> {
         Self::new(1)
     }
@@ -557,38 +558,6 @@ pub(crate) fn block_on<F: std::future::Future>(
         ));
     }
     Ok(handle.block_on(fut))
-}
-
-/// How long a receive polls before it parks its thread (see [`block_on_spin`]). Measured on
-/// loopback with one runtime worker (`duet bench transport`, 6 runs each, medians of the
-/// per-run medians): 8-byte round trip 105 us without spinning, 101 us with 15 us (and the
-/// steadiest: 98-106 us), 108 us with 60 us (two spinning threads can starve the worker).
-const RECV_SPIN: Duration = Duration::from_micros(15);
-
-/// Like [`block_on`], but first polls the future in a short busy loop: a message that
-/// arrives within [`RECV_SPIN`] is picked up without parking and waking this thread, which on
-/// an idle machine costs tens of microseconds per message. A longer wait falls back to
-/// [`block_on`], so a waiting receive burns at most `RECV_SPIN` of CPU.
-pub(crate) fn block_on_spin<F: std::future::Future>(
-    handle: &tokio::runtime::Handle,
-    fut: F,
-) -> Result<F::Output> {
-    if tokio::runtime::Handle::try_current().is_ok() {
-        return block_on(handle, fut);
-    }
-    let mut fut = std::pin::pin!(fut);
-    {
-        let _guard = handle.enter();
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        let start = std::time::Instant::now();
-        while start.elapsed() < RECV_SPIN {
-            if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-                return Ok(v);
-            }
-            std::hint::spin_loop();
-        }
-    }
-    block_on(handle, fut)
 }
 
 fn poisoned() -> TransportError {
