@@ -7,7 +7,8 @@
 //! * `mul`: element-wise product of two shared tensors (Gilboa, COT over the ring).
 //! * `trunc`: faithful truncation by 12 bits.
 //! * `relu`: DReLU + mux.
-//! * `ot`: `N` IKNP correlated OTs.
+//! * `ot`: `N` correlated OTs from the Ferret pool (silent OT; `--protocol iknp` for IKNP), each
+//!   checked (`t = q xor b Delta`); setup (base OTs, Ferret bootstrap) is reported apart.
 //!
 //! The report's `bytes.total` is the online traffic of both directions, `bytes.setup` the base
 //! OT and KK13 setup, `accuracy.max_abs_err` the largest error against plaintext (0 for exact
@@ -100,23 +101,6 @@ fn party(
         "mul" => nl::mul(&mut s, &mut ch, &xs, &ys)?.into_data(),
         "trunc" => nl::trunc(&mut s, &mut ch, &xs, FRAC, TruncMode::Faithful)?.into_data(),
         "relu" => nl::relu(&mut s, &mut ch, &xs)?.into_data(),
-        "ot" => {
-            let n = xs.len();
-            let (snd, rcv) = s.iknp();
-            match role {
-                Role::Server => snd
-                    .send_cot(&mut ch, n)?
-                    .iter()
-                    .map(|&q| q as u64)
-                    .collect(),
-                Role::Client => rcv
-                    .recv_cot(&mut ch, n)?
-                    .1
-                    .iter()
-                    .map(|&q| q as u64)
-                    .collect(),
-            }
-        }
         other => {
             return Err(DuetError::Usage(format!(
                 "unknown MPC operator {other:?}: expected compare, mul, trunc, relu or ot"
@@ -131,6 +115,9 @@ fn party(
 /// `protocol` (only the default configuration, radix 4 with the server as OT sender, exists).
 pub fn run(kind: &str, shape: &str, protocol: &str) -> Result<Report, DuetError> {
     let n = parse_n(shape)?;
+    if kind == "ot" {
+        return run_cot(n, protocol);
+    }
     let ring = Ring::new(BITS)?;
     let cfg = config(protocol)?;
     let predicted = match kind {
@@ -138,13 +125,6 @@ pub fn run(kind: &str, shape: &str, protocol: &str) -> Result<Report, DuetError>
         "mul" => nl::mul_cost(n, ring, cfg),
         "trunc" => nl::trunc_cost(n, ring, FRAC, TruncMode::Faithful, cfg),
         "relu" => nl::relu_cost(n, ring, cfg),
-        "ot" => {
-            let c = duet_mpc::ot::iknp::extend_cost(n);
-            nl::Cost {
-                bytes: c.bytes(),
-                rounds: c.rounds(),
-            }
-        }
         other => {
             return Err(DuetError::Usage(format!(
                 "unknown MPC operator {other:?}: expected compare, mul, trunc, relu or ot"
@@ -173,7 +153,6 @@ pub fn run(kind: &str, shape: &str, protocol: &str) -> Result<Report, DuetError>
     let ((os, setup_s, st_s, ts), (oc, setup_c, st_c, tc)) = (rs?, rc?);
     let err = |a: u64, b: u64| (a as f64 - b as f64).abs();
     let max_abs_err = match kind {
-        "ot" => 0.0,
         "compare" => os
             .iter()
             .zip(&oc)
@@ -242,6 +221,137 @@ pub fn run(kind: &str, shape: &str, protocol: &str) -> Result<Report, DuetError>
     })
 }
 
+/// One party's COT run: its outputs (`q` for the sender; `b`, `t` for the receiver), the
+/// sender's `Delta`, setup traffic, online traffic, online seconds.
+type CotOut = (
+    Vec<u128>,
+    Vec<bool>,
+    u128,
+    ChannelStats,
+    ChannelStats,
+    f64,
+    u64,
+);
+
+fn cot_party(
+    role: Role,
+    silent: bool,
+    n: usize,
+    mut ch: MemoryChannel,
+) -> Result<CotOut, DuetError> {
+    use duet_mpc::ot::{FerretPair, FerretParams, OtPair};
+    let mut rng = Prg::from_entropy();
+    let mut pair = OtPair::setup(&mut ch, role, &mut rng)?;
+    let mut ferret = if silent {
+        Some(FerretPair::from_ot_pair(
+            &mut ch,
+            &mut pair,
+            FerretParams::default(),
+            &mut rng,
+        )?)
+    } else {
+        None
+    };
+    let setup = ch.stats();
+    // exact traffic of the request in the current pool state (both directions)
+    let predicted = match ferret.as_mut() {
+        Some(f) if role == Role::Server => f.sender().cot_cost(n).bytes(),
+        Some(f) => f.receiver().cot_cost(n).bytes(),
+        None if role == Role::Server => pair.sender().cot_cost(n).bytes(),
+        None => pair.receiver().cot_cost(n).bytes(),
+    };
+    let t = Instant::now();
+    let out = match (role, ferret.as_mut()) {
+        (Role::Server, Some(f)) => {
+            let q = f.sender().send_cot(&mut ch, n)?;
+            (q, Vec::new(), f.sender().delta())
+        }
+        (Role::Server, None) => {
+            let q = pair.sender().send_cot(&mut ch, n)?;
+            (q, Vec::new(), pair.sender().delta())
+        }
+        (Role::Client, Some(f)) => {
+            let (b, t) = f.receiver().recv_cot(&mut ch, n)?;
+            (t, b, 0)
+        }
+        (Role::Client, None) => {
+            let (b, t) = pair.receiver().recv_cot(&mut ch, n)?;
+            (t, b, 0)
+        }
+    };
+    ch.flush()?;
+    let secs = t.elapsed().as_secs_f64();
+    Ok((
+        out.0,
+        out.1,
+        out.2,
+        setup,
+        ch.stats() - setup,
+        secs,
+        predicted,
+    ))
+}
+
+/// `bench op ot`: `n` COTs with the server as sender, every output checked.
+fn run_cot(n: usize, protocol: &str) -> Result<Report, DuetError> {
+    let silent = !protocol.starts_with("iknp");
+    let wall = Instant::now();
+    let (rs, rc) = run_two_party(
+        |ch| cot_party(Role::Server, silent, n, ch),
+        |ch| cot_party(Role::Client, silent, n, ch),
+    );
+    let wall_s = wall.elapsed().as_secs_f64();
+    let ((q, _, delta, setup_s, on_s, ts, predicted), (t, b, _, setup_c, on_c, tc, _)) = (rs?, rc?);
+    // every correlation: t_i = q_i xor b_i * Delta
+    let wrong = q
+        .iter()
+        .zip(&t)
+        .zip(&b)
+        .filter(|((&q, &t), &b)| t != q ^ if b { delta } else { 0 })
+        .count()
+        + n.abs_diff(q.len())
+        + n.abs_diff(t.len());
+    let total = on_s.bytes_sent + on_c.bytes_sent;
+    let rounds = on_s.rounds + on_c.rounds;
+    let online_s = ts.max(tc);
+    let kind = if silent { "cot-ferret" } else { "cot-iknp" };
+    Ok(Report {
+        model: format!("op:ot ({kind})"),
+        seq_len: n,
+        protocol: protocol.to_string(),
+        network: "memory".into(),
+        wall_s,
+        offline_s: 0.0,
+        online_s,
+        bytes: Bytes {
+            client_to_server: on_c.bytes_sent,
+            server_to_client: on_s.bytes_sent,
+            total,
+            setup: setup_s.bytes_sent + setup_c.bytes_sent,
+            cached: 0,
+        },
+        rounds,
+        peak_rss_bytes: PeakRss {
+            server: crate::report::peak_rss_bytes(),
+            client: crate::report::peak_rss_bytes(),
+        },
+        accuracy: Accuracy {
+            max_abs_err: wrong as f64,
+            cosine_vs_reference: 1.0,
+        },
+        ops: vec![OpReport {
+            name: format!("ot[{n}]"),
+            kind: kind.into(),
+            backend: "mpc".into(),
+            bytes: total,
+            rounds,
+            wall_s: online_s,
+            predicted_bytes: predicted,
+            predicted_s: 0.0,
+        }],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +368,11 @@ mod tests {
         assert!(run("mul", "0", "duet").is_err());
         assert!(run("compare", "10", "duet:radix=9").is_err());
         let r = run("compare", "100", "duet:radix=2:sender=client:leaf=iknp").unwrap();
+        assert_eq!(r.bytes.total, r.ops[0].predicted_bytes);
+        // IKNP: 16 bytes per COT, every correlation checked
+        let r = run("ot", "4096", "iknp").unwrap();
+        assert_eq!(r.accuracy.max_abs_err, 0.0);
+        assert_eq!(r.bytes.total, 16 * 4096);
         assert_eq!(r.bytes.total, r.ops[0].predicted_bytes);
     }
 }
