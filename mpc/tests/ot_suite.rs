@@ -14,7 +14,8 @@ use duet_mpc::ot::rot::{
     chosen_cost, chosen_receiver_finish, chosen_receiver_message, cot_ring_cost, one_of_n_cost,
 };
 use duet_mpc::ot::{
-    Block, CotReceiver, CotSender, IknpReceiver, IknpSender, OtCost, OtPair, Traffic,
+    Block, CotReceiver, CotSender, FerretPair, FerretParams, FerretReceiver, FerretSender,
+    IknpReceiver, IknpSender, OtCost, OtPair, Traffic,
 };
 use duet_mpc::{Prg, Result, Ring};
 use duet_transport::{run_two_party, Channel, ChannelStats, MemoryChannel, Role};
@@ -50,6 +51,33 @@ impl Fixture for Iknp {
     fn make_receiver(&self, ch: &mut MemoryChannel) -> IknpReceiver {
         let mut rng = Prg::from_seed([22; 32]);
         OtPair::setup(ch, self.0.peer(), &mut rng)
+            .unwrap()
+            .into_parts()
+            .1
+    }
+}
+
+/// Ferret silent COT (both directions set up from IKNP, one used), real B13 parameters.
+struct Ferret(Role);
+
+impl Fixture for Ferret {
+    type S = FerretSender;
+    type R = FerretReceiver;
+    fn sender_role(&self) -> Role {
+        self.0
+    }
+    fn make_sender(&self, ch: &mut MemoryChannel) -> FerretSender {
+        let mut rng = Prg::from_seed([33; 32]);
+        let mut pair = OtPair::setup(ch, self.0, &mut rng).unwrap();
+        FerretPair::from_ot_pair(ch, &mut pair, FerretParams::default(), &mut rng)
+            .unwrap()
+            .into_parts()
+            .0
+    }
+    fn make_receiver(&self, ch: &mut MemoryChannel) -> FerretReceiver {
+        let mut rng = Prg::from_seed([44; 32]);
+        let mut pair = OtPair::setup(ch, self.0.peer(), &mut rng).unwrap();
+        FerretPair::from_ot_pair(ch, &mut pair, FerretParams::default(), &mut rng)
             .unwrap()
             .into_parts()
             .1
@@ -577,6 +605,8 @@ macro_rules! suite {
 suite!(ot_iknp_server_sends, Iknp(Role::Server));
 suite!(ot_iknp_client_sends, Iknp(Role::Client));
 suite!(ot_ideal, Ideal(Flaw::None));
+suite!(ot_ferret_server_sends, Ferret(Role::Server));
+suite!(ot_ferret_client_sends, Ferret(Role::Client));
 
 // The suite can fail: flawed COTs are caught.
 #[test]
