@@ -135,8 +135,10 @@ pub fn run_demo(builtin: Builtin) -> Result<Report, DuetError> {
     let wall = t.elapsed().as_secs_f64();
     let rss = peak_rss_bytes();
     let mut r = side_report(builtin, wall, &client, Role::Client);
-    // flights sent by each side: exact, unlike one endpoint's view
-    r.rounds = (client.total - client.setup).rounds + (server.total - server.setup).rounds;
+    // Flights sent by each side over the whole session: exact, unlike one endpoint's view. Key
+    // setup travels in the same flight as the client's first online message, so setup and
+    // online flights are not told apart.
+    r.rounds = client.total.rounds + server.total.rounds;
     r.peak_rss_bytes = PeakRss {
         server: rss,
         client: rss,
