@@ -55,6 +55,11 @@ fn run_side<S: Session>(builtin: Builtin, session: &S, role: Role) -> Result<Sid
         let mut ch = session.channel(PAYLOAD_CHANNEL)?;
         let theirs: String = ch.exchange_msg(&builtin.name().to_string())?;
         if theirs != builtin.name() {
+            // Closing a QUIC connection discards unacknowledged data, so before this side
+            // closes it waits for the peer's acknowledgement, sent once the peer has read our
+            // name; then both sides report the mismatch. A failure here changes nothing: the
+            // mismatch is already known.
+            let _: Result<u8, _> = ch.exchange_msg(&0u8);
             return Err(DuetError::Usage(format!(
                 "the peer runs the built-in payload {theirs:?}, this side {:?}; pass the same --builtin to both",
                 builtin.name()
