@@ -32,7 +32,7 @@ use duet_protocols::{
     Cost, HeClientSetup, HeMatMul, HeMatMulShared, HeServerSetup, HeWeights, LayoutPolicy,
     MatmulShape, PrepareMode, SharedShape,
 };
-use duet_transport::quic::{connect, Identity, QuicConfig, QuicListener, QuicRuntime};
+use duet_transport::quic::{connect, Identity, QuicChannel, QuicConfig, QuicListener, QuicRuntime};
 use duet_transport::{Channel, ChannelStats, Session};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -255,6 +255,76 @@ fn baseline_row(kind: &str, cost: Option<Cost>) -> Option<OpReport> {
     })
 }
 
+/// The server's result of [`run_he_pair`]: its output share, setup and online traffic.
+type ServerSide = (Vec<u64>, ChannelStats, ChannelStats);
+
+/// Both parties over loopback QUIC: key setup (client keys to the server), then one online HE
+/// operation per side (`server_op`, `client_op`), each side's traffic measured between
+/// barriers so that setup and online traffic are told apart.
+fn run_he_pair<FS, FC>(
+    params: &Arc<RlweParameters>,
+    server_op: FS,
+    client_op: FC,
+) -> Result<(ServerSide, Side<Vec<u64>>), DuetError>
+where
+    FS: FnOnce(&mut QuicChannel, &HeServerSetup, &mut ChaCha20Rng) -> Result<Vec<u64>, DuetError>
+        + Send,
+    FC: FnOnce(&mut QuicChannel, &HeClientSetup, &mut ChaCha20Rng) -> Result<Vec<u64>, DuetError>,
+{
+    let lb = Loopback::new()?;
+    let (srv, cli) = std::thread::scope(|s| {
+        let server = s.spawn(|| -> Result<ServerSide, DuetError> {
+            let session = lb.listener.accept()?;
+            let mut ch = session.channel(0)?;
+            let mut rng = ChaCha20Rng::from_entropy();
+            let setup = HeServerSetup::run(&mut ch, params)?;
+            let setup_stats = ch.stats();
+            barrier(&mut ch)?;
+            let before = ch.stats();
+            let out = server_op(&mut ch, &setup, &mut rng)?;
+            let online = ch.stats() - before;
+            barrier(&mut ch)?;
+            session.close()?;
+            Ok((out, setup_stats, online))
+        });
+        let client = (|| -> Result<Side<Vec<u64>>, DuetError> {
+            let session = connect(
+                &lb.rt,
+                lb.addr,
+                &lb.client_id,
+                lb.server_id.fingerprint(),
+                QuicConfig::default(),
+            )?;
+            let mut ch = session.channel(0)?;
+            let mut rng = ChaCha20Rng::from_entropy();
+            let t = Instant::now();
+            let setup = HeClientSetup::run(&mut ch, params, &mut rng)?;
+            let setup_stats = ch.stats();
+            barrier(&mut ch)?;
+            let setup_s = t.elapsed().as_secs_f64();
+            let before = ch.stats();
+            let t = Instant::now();
+            let out = client_op(&mut ch, &setup, &mut rng)?;
+            let online_s = t.elapsed().as_secs_f64();
+            let online = ch.stats() - before;
+            barrier(&mut ch)?;
+            session.close()?;
+            Ok(Side {
+                out,
+                setup: setup_stats,
+                online,
+                setup_s,
+                online_s,
+            })
+        })();
+        let server = server
+            .join()
+            .map_err(|_| DuetError::ThreadPanicked("server"));
+        (server, client)
+    });
+    Ok((srv??, cli?))
+}
+
 fn run_matmul(shape: MatmulShape, protocol: &str) -> Result<Report, DuetError> {
     // duet-lowks budget: the target's 6 MB per 128 x 768 outputs, scaled by the output count,
     // and never below the fewest bytes possible for the shape
@@ -287,61 +357,20 @@ fn run_matmul(shape: MatmulShape, protocol: &str) -> Result<Report, DuetError> {
     let t_all = Instant::now();
     let mut weights = HeWeights::new(&params, d, k, w.clone(), Some(&bias))?;
     let prep_s = weights.prepare(n, policy, cache_mode())?;
-    let lb = Loopback::new()?;
-    let (srv, cli) = std::thread::scope(|s| {
-        let server = s.spawn(
-            || -> Result<(Vec<u64>, ChannelStats, ChannelStats), DuetError> {
-                let session = lb.listener.accept()?;
-                let mut ch = session.channel(0)?;
-                let mut rng = ChaCha20Rng::from_entropy();
-                let setup = HeServerSetup::run(&mut ch, &params)?;
-                let setup_stats = ch.stats();
-                barrier(&mut ch)?;
-                let before = ch.stats();
-                let r = HeMatMul::run_server(&mut ch, &setup, &weights, n, Some(&x_s), &mut rng)?;
-                let online = ch.stats() - before;
-                barrier(&mut ch)?;
-                session.close()?;
-                Ok((r, setup_stats, online))
-            },
-        );
-        let client = (|| -> Result<Side<Vec<u64>>, DuetError> {
-            let session = connect(
-                &lb.rt,
-                lb.addr,
-                &lb.client_id,
-                lb.server_id.fingerprint(),
-                QuicConfig::default(),
-            )?;
-            let mut ch = session.channel(0)?;
-            let mut rng = ChaCha20Rng::from_entropy();
-            let t = Instant::now();
-            let setup = HeClientSetup::run(&mut ch, &params, &mut rng)?;
-            let setup_stats = ch.stats();
-            barrier(&mut ch)?;
-            let setup_s = t.elapsed().as_secs_f64();
-            let before = ch.stats();
-            let t = Instant::now();
-            let y = HeMatMul::run_client(&mut ch, &setup, shape, policy, &x_c, &mut rng)?;
-            let online_s = t.elapsed().as_secs_f64();
-            let online = ch.stats() - before;
-            barrier(&mut ch)?;
-            session.close()?;
-            Ok(Side {
-                out: y,
-                setup: setup_stats,
-                online,
-                setup_s,
-                online_s,
-            })
-        })();
-        let server = server
-            .join()
-            .map_err(|_| DuetError::ThreadPanicked("server"));
-        (server, client)
-    });
-    let (r, s_setup, s_online) = srv??;
-    let cli = cli?;
+    let ((r, s_setup, s_online), cli) = run_he_pair(
+        &params,
+        |ch, setup, rng| {
+            Ok(HeMatMul::run_server(
+                ch,
+                setup,
+                &weights,
+                n,
+                Some(&x_s),
+                rng,
+            )?)
+        },
+        |ch, setup, rng| Ok(HeMatMul::run_client(ch, setup, shape, policy, &x_c, rng)?),
+    )?;
     let wall = t_all.elapsed().as_secs_f64();
     let got: Vec<u64> = cli
         .out
@@ -437,64 +466,19 @@ fn run_shared(shape: SharedShape, protocol: &str) -> Result<Report, DuetError> {
         rand(heads * d * k),
     );
     let t_all = Instant::now();
-    let lb = Loopback::new()?;
-    let (srv, cli) = std::thread::scope(|s| {
-        let server = s.spawn(
-            || -> Result<(Vec<u64>, ChannelStats, ChannelStats), DuetError> {
-                let session = lb.listener.accept()?;
-                let mut ch = session.channel(0)?;
-                let mut rng = ChaCha20Rng::from_entropy();
-                let setup = HeServerSetup::run(&mut ch, &params)?;
-                let setup_stats = ch.stats();
-                barrier(&mut ch)?;
-                let before = ch.stats();
-                let z = HeMatMulShared::run_server(
-                    &mut ch, &setup, shape, policy, &x_s, &y_s, &mut rng,
-                )?;
-                let online = ch.stats() - before;
-                barrier(&mut ch)?;
-                session.close()?;
-                Ok((z, setup_stats, online))
-            },
-        );
-        let client = (|| -> Result<Side<Vec<u64>>, DuetError> {
-            let session = connect(
-                &lb.rt,
-                lb.addr,
-                &lb.client_id,
-                lb.server_id.fingerprint(),
-                QuicConfig::default(),
-            )?;
-            let mut ch = session.channel(0)?;
-            let mut rng = ChaCha20Rng::from_entropy();
-            let t = Instant::now();
-            let setup = HeClientSetup::run(&mut ch, &params, &mut rng)?;
-            let setup_stats = ch.stats();
-            barrier(&mut ch)?;
-            let setup_s = t.elapsed().as_secs_f64();
-            let before = ch.stats();
-            let t = Instant::now();
-            let z =
-                HeMatMulShared::run_client(&mut ch, &setup, shape, policy, &x_c, &y_c, &mut rng)?;
-            let online_s = t.elapsed().as_secs_f64();
-            let online = ch.stats() - before;
-            barrier(&mut ch)?;
-            session.close()?;
-            Ok(Side {
-                out: z,
-                setup: setup_stats,
-                online,
-                setup_s,
-                online_s,
-            })
-        })();
-        let server = server
-            .join()
-            .map_err(|_| DuetError::ThreadPanicked("server"));
-        (server, client)
-    });
-    let (zs, s_setup, s_online) = srv??;
-    let cli = cli?;
+    let ((zs, s_setup, s_online), cli) = run_he_pair(
+        &params,
+        |ch, setup, rng| {
+            Ok(HeMatMulShared::run_server(
+                ch, setup, shape, policy, &x_s, &y_s, rng,
+            )?)
+        },
+        |ch, setup, rng| {
+            Ok(HeMatMulShared::run_client(
+                ch, setup, shape, policy, &x_c, &y_c, rng,
+            )?)
+        },
+    )?;
     let wall = t_all.elapsed().as_secs_f64();
     let got: Vec<u64> = cli
         .out
