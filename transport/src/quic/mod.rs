@@ -467,10 +467,12 @@ impl QuicSession {
             let mut map = incoming.lock().map_err(|_| poisoned())?;
             let recv = match map.remove(&id) {
                 Some(Slot::Arrived(r)) => RecvState::Ready(r),
-                Some(Slot::Waiting(_)) => {
+                Some(waiting @ Slot::Waiting(_)) => {
+                    // keep the first opener's claim intact
+                    map.insert(id, waiting);
                     return Err(TransportError::Config(format!(
                         "sub-channel {id} opened twice"
-                    )))
+                    )));
                 }
                 None => {
                     let (tx, rx) = oneshot::channel();
