@@ -6,7 +6,10 @@
 pub mod demo;
 pub mod linear_demo;
 pub mod ops;
+pub mod ops_act;
+pub mod ops_he_mul;
 pub mod ops_mpc;
+pub mod ops_norm;
 pub mod report;
 pub mod share_demo;
 pub mod transport_bench;

@@ -57,6 +57,11 @@ pub fn run(kind: &str, shape: &str, protocol: &str) -> Result<Report, DuetError>
             let [h, n, d, k] = dims::<4>(shape)?;
             run_shared(SharedShape::new(h, n, d, k), protocol)
         }
+        "gelu" | "silu" | "tanh" => crate::ops_act::run(kind, shape, protocol),
+        "softmax" | "layernorm" | "rmsnorm" | "gaussian-attn" => {
+            crate::ops_norm::run(kind, shape, protocol)
+        }
+        "mul" if protocol.starts_with("he") => crate::ops_he_mul::run(kind, shape, protocol),
         _ => crate::ops_mpc::run(kind, shape, protocol),
     }
 }

@@ -6,6 +6,7 @@
 
 mod error;
 pub mod fixed;
+pub mod fixed_math;
 pub mod nonlinear;
 pub mod ot;
 pub mod prg;

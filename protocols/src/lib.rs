@@ -53,6 +53,7 @@
 
 mod error;
 pub mod matmul;
+pub mod nonlinear;
 
 pub use error::{ProtocolError, Result};
 pub use matmul::{
