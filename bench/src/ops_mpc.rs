@@ -27,9 +27,9 @@ pub const FRAC: u32 = 12;
 /// Ring width of the benchmark.
 pub const BITS: u32 = 37;
 
-/// What one party returns: its output share (ring values, or bits as 0/1), setup and online
-/// traffic, online seconds.
-type PartyOut = (Vec<u64>, ChannelStats, ChannelStats, f64);
+/// What one party returns: its output share (ring values, or bits as 0/1), setup, offline and
+/// online traffic, offline and online seconds.
+type PartyOut = (Vec<u64>, ChannelStats, ChannelStats, ChannelStats, f64, f64);
 
 fn parse_n(shape: &str) -> Result<usize, DuetError> {
     let n = shape
@@ -43,12 +43,22 @@ fn parse_n(shape: &str) -> Result<usize, DuetError> {
     Ok(n)
 }
 
-/// The configuration named by `protocol`: the default (radix 4, server as OT sender) with
-/// optional `:`-separated overrides `radix=M`, `sender=client|server` and `leaf=kk13|iknp`,
-/// e.g. `duet:radix=3:leaf=iknp`.
+/// The configuration named by `protocol`: `duet` (the default: Ferret silent COTs, random-OT
+/// leaves, radix 4, server as OT sender) or `iknp` (CrypTFlow2's: IKNP COTs, KK13 leaves), with
+/// optional `:`-separated overrides `radix=M`, `sender=client|server`, `leaf=kk13|rot` and
+/// `cot=ferret|iknp`, e.g. `duet:radix=3:leaf=kk13`.
 pub fn config(protocol: &str) -> Result<NlConfig, DuetError> {
-    let mut cfg = NlConfig::default();
-    for part in protocol.split(':').skip(1) {
+    let mut parts = protocol.split(':');
+    let mut cfg = match parts.next() {
+        Some("duet") | Some("") | None => NlConfig::default(),
+        Some("iknp") | Some("cryptflow2") => NlConfig::iknp(),
+        Some(other) => {
+            return Err(DuetError::Usage(format!(
+                "unknown protocol {other:?}: expected duet or iknp"
+            )))
+        }
+    };
+    for part in parts {
         match part.split_once('=') {
             Some(("radix", v)) => {
                 cfg.radix = v
@@ -58,7 +68,9 @@ pub fn config(protocol: &str) -> Result<NlConfig, DuetError> {
             Some(("sender", "client")) => cfg.ot_sender = Role::Client,
             Some(("sender", "server")) => cfg.ot_sender = Role::Server,
             Some(("leaf", "kk13")) => cfg.leaf_ot = nl::LeafOt::Kk13,
-            Some(("leaf", "iknp")) => cfg.leaf_ot = nl::LeafOt::Iknp,
+            Some(("leaf", "rot")) => cfg.leaf_ot = nl::LeafOt::Rot,
+            Some(("cot", "iknp")) => cfg.cot = nl::CotBackend::Iknp,
+            Some(("cot", "ferret")) => cfg.cot = nl::CotBackend::default(),
             _ => {
                 return Err(DuetError::Usage(format!(
                     "unknown protocol option {part:?}"
@@ -73,6 +85,7 @@ pub fn config(protocol: &str) -> Result<NlConfig, DuetError> {
 fn party(
     role: Role,
     cfg: NlConfig,
+    need: nl::CotCount,
     mut ch: MemoryChannel,
     kind: &str,
     x: &(AShare, AShare),
@@ -81,6 +94,14 @@ fn party(
     let mut rng = Prg::from_entropy();
     let mut s = NlSession::setup(&mut ch, role, &mut rng, cfg)?;
     let setup = ch.stats();
+    // offline: the COTs the operator will consume (Ferret iterations; nothing with IKNP)
+    let t_off = Instant::now();
+    s.reserve(&mut ch, need)?;
+    ch.send_bytes(&[0])?;
+    ch.flush()?;
+    ch.recv_bytes()?;
+    let offline = ch.stats() - setup;
+    let offline_s = t_off.elapsed().as_secs_f64();
     let pick = |p: &(AShare, AShare)| match role {
         Role::Server => p.0.clone(),
         Role::Client => p.1.clone(),
@@ -108,11 +129,12 @@ fn party(
         }
     };
     let secs = t.elapsed().as_secs_f64();
-    Ok((out, setup, ch.stats() - before, secs))
+    Ok((out, setup, offline, ch.stats() - before, offline_s, secs))
 }
 
 /// Runs operator `kind` on `shape` (`N` or `AxB`, the element count) with protocol preset
-/// `protocol` (only the default configuration, radix 4 with the server as OT sender, exists).
+/// `protocol` (see [`config`]). The COTs the operator consumes are reserved first (offline,
+/// reported as `offline_s` and an `offline` row in `ops`); `bytes.total` is the online part.
 pub fn run(kind: &str, shape: &str, protocol: &str) -> Result<Report, DuetError> {
     let n = parse_n(shape)?;
     if kind == "ot" {
@@ -146,11 +168,14 @@ pub fn run(kind: &str, shape: &str, protocol: &str) -> Result<Report, DuetError>
     let y = AShare::share(ring, vec![n], &yv, &mut prg)?;
     let wall = Instant::now();
     let (rs, rc) = run_two_party(
-        |ch| party(Role::Server, cfg, ch, kind, &x, &y),
-        |ch| party(Role::Client, cfg, ch, kind, &x, &y),
+        |ch| party(Role::Server, cfg, predicted.cots, ch, kind, &x, &y),
+        |ch| party(Role::Client, cfg, predicted.cots, ch, kind, &x, &y),
     );
     let wall_s = wall.elapsed().as_secs_f64();
-    let ((os, setup_s, st_s, ts), (oc, setup_c, st_c, tc)) = (rs?, rc?);
+    let ((os, setup_s, off_s, st_s, toff_s, ts), (oc, setup_c, off_c, st_c, toff_c, tc)) =
+        (rs?, rc?);
+    let offline_bytes = off_s.bytes_sent + off_c.bytes_sent;
+    let offline_secs = toff_s.max(toff_c);
     let err = |a: u64, b: u64| (a as f64 - b as f64).abs();
     let max_abs_err = match kind {
         "compare" => os
@@ -190,7 +215,7 @@ pub fn run(kind: &str, shape: &str, protocol: &str) -> Result<Report, DuetError>
         protocol: protocol.to_string(),
         network: "memory".into(),
         wall_s,
-        offline_s: 0.0,
+        offline_s: offline_secs,
         online_s,
         bytes: Bytes {
             client_to_server: st_c.bytes_sent,
@@ -208,16 +233,34 @@ pub fn run(kind: &str, shape: &str, protocol: &str) -> Result<Report, DuetError>
             max_abs_err,
             cosine_vs_reference: 1.0,
         },
-        ops: vec![OpReport {
-            name: format!("{kind}[{n}]"),
-            kind: kind.to_string(),
-            backend: "mpc".into(),
-            bytes: total,
-            rounds,
-            wall_s: online_s,
-            predicted_bytes: predicted.bytes,
-            predicted_s: 0.0,
-        }],
+        ops: vec![
+            OpReport {
+                name: format!("{kind}[{n}]"),
+                kind: kind.to_string(),
+                backend: "mpc".into(),
+                bytes: total,
+                rounds,
+                wall_s: online_s,
+                predicted_bytes: predicted.bytes,
+                predicted_s: 0.0,
+            },
+            OpReport {
+                name: format!(
+                    "offline.cots[{}+{}]",
+                    predicted.cots.server_sends, predicted.cots.client_sends
+                ),
+                kind: "offline".into(),
+                backend: match cfg.cot {
+                    nl::CotBackend::Iknp => "iknp".into(),
+                    nl::CotBackend::Ferret(_) => "ferret".into(),
+                },
+                bytes: offline_bytes,
+                rounds: off_s.rounds + off_c.rounds,
+                wall_s: offline_secs,
+                predicted_bytes: 0,
+                predicted_s: 0.0,
+            },
+        ],
     })
 }
 
@@ -363,12 +406,25 @@ mod tests {
             assert_eq!(r.accuracy.max_abs_err, 0.0, "{kind}");
             assert_eq!(r.bytes.total, r.ops[0].predicted_bytes, "{kind}");
             assert!(r.bytes.setup > 0);
+            if kind != "ot" {
+                // Ferret: the COTs were made offline, in one main iteration or more
+                assert!(r.ops[1].bytes > 0, "{kind}");
+            }
         }
         assert!(run("gelu", "10", "duet").is_err());
         assert!(run("mul", "0", "duet").is_err());
         assert!(run("compare", "10", "duet:radix=9").is_err());
-        let r = run("compare", "100", "duet:radix=2:sender=client:leaf=iknp").unwrap();
-        assert_eq!(r.bytes.total, r.ops[0].predicted_bytes);
+        for proto in [
+            "duet:radix=2:sender=client:leaf=kk13",
+            "iknp",
+            "iknp:leaf=rot:sender=client",
+        ] {
+            let r = run("compare", "100", proto).unwrap();
+            assert_eq!(r.accuracy.max_abs_err, 0.0, "{proto}");
+            assert_eq!(r.bytes.total, r.ops[0].predicted_bytes, "{proto}");
+        }
+        assert!(run("compare", "10", "nope").is_err());
+        assert!(run("compare", "10", "duet:cot=magic").is_err());
         // IKNP: 16 bytes per COT, every correlation checked
         let r = run("ot", "4096", "iknp").unwrap();
         assert_eq!(r.accuracy.max_abs_err, 0.0);
@@ -441,41 +497,48 @@ mod cost_table {
     fn bytes_per_element() {
         let n = 1 << 20;
         let r = Ring::new(37).unwrap();
-        let c = NlConfig::default();
-        let rows = [
-            ("and", nl::and_cost(n)),
-            ("msb/drelu/lt_bounded", nl::msb_cost(n, r, c)),
-            ("lt (exact)", nl::lt_cost(n, r, c)),
-            ("lt_public (exact)", nl::lt_public_cost(n, r, c)),
-            ("eq", nl::eq_cost(n, r, c)),
-            ("b2a", nl::b2a_cost(n, r, c)),
-            ("mux", nl::mux_cost(n, r, c)),
-            ("mul", nl::mul_cost(n, r, c)),
-            (
-                "trunc faithful f=12",
-                nl::trunc_cost(n, r, 12, TruncMode::Faithful, c),
-            ),
-            (
-                "trunc one-bit f=12",
-                nl::trunc_cost(n, r, 12, TruncMode::OneBit, c),
-            ),
-            (
-                "trunc known-msb f=12",
-                nl::trunc_cost(n, r, 12, TruncMode::KnownMsb(false), c),
-            ),
-            ("relu", nl::relu_cost(n, r, c)),
-            (
-                "extend 37->64 signed",
-                nl::extend_cost(n, r, Ring::z64(), c),
-            ),
-            ("max over 8 (per row)", nl::max_axis_cost(n / 8, 8, r, c)),
-        ];
-        for (name, k) in rows {
-            let per = if name.starts_with("max") { n / 8 } else { n };
+        let rows_of = |c: NlConfig| {
+            [
+                ("and", nl::and_cost(n, c)),
+                ("msb/drelu/lt_bounded", nl::msb_cost(n, r, c)),
+                ("lt (exact)", nl::lt_cost(n, r, c)),
+                ("lt_public (exact)", nl::lt_public_cost(n, r, c)),
+                ("eq", nl::eq_cost(n, r, c)),
+                ("b2a", nl::b2a_cost(n, r, c)),
+                ("mux", nl::mux_cost(n, r, c)),
+                ("mul", nl::mul_cost(n, r, c)),
+                (
+                    "trunc faithful f=12",
+                    nl::trunc_cost(n, r, 12, TruncMode::Faithful, c),
+                ),
+                (
+                    "trunc one-bit f=12",
+                    nl::trunc_cost(n, r, 12, TruncMode::OneBit, c),
+                ),
+                (
+                    "trunc known-msb f=12",
+                    nl::trunc_cost(n, r, 12, TruncMode::KnownMsb(false), c),
+                ),
+                ("relu", nl::relu_cost(n, r, c)),
+                (
+                    "extend 37->64 signed",
+                    nl::extend_cost(n, r, Ring::z64(), c),
+                ),
+                ("max over 8 (per row)", nl::max_axis_cost(n / 8, 8, r, c)),
+            ]
+        };
+        println!("| protocol | Ferret B/elem | COTs/elem | IKNP+KK13 B/elem | rounds |");
+        for ((name, f), (_, i)) in rows_of(NlConfig::default())
+            .into_iter()
+            .zip(rows_of(NlConfig::iknp()))
+        {
+            let per = if name.starts_with("max") { n / 8 } else { n } as f64;
             println!(
-                "| {name} | {:.2} | {} |",
-                k.bytes as f64 / per as f64,
-                k.rounds
+                "| {name} | {:.2} | {:.1} | {:.2} | {} |",
+                f.bytes as f64 / per,
+                f.cots.total() as f64 / per,
+                i.bytes as f64 / per,
+                f.rounds
             );
         }
     }

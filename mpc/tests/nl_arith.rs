@@ -12,17 +12,26 @@ use duet_mpc::nonlinear::{self as nl, BShare, LeafOt, NlConfig, NlSession, Trunc
 use duet_mpc::{AShare, Prg, Result, Ring};
 use duet_transport::{MemoryChannel, Role};
 
-fn both() -> [NlConfig; 2] {
+/// Ferret with random-OT leaves (the default), IKNP with random-OT leaves, and Ferret with
+/// KK13 leaves, with both OT senders.
+fn both() -> [NlConfig; 3] {
     [
         NlConfig {
             radix: 4,
             ot_sender: Role::Server,
-            ..NlConfig::default()
+            ..default_cfg()
         },
         NlConfig {
             radix: 3,
             ot_sender: Role::Client,
-            leaf_ot: LeafOt::Iknp,
+            leaf_ot: LeafOt::Rot,
+            cot: duet_mpc::nonlinear::CotBackend::Iknp,
+        },
+        NlConfig {
+            radix: 4,
+            ot_sender: Role::Client,
+            leaf_ot: LeafOt::Kk13,
+            ..default_cfg()
         },
     ]
 }
@@ -228,7 +237,7 @@ fn one_bit_truncation_does_err_sometimes() {
     let mut prg = Prg::from_seed([11; 32]);
     let xs = prg.ring_elements(ring, 500);
     let (x0, x1) = share(ring, &xs, &mut prg);
-    let (a, b, _) = run2(NlConfig::default(), |role, s, ch| {
+    let (a, b, _) = run2(default_cfg(), |role, s, ch| {
         nl::trunc(s, ch, by_role(role, &x0, &x1), 12, TruncMode::OneBit).unwrap()
     });
     let z = rec(&a, &b);

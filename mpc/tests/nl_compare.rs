@@ -68,12 +68,13 @@ fn comparisons_of_shared_values_all_rings() {
             NlConfig {
                 radix: 4,
                 ot_sender: Role::Server,
-                ..NlConfig::default()
+                ..default_cfg()
             },
             NlConfig {
                 radix: 3,
                 ot_sender: Role::Client,
-                leaf_ot: nl::LeafOt::Iknp,
+                leaf_ot: nl::LeafOt::Rot,
+                cot: nl::CotBackend::Iknp,
             },
         ] {
             let e = edge_values(ring, &mut prg, 20);
@@ -147,11 +148,11 @@ fn each_comparison_cost_is_exact() {
     let xs = prg.ring_elements(ring, 1000);
     let (x0, x1) = share(ring, &xs, &mut prg);
     for cfg in [
-        NlConfig::default(),
+        default_cfg(),
         NlConfig {
             radix: 2,
             ot_sender: Role::Client,
-            ..NlConfig::default()
+            ..default_cfg()
         },
     ] {
         type F = fn(&mut nl::NlSession, &mut duet_transport::MemoryChannel, &duet_mpc::AShare);
@@ -183,11 +184,16 @@ fn each_comparison_cost_is_exact() {
 #[test]
 fn and_is_correct_and_cost_exact() {
     let mut prg = Prg::from_seed([6; 32]);
-    for ot_sender in [Role::Server, Role::Client] {
+    for (ot_sender, cot) in [
+        (Role::Server, ferret_test()),
+        (Role::Client, ferret_test()),
+        (Role::Client, nl::CotBackend::Iknp),
+    ] {
         let cfg = NlConfig {
             radix: 4,
             ot_sender,
-            ..NlConfig::default()
+            cot,
+            ..default_cfg()
         };
         let n = 1000;
         let r: Vec<bool> = (0..4 * n)
@@ -208,7 +214,7 @@ fn and_is_correct_and_cost_exact() {
         for i in 0..n {
             assert_eq!(z[i], x[i] & y[i]);
         }
-        assert_eq!(c, nl::and_cost(n));
+        assert_eq!(c, nl::and_cost(n, cfg));
     }
 }
 
@@ -221,11 +227,11 @@ fn large_batch_spanning_chunks() {
     let xs = prg.ring_elements(ring, n);
     let (x0, x1) = share(ring, &xs, &mut prg);
     for cfg in [
-        NlConfig::default(),
+        default_cfg(),
         NlConfig {
-            leaf_ot: nl::LeafOt::Iknp,
+            leaf_ot: nl::LeafOt::Rot,
             ot_sender: Role::Client,
-            ..NlConfig::default()
+            ..default_cfg()
         },
     ] {
         let (a, b, c) = run2(cfg, |role, s, ch| {
@@ -239,18 +245,66 @@ fn large_batch_spanning_chunks() {
 
 #[test]
 fn setup_cost_is_exact() {
-    let (a, b) = duet_transport::run_two_party(
+    for cfg in [NlConfig::iknp(), default_cfg()] {
+        let (a, b) = duet_transport::run_two_party(
+            |mut ch| {
+                let mut rng = Prg::from_seed([1; 32]);
+                nl::NlSession::setup(&mut ch, Role::Server, &mut rng, cfg).unwrap();
+                duet_transport::Channel::stats(&ch)
+            },
+            |mut ch| {
+                let mut rng = Prg::from_seed([2; 32]);
+                nl::NlSession::setup(&mut ch, Role::Client, &mut rng, cfg).unwrap();
+                duet_transport::Channel::stats(&ch)
+            },
+        );
+        assert_eq!(measured(a, b), nl::NlSession::setup_cost(cfg));
+    }
+    assert_eq!(nl::NlSession::setup_cost(NlConfig::iknp()).bytes, 16_448);
+}
+
+/// The real default (Ferret with the B13 parameters): a protocol reserves its COTs by itself,
+/// transparently (the first call runs a main Ferret iteration of about ten million COTs),
+/// results are right, and once reserved the online traffic is the formula's.
+#[test]
+fn default_config_real_ferret_reserves_transparently() {
+    let ring = Ring::new(37).unwrap();
+    let mut prg = Prg::from_seed([9; 32]);
+    let x = edge_values(ring, &mut prg, 500);
+    let y: Vec<u64> = prg.ring_elements(ring, x.len());
+    let (x0, x1) = share(ring, &x, &mut prg);
+    let (y0, y1) = share(ring, &y, &mut prg);
+    let n = x.len();
+    let cfg = NlConfig::default();
+    let ((m0, online0), (m1, _)) = duet_transport::run_two_party(
         |mut ch| {
             let mut rng = Prg::from_seed([1; 32]);
-            nl::NlSession::setup(&mut ch, Role::Server, &mut rng, NlConfig::default()).unwrap();
-            duet_transport::Channel::stats(&ch)
+            let mut s = nl::NlSession::setup(&mut ch, Role::Server, &mut rng, cfg).unwrap();
+            // first call: reserves (a Ferret iteration) inside
+            let first = nl::lt_bounded(&mut s, &mut ch, &x0, &y0).unwrap();
+            assert!(s.pooled().0 > 1_000_000, "a main iteration ran");
+            let before = duet_transport::Channel::stats(&ch);
+            let again = nl::lt_bounded(&mut s, &mut ch, &x0, &y0).unwrap();
+            let online = duet_transport::Channel::stats(&ch) - before;
+            (vec![first, again], online)
         },
         |mut ch| {
             let mut rng = Prg::from_seed([2; 32]);
-            nl::NlSession::setup(&mut ch, Role::Client, &mut rng, NlConfig::default()).unwrap();
-            duet_transport::Channel::stats(&ch)
+            let mut s = nl::NlSession::setup(&mut ch, Role::Client, &mut rng, cfg).unwrap();
+            let first = nl::lt_bounded(&mut s, &mut ch, &x1, &y1).unwrap();
+            let again = nl::lt_bounded(&mut s, &mut ch, &x1, &y1).unwrap();
+            (vec![first, again], duet_transport::ChannelStats::default())
         },
     );
-    assert_eq!(measured(a, b), nl::NlSession::setup_cost());
-    assert_eq!(nl::NlSession::setup_cost().bytes, 16_448);
+    let want: Vec<bool> = x
+        .iter()
+        .zip(&y)
+        .map(|(&a, &b)| ring.to_i64(ring.sub(a, b)) < 0)
+        .collect();
+    for (a, b) in m0.iter().zip(&m1) {
+        assert_eq!(bits_of(a, b), want);
+    }
+    let c = nl::lt_bounded_cost(n, ring, cfg);
+    // online: the server's own sent bytes and those it received
+    assert_eq!(online0.bytes_sent + online0.bytes_received, c.bytes);
 }

@@ -100,12 +100,12 @@ fn every_corrupted_message_is_an_error() {
         NlConfig {
             radix: 4,
             ot_sender: Role::Server,
-            ..NlConfig::default()
+            ..default_cfg()
         },
         NlConfig {
             radix: 4,
             ot_sender: Role::Client,
-            ..NlConfig::default()
+            ..default_cfg()
         },
     ] {
         for name in PROTOS {
@@ -151,7 +151,7 @@ fn every_corrupted_message_is_an_error() {
 
 #[test]
 fn bad_arguments_are_errors() {
-    let cfg = NlConfig::default();
+    let cfg = default_cfg();
     assert!(NlConfig { radix: 0, ..cfg }.validate().is_err());
     assert!(NlConfig { radix: 9, ..cfg }.validate().is_err());
     let (a, b, _) = run2(cfg, |role, s, ch| {

@@ -5,10 +5,10 @@
     reason = "triple indices are below the triple count, which the callers size to the jobs"
 )]
 
-use super::cost::{iknp_msg, Tape};
+use super::cost::Tape;
 use super::otx::Triples;
 use super::wire::{pack_bits, unpack_bits};
-use super::{BShare, Cost, NlSession};
+use super::{BShare, Cost, NlConfig, NlSession};
 use crate::{MpcError, Result};
 use duet_transport::{Channel, Role};
 
@@ -105,8 +105,10 @@ pub(crate) fn tape_triples(tape: &mut Tape, n: usize) {
     if n == 0 {
         return;
     }
-    let (b, m) = iknp_msg(n);
-    tape.exchange(b, m, b, m);
+    // each party sends the extension message of the direction in which it receives
+    let (sb, sm) = tape.cots(Role::Client, n);
+    let (cb, cm) = tape.cots(Role::Server, n);
+    tape.exchange(sb, sm, cb, cm);
 }
 
 /// `x ∧ y` element-wise on boolean shares.
@@ -118,6 +120,7 @@ pub(crate) fn tape_triples(tape: &mut Tape, n: usize) {
 /// Security: semi-honest; `d`, `e` are one-time padded by uniform triple shares.
 /// Cost: [`and_cost`]: 32 bytes (IKNP) + 4 bits per AND, 4 flights.
 pub fn and<C: Channel>(s: &mut NlSession, ch: &mut C, x: &BShare, y: &BShare) -> Result<BShare> {
+    s.reserve(ch, and_cost(x.len(), s.config()).cots)?;
     if x.len() != y.len() {
         return Err(MpcError::ShapeMismatch {
             what: format!("AND of {} and {} bits", x.len(), y.len()),
@@ -140,8 +143,8 @@ pub fn and<C: Channel>(s: &mut NlSession, ch: &mut C, x: &BShare, y: &BShare) ->
 
 /// Exact cost of [`and`] on `n` bits: each party sends the IKNP message of `n` COTs
 /// (16 bytes each) and `ceil(2n/8)` opening bytes; 4 flights.
-pub fn and_cost(n: usize) -> Cost {
-    let mut t = Tape::new();
+pub fn and_cost(n: usize, cfg: NlConfig) -> Cost {
+    let mut t = Tape::with_config(cfg);
     tape_triples(&mut t, n);
     tape_and_round(&mut t, 2 * n);
     t.cost()

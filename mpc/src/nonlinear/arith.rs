@@ -13,6 +13,7 @@ use duet_transport::Channel;
 /// of `b_S b_R`. Security: semi-honest, 128-bit. Cost: [`b2a_cost`]: `16 + 1/8 + l/8` bytes
 /// per bit (IKNP), 2 flights.
 pub fn b2a<C: Channel>(s: &mut NlSession, ch: &mut C, b: &BShare, ring: Ring) -> Result<AShare> {
+    s.reserve(ch, b2a_cost(b.len(), ring, s.config()).cots)?;
     let bits = b.to_bits();
     let l = ring.bits();
     let out = if s.is_ot_sender() {
@@ -34,7 +35,7 @@ pub fn b2a<C: Channel>(s: &mut NlSession, ch: &mut C, b: &BShare, ring: Ring) ->
 
 /// Exact cost of [`b2a`] on `n` bits.
 pub fn b2a_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
-    let mut t = Tape::new();
+    let mut t = Tape::with_config(cfg);
     NlSession::tape_cot(&mut t, cfg.ot_sender, n, |_| ring.bits());
     t.cost()
 }
@@ -47,6 +48,7 @@ pub fn b2a_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
 /// Security: semi-honest, 128-bit. Cost: [`mux_cost`]: 2 ring COTs, `2 (16 + 1/8 + l/8)`
 /// bytes per element, 3 flights.
 pub fn mux<C: Channel>(s: &mut NlSession, ch: &mut C, c: &BShare, x: &AShare) -> Result<AShare> {
+    s.reserve(ch, mux_cost(x.len(), x.ring(), s.config()).cots)?;
     if c.len() != x.len() {
         return Err(MpcError::ShapeMismatch {
             what: format!("mux of {} bits and {} values", c.len(), x.len()),
@@ -72,7 +74,7 @@ pub fn mux<C: Channel>(s: &mut NlSession, ch: &mut C, c: &BShare, x: &AShare) ->
 
 /// Exact cost of [`mux`] on `n` elements.
 pub fn mux_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
-    let mut t = Tape::new();
+    let mut t = Tape::with_config(cfg);
     NlSession::tape_cot_both(&mut t, cfg.ot_sender, n, |_| ring.bits());
     t.cost()
 }
@@ -89,6 +91,7 @@ pub fn mux_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
 /// Cost: [`mul_cost`]: `2 l` COTs plus `2 (l/8 + l(l+1)/16)` bytes per element (about
 /// 1,369 bytes for `l = 37`), 3 flights.
 pub fn mul<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare, y: &AShare) -> Result<AShare> {
+    s.reserve(ch, mul_cost(x.len(), x.ring(), s.config()).cots)?;
     if x.ring() != y.ring() || x.shape() != y.shape() {
         return Err(MpcError::ShapeMismatch {
             what: format!("product of {:?} and {:?}", x.shape(), y.shape()),
@@ -129,7 +132,7 @@ pub fn mul<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare, y: &AShare) ->
 /// Exact cost of [`mul`] on `n` elements.
 pub fn mul_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
     let l = ring.bits() as usize;
-    let mut t = Tape::new();
+    let mut t = Tape::with_config(cfg);
     NlSession::tape_cot_both(&mut t, cfg.ot_sender, n * l, |j| (l - j % l) as u32);
     t.cost()
 }

@@ -60,6 +60,7 @@ pub(crate) fn msb_many<C: Channel>(
 /// `l-1` bits from one [`super::millionaire`] on `l-1` bits.
 /// Security: semi-honest, 128-bit. Cost: [`msb_cost`] (about 585 bytes for `l = 37`).
 pub fn msb<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare) -> Result<BShare> {
+    s.reserve(ch, msb_cost(x.len(), x.ring(), s.config()).cots)?;
     if x.is_empty() {
         return Ok(BShare::zeros(0));
     }
@@ -72,7 +73,7 @@ pub fn msb_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
     if n == 0 {
         return Cost::default();
     }
-    let mut t = Tape::new();
+    let mut t = Tape::with_config(cfg);
     tape_millionaire(&mut t, cfg, &[(n, ring.bits() - 1)], CmpMode::Lt, 0);
     t.cost()
 }
@@ -113,6 +114,7 @@ pub fn lt_bounded_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
 /// smaller, otherwise `d` does not overflow); one more AND round, its triples made with the
 /// millionaire's. Security: semi-honest. Cost: [`lt_cost`] (about 3 x [`msb_cost`]).
 pub fn lt<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare, y: &AShare) -> Result<BShare> {
+    s.reserve(ch, lt_cost(x.len(), x.ring(), s.config()).cots)?;
     same(x, y)?;
     let n = x.len();
     if n == 0 {
@@ -142,7 +144,7 @@ pub fn lt_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
     if n == 0 {
         return Cost::default();
     }
-    let mut t = Tape::new();
+    let mut t = Tape::with_config(cfg);
     tape_millionaire(&mut t, cfg, &[(3 * n, ring.bits() - 1)], CmpMode::Lt, n);
     tape_and_round(&mut t, 2 * n);
     t.cost()
@@ -157,6 +159,7 @@ pub fn lt_public<C: Channel>(
     x: &AShare,
     c: &[u64],
 ) -> Result<BShare> {
+    s.reserve(ch, lt_public_cost(x.len(), x.ring(), s.config()).cots)?;
     let n = x.len();
     if c.len() != n {
         return Err(MpcError::ShapeMismatch {
@@ -195,7 +198,7 @@ pub fn lt_public_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
     if n == 0 {
         return Cost::default();
     }
-    let mut t = Tape::new();
+    let mut t = Tape::with_config(cfg);
     tape_millionaire(&mut t, cfg, &[(2 * n, ring.bits() - 1)], CmpMode::Lt, n);
     tape_and_round(&mut t, 2 * n);
     t.cost()
@@ -205,6 +208,7 @@ pub fn lt_public_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
 /// `y1 - x1` (`l` bits; leaves 1-bit, tree of single ANDs).
 /// Security: semi-honest. Cost: [`eq_cost`].
 pub fn eq<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare, y: &AShare) -> Result<BShare> {
+    s.reserve(ch, eq_cost(x.len(), x.ring(), s.config()).cots)?;
     same(x, y)?;
     if x.is_empty() {
         return Ok(BShare::zeros(0));
@@ -224,7 +228,7 @@ pub fn eq_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
     if n == 0 {
         return Cost::default();
     }
-    let mut t = Tape::new();
+    let mut t = Tape::with_config(cfg);
     tape_millionaire(&mut t, cfg, &[(n, ring.bits())], CmpMode::Eq, 0);
     t.cost()
 }

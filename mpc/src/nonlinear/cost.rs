@@ -5,17 +5,22 @@
 //! [`ChannelStats`](duet_transport::ChannelStats), when a party sends as its first operation or
 //! after having received; `rounds` is the sum of both parties' flights.
 
+use super::{CotBackend, CotCount, NlConfig};
 use crate::ot::{iknp, kk13};
 use duet_transport::Role;
 
 /// Exact online traffic of a protocol run: payload bytes of both parties summed and one-way
-/// flights of both parties summed (what the two endpoints' `stats()` report together).
+/// flights of both parties summed (what the two endpoints' `stats()` report together), and the
+/// correlated OTs it consumes by direction (with Ferret they are made ahead, by
+/// [`NlSession::reserve`](super::NlSession::reserve), and their traffic is not in `bytes`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Cost {
     /// Payload bytes, both directions.
     pub bytes: u64,
     /// Flights, both parties (a round trip is two).
     pub rounds: u64,
+    /// COTs consumed, by direction.
+    pub cots: CotCount,
 }
 
 impl std::ops::Add for Cost {
@@ -25,6 +30,7 @@ impl std::ops::Add for Cost {
         Self {
             bytes: self.bytes + o.bytes,
             rounds: self.rounds + o.rounds,
+            cots: self.cots + o.cots,
         }
     }
 }
@@ -45,6 +51,8 @@ pub struct Tape {
     messages: [u64; 2],
     flights: [u64; 2],
     last: [Last; 2],
+    ferret: bool,
+    cots: CotCount,
 }
 
 fn idx(r: Role) -> usize {
@@ -55,9 +63,32 @@ fn idx(r: Role) -> usize {
 }
 
 impl Tape {
-    /// An empty tape (both parties fresh).
+    /// An empty tape (both parties fresh) of protocols whose COTs come from IKNP.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty tape of protocols run with `cfg` (its COT backend decides what COTs cost).
+    pub fn with_config(cfg: NlConfig) -> Self {
+        Self {
+            ferret: matches!(cfg.cot, CotBackend::Ferret(_)),
+            ..Self::default()
+        }
+    }
+
+    /// Records `n` COTs with `sender` as COT sender and returns the online bytes and messages
+    /// the COT receiver sends for them: the IKNP extension message, or nothing with Ferret
+    /// (pooled ahead).
+    pub(crate) fn cots(&mut self, sender: Role, n: usize) -> (u64, u64) {
+        if n == 0 {
+            return (0, 0);
+        }
+        self.cots = self.cots + CotCount::from(sender, n as u64);
+        if self.ferret {
+            (0, 0)
+        } else {
+            iknp_msg(n)
+        }
     }
 
     fn put(&mut self, from: Role, bytes: u64, messages: u64) {
@@ -122,6 +153,7 @@ impl Tape {
         Cost {
             bytes: self.bytes.iter().sum(),
             rounds: self.flights.iter().sum(),
+            cots: self.cots,
         }
     }
 }

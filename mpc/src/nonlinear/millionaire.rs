@@ -1,7 +1,7 @@
 //! The millionaires' protocol of CrypTFlow2 (Rathee et al., CCS 2020), batched.
 
 use super::and::{and_round, tape_and_round, AndJobs};
-use super::cost::{iknp_msg, kk_answer, kk_msg, Tape};
+use super::cost::{kk_answer, kk_msg, Tape};
 use super::otx::Triples;
 use super::{BShare, Cost, LeafOt, NlConfig, NlSession};
 use crate::{MpcError, Result};
@@ -123,7 +123,7 @@ pub(crate) fn millionaire_groups<C: Channel>(
                 s.kk_send(ch, nl, m, w, msg)?;
                 t
             }
-            LeafOt::Iknp => s.iknp_leaf_send(ch, nt, nl, m, w, msg)?,
+            LeafOt::Rot => s.rot_leaf_send(ch, nt, nl, m, w, msg)?,
         };
         (r, t)
     } else {
@@ -136,8 +136,8 @@ pub(crate) fn millionaire_groups<C: Channel>(
                 let out = s.kk_recv_end(ch, &rows, &my_digits, m, w)?;
                 (out.into_iter().map(|x| x as u8).collect(), t)
             }
-            LeafOt::Iknp => {
-                let (out, t) = s.iknp_leaf_recv(ch, nt, &my_digits, m, w)?;
+            LeafOt::Rot => {
+                let (out, t) = s.rot_leaf_recv(ch, nt, &my_digits, m, w)?;
                 (out.into_iter().map(|x| x as u8).collect(), t)
             }
         }
@@ -284,16 +284,19 @@ pub(crate) fn tape_millionaire(
         .map(|(n, p)| n * p.iter().map(|(a, b)| a + b).sum::<usize>())
         .sum::<usize>()
         + extra;
-    let (tb, tm) = if nt > 0 { iknp_msg(nt) } else { (0, 0) };
+    let sender = cfg.ot_sender;
+    // the leaf sender receives `nt` COTs for the triples
+    let (tb, tm) = tape.cots(sender.peer(), nt);
     // the sender's and the receiver's part of the first flight, then the sender's answer
     let (s_part, r_part, answer) = match cfg.leaf_ot {
         LeafOt::Kk13 => {
             let (kb, km) = if nl > 0 { kk_msg(nl) } else { (0, 0) };
-            ((tb, tm), (tb + kb, tm + km), kk_answer(nl, m, w))
+            let (rb, rm) = tape.cots(sender, nt);
+            ((tb, tm), (rb + kb, rm + km), kk_answer(nl, m, w))
         }
-        LeafOt::Iknp => {
+        LeafOt::Rot => {
             let rots = nt + nl * m as usize;
-            let (rb, rm) = if rots > 0 { iknp_msg(rots) } else { (0, 0) };
+            let (rb, rm) = tape.cots(sender, rots);
             let e = if nl > 0 {
                 ((nl * m as usize).div_ceil(8) as u64, 1)
             } else {
@@ -307,7 +310,6 @@ pub(crate) fn tape_millionaire(
             ((tb, tm), (rb + e.0, rm + e.1), ans)
         }
     };
-    let sender = cfg.ot_sender;
     let (sb, sm, cb, cm) = match sender {
         Role::Server => (s_part.0, s_part.1, r_part.0, r_part.1),
         Role::Client => (r_part.0, r_part.1, s_part.0, s_part.1),
@@ -345,6 +347,10 @@ pub fn millionaire<C: Channel>(
     bits: u32,
     mode: CmpMode,
 ) -> Result<BShare> {
+    s.reserve(
+        ch,
+        millionaire_cost(inputs.len(), bits, mode, s.config()).cots,
+    )?;
     if inputs.is_empty() {
         return Ok(BShare::zeros(0));
     }
@@ -357,7 +363,7 @@ pub fn millionaire_cost(n: usize, bits: u32, mode: CmpMode, cfg: NlConfig) -> Co
     if n == 0 {
         return Cost::default();
     }
-    let mut t = Tape::new();
+    let mut t = Tape::with_config(cfg);
     tape_millionaire(&mut t, cfg, &[(n, bits)], mode, 0);
     t.cost()
 }

@@ -31,6 +31,7 @@ mod arith;
 mod boolean;
 mod compare;
 mod cost;
+mod cots;
 mod millionaire;
 mod otx;
 mod relu;
@@ -45,12 +46,14 @@ pub use compare::{
     lt_public_cost, msb, msb_cost,
 };
 pub use cost::{Cost, Tape};
+pub use cots::{CotBackend, CotCount};
 pub use millionaire::{millionaire, millionaire_cost, CmpMode};
 pub use relu::{max_axis, max_axis_cost, relu, relu_cost};
 pub use trunc::{extend, extend_cost, reduce, trunc, trunc_cost, TruncMode};
 
-use crate::ot::{IknpReceiver, IknpSender, KkReceiver, KkSender, OtPair};
+use crate::ot::{FerretReceiver, FerretSender, KkReceiver, KkSender, OtCost, OtPair};
 use crate::{MpcError, Prg, Result};
+use cots::{RecvSource, SendSource};
 use duet_transport::{Channel, Role};
 use rand::{CryptoRng, RngCore};
 
@@ -65,32 +68,50 @@ pub struct NlConfig {
     pub ot_sender: Role,
     /// How the millionaire's leaf 1-of-`2^m` OTs are made.
     pub leaf_ot: LeafOt,
+    /// Where the correlated OTs come from.
+    pub cot: CotBackend,
 }
 
 /// The 1-out-of-`2^m` OT used for the millionaire's leaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum LeafOt {
-    /// KK13 ([`crate::ot::kk13`]): `32 + 2^m w / 8` bytes per leaf, the fewest bytes for
-    /// `m >= 2`; the sender hashes `2^m` rows with SHA-256 per leaf.
-    #[default]
+    /// KK13 ([`crate::ot::kk13`]): `32 + 2^m w / 8` bytes per leaf, the fewest bytes with
+    /// IKNP COTs for `m >= 2`; the sender hashes `2^m` rows with SHA-256 per leaf. Its own
+    /// extension, whatever [`NlConfig::cot`] says.
     Kk13,
-    /// `m` IKNP random OTs per leaf ([`crate::ot::rot`]): `16 m + m/8 + 2^m w / 8` bytes,
-    /// fixed-key AES only (faster to compute, more bytes).
-    Iknp,
+    /// `m` random OTs per leaf from the session's COT source ([`crate::ot::rot`]):
+    /// `m/8 + 2^m w / 8` bytes with Ferret (the fewest), plus `16 m` with IKNP; fixed-key AES
+    /// only.
+    #[default]
+    Rot,
 }
 
 impl Default for NlConfig {
+    /// Radix 4, the server as OT sender, Ferret COTs ([`FerretParams::B13`](crate::ot::FerretParams::B13)) and
+    /// random-OT leaves: the fewest bytes (Cheetah's choices).
     fn default() -> Self {
         Self {
             radix: 4,
             ot_sender: Role::Server,
-            leaf_ot: LeafOt::Kk13,
+            leaf_ot: LeafOt::Rot,
+            cot: CotBackend::default(),
         }
     }
 }
 
 impl NlConfig {
-    /// Checks the radix.
+    /// CrypTFlow2's choices: IKNP COTs and KK13 leaves, radix 4, the server as OT sender.
+    pub fn iknp() -> Self {
+        Self {
+            leaf_ot: LeafOt::Kk13,
+            cot: CotBackend::Iknp,
+            ..Self::default()
+        }
+    }
+
+    /// Checks the radix. (Ferret parameters are checked when they are made: every
+    /// [`FerretParams`](crate::ot::FerretParams) value is a vetted 128-bit set, or a test set
+    /// that exists only under `cfg(test)` or the `testing` feature.)
     pub fn validate(&self) -> Result<()> {
         if !(1..=8).contains(&self.radix) {
             return Err(MpcError::InvalidArgument {
@@ -101,17 +122,19 @@ impl NlConfig {
     }
 }
 
-/// One party's state for the non-linear protocols: IKNP in both directions, KK13 1-of-N OT in
-/// both directions, a local PRG and the configuration.
+/// One party's state for the non-linear protocols: a COT source in each direction (IKNP or
+/// Ferret, [`NlConfig::cot`]), KK13 1-of-N OT in both directions, a local PRG and the
+/// configuration.
 ///
 /// Setup ([`NlSession::setup`], cost [`NlSession::setup_cost`]): the 2 x 128 base OTs of
-/// [`OtPair`] (8,256 bytes) and 2 x 256 IKNP random OTs seeding KK13 (8,192 bytes), 6 flights.
+/// [`OtPair`] (8,256 bytes), 2 x 256 IKNP random OTs seeding KK13 (8,192 bytes), and with
+/// Ferret both Ferret bootstraps (about 1.6 MB per direction for B13).
 /// Security: semi-honest, 128-bit.
 pub struct NlSession {
     role: Role,
     cfg: NlConfig,
-    ot_s: IknpSender,
-    ot_r: IknpReceiver,
+    cot_s: SendSource,
+    cot_r: RecvSource,
     kk_s: KkSender,
     kk_r: KkReceiver,
     kk_s_next: u64,
@@ -129,7 +152,9 @@ impl std::fmt::Debug for NlSession {
 }
 
 impl NlSession {
-    /// Runs the session setup over `ch` (both parties call it; see [`NlSession::setup_cost`]).
+    /// Runs the session setup over `ch` (both parties call it with the same `cfg`; see
+    /// [`NlSession::setup_cost`]). The COT backend is fixed here: [`NlSession::set_config`]
+    /// cannot change it.
     pub fn setup<C: Channel, R: RngCore + CryptoRng>(
         ch: &mut C,
         role: Role,
@@ -141,13 +166,33 @@ impl NlSession {
         let (mut ot_s, mut ot_r) = pair.into_parts();
         let kk_s = KkSender::setup(&mut ot_r, ch)?;
         let kk_r = KkReceiver::setup(&mut ot_s, ch)?;
+        let (cot_s, cot_r) = match cfg.cot {
+            CotBackend::Iknp => (
+                SendSource::Iknp(Box::new(ot_s)),
+                RecvSource::Iknp(Box::new(ot_r)),
+            ),
+            CotBackend::Ferret(p) => {
+                // the server's sending direction first on both sides
+                let (fs, fr) = if role == Role::Server {
+                    let fs = FerretSender::setup(ch, &mut ot_s, p, rng)?;
+                    (fs, FerretReceiver::setup(ch, &mut ot_r, p, rng)?)
+                } else {
+                    let fr = FerretReceiver::setup(ch, &mut ot_r, p, rng)?;
+                    (FerretSender::setup(ch, &mut ot_s, p, rng)?, fr)
+                };
+                (
+                    SendSource::Ferret(Box::new(fs)),
+                    RecvSource::Ferret(Box::new(fr)),
+                )
+            }
+        };
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
         Ok(Self {
             role,
             cfg,
-            ot_s,
-            ot_r,
+            cot_s,
+            cot_r,
             kk_s,
             kk_r,
             kk_s_next: 0,
@@ -156,15 +201,74 @@ impl NlSession {
         })
     }
 
-    /// Exact cost of [`NlSession::setup`]: 16,448 bytes, 6 flights.
-    pub fn setup_cost() -> Cost {
+    /// Exact bytes of [`NlSession::setup`] with `cfg` (both parties summed) and its flights:
+    /// 16,448 bytes and 6 flights with IKNP; with Ferret plus both directions'
+    /// [`FerretPair::setup_cost_after_base`](crate::ot::FerretPair::setup_cost_after_base).
+    pub fn setup_cost(cfg: NlConfig) -> Cost {
         let mut t = Tape::new();
         let base = OtPair::setup_cost();
         t.exchange(32, 1, 32, 1);
         t.exchange(base.bytes - 32, 1, base.bytes - 32, 1);
         let (b, m) = cost::iknp_msg(crate::ot::kk13::CODE_BITS);
         t.exchange(b, m, b, m);
-        t.cost()
+        let mut c = t.cost();
+        if let CotBackend::Ferret(p) = cfg.cot {
+            // The server's sending direction is set up first, then the client's; the previous
+            // phase ended with both parties receiving.
+            // (in the server's terms: the server is the OT sender of the first direction and
+            // the OT receiver of the second)
+            let one = crate::ot::FerretPair::setup_cost_after_base(&p);
+            let both = one + one.swapped();
+            c = c + ot_cost(both);
+        }
+        c
+    }
+
+    /// Makes sure the COT pools hold `need` (Ferret; IKNP makes its COTs inline and this is a
+    /// no-op). Both parties call it at the same point with the same `need`, between protocols.
+    /// Every protocol reserves what it needs by itself; calling this first moves the Ferret
+    /// iterations, and their traffic ([`NlSession::reserve_cost`]), out of the protocol's
+    /// measured online part.
+    pub fn reserve<C: Channel>(&mut self, ch: &mut C, need: CotCount) -> Result<()> {
+        let mine = usize::try_from(need.sent_by(self.role)).map_err(|_| too_many(need))?;
+        let theirs = usize::try_from(need.sent_by(self.role.peer())).map_err(|_| too_many(need))?;
+        // the server's sending direction first on both sides
+        if self.role == Role::Server {
+            self.cot_s.reserve(ch, mine)?;
+            self.cot_r.reserve(ch, theirs)
+        } else {
+            self.cot_r.reserve(ch, theirs)?;
+            self.cot_s.reserve(ch, mine)
+        }
+    }
+
+    /// Bytes and flights of [`NlSession::reserve`]`(need)` in the current state, both parties.
+    pub fn reserve_cost(&self, need: CotCount) -> Cost {
+        let mine = usize::try_from(need.sent_by(self.role)).unwrap_or(usize::MAX);
+        let theirs = usize::try_from(need.sent_by(self.role.peer())).unwrap_or(usize::MAX);
+        ot_cost(self.cot_s.reserve_cost(mine)) + ot_cost(self.cot_r.reserve_cost(theirs))
+    }
+
+    /// COTs consumed so far by direction (KK13 leaves, which have their own extension, are not
+    /// counted): what [`Cost::cots`] predicts.
+    pub fn cots_consumed(&self) -> CotCount {
+        let mine = crate::ot::CotSender::consumed(&self.cot_s);
+        let theirs = crate::ot::CotReceiver::consumed(&self.cot_r);
+        match self.role {
+            Role::Server => CotCount {
+                server_sends: mine,
+                client_sends: theirs,
+            },
+            Role::Client => CotCount {
+                server_sends: theirs,
+                client_sends: mine,
+            },
+        }
+    }
+
+    /// COTs pooled ahead: (this party sending, this party receiving).
+    pub fn pooled(&self) -> (usize, usize) {
+        (self.cot_s.pooled(), self.cot_r.pooled())
     }
 
     /// This party's role.
@@ -177,17 +281,17 @@ impl NlSession {
         self.cfg
     }
 
-    /// Changes the configuration (both parties must do the same between calls).
+    /// Changes the configuration (both parties must do the same between calls); the COT
+    /// backend must stay the one the session was set up with.
     pub fn set_config(&mut self, cfg: NlConfig) -> Result<()> {
         cfg.validate()?;
+        if cfg.cot != self.cfg.cot {
+            return Err(MpcError::InvalidArgument {
+                what: "the COT backend is fixed at session setup".into(),
+            });
+        }
         self.cfg = cfg;
         Ok(())
-    }
-
-    /// The IKNP directions (e.g. to precompute COTs into their pools offline; the `*_cost`
-    /// formulas assume empty pools).
-    pub fn iknp(&mut self) -> (&mut IknpSender, &mut IknpReceiver) {
-        (&mut self.ot_s, &mut self.ot_r)
     }
 
     pub(crate) fn is_ot_sender(&self) -> bool {
@@ -196,5 +300,20 @@ impl NlSession {
 
     pub(crate) fn rng(&mut self) -> &mut Prg {
         &mut self.rng
+    }
+}
+
+fn too_many(need: CotCount) -> MpcError {
+    MpcError::InvalidArgument {
+        what: format!("COT reservation of {need:?} does not fit in memory"),
+    }
+}
+
+/// Bytes and flights of both parties in an [`OtCost`].
+fn ot_cost(c: OtCost) -> Cost {
+    Cost {
+        bytes: c.bytes(),
+        rounds: c.rounds(),
+        cots: CotCount::default(),
     }
 }

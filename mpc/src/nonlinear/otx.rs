@@ -2,7 +2,7 @@
 //! correlated OT over `Z_2^w` for any width `w` in `1..=64` (per-instance widths), and bit
 //! triples from random OTs. Everything here is driven by [`NlSession`].
 
-use super::cost::{iknp_msg, kk_answer, kk_msg, Tape};
+use super::cost::{kk_answer, kk_msg, Tape};
 use super::wire::{pack_bits, pack_var, unpack_bits, unpack_var};
 use super::NlSession;
 use crate::ot::kk13::{Row, KK_CHUNK};
@@ -148,7 +148,7 @@ impl NlSession {
         let mut ds = Vec::with_capacity(xs.len().div_ceil(COT_CHUNK));
         for (ci, xc) in xs.chunks(COT_CHUNK).enumerate() {
             let base = ci * COT_CHUNK;
-            let keys = self.ot_s.send_rot(ch, xc.len())?;
+            let keys = self.cot_s.send_rot(ch, xc.len())?;
             let e = unpack_bits(&ch.recv_bytes()?, xc.len(), "ring-COT choice bits")?;
             let (ac, d): (Vec<u64>, Vec<u64>) = keys
                 .par_iter()
@@ -183,7 +183,7 @@ impl NlSession {
         let mut kept: Vec<u64> = Vec::with_capacity(choices.len());
         for (ci, cc) in choices.chunks(COT_CHUNK).enumerate() {
             let base = ci * COT_CHUNK;
-            let (b, keys) = self.ot_r.recv_rot(ch, cc.len())?;
+            let (b, keys) = self.cot_r.recv_rot(ch, cc.len())?;
             let e: Vec<bool> = b.iter().zip(cc).map(|(x, y)| x ^ y).collect();
             ch.send_bytes(&pack_bits(&e))?;
             kept.extend(
@@ -253,7 +253,7 @@ impl NlSession {
         if n == 0 {
             return Ok((Vec::new(), Vec::new()));
         }
-        self.ot_r.recv_rot(ch, n)
+        self.cot_r.recv_rot(ch, n)
     }
 
     /// Bit triples, second half: random OTs as sender (receives the peer's IKNP message),
@@ -267,15 +267,15 @@ impl NlSession {
         if n == 0 {
             return Ok(Triples::default());
         }
-        let keys = self.ot_s.send_rot(ch, n)?;
+        let keys = self.cot_s.send_rot(ch, n)?;
         Ok(derive_triples(&keys, recv))
     }
 
     /// IKNP 1-of-`2^l` OT (from `l` random OTs, [`crate::ot::rot`]), sender side, with `nt`
-    /// triple pairs made in the same flight (see [`NlSession::iknp_leaf_recv`]): receives the
+    /// triple pairs made in the same flight (see [`NlSession::rot_leaf_recv`]): receives the
     /// peer's IKNP message for `nt + n l` random OTs and the derandomization bits, answers with
     /// all `2^l` masked messages `msg(i, x)` (parallel), one message. Returns the triples.
-    pub(crate) fn iknp_leaf_send<C: Channel>(
+    pub(crate) fn rot_leaf_send<C: Channel>(
         &mut self,
         ch: &mut C,
         nt: usize,
@@ -286,7 +286,7 @@ impl NlSession {
     ) -> Result<Triples> {
         let recv = self.triples_begin(ch, nt)?;
         let lu = l as usize;
-        let keys = self.ot_s.send_rot(ch, nt + n * lu)?;
+        let keys = self.cot_s.send_rot(ch, nt + n * lu)?;
         let (tk, lk) = keys.split_at(nt.min(keys.len()));
         let t = if nt > 0 {
             derive_triples(tk, recv)
@@ -325,9 +325,9 @@ impl NlSession {
         Ok(t)
     }
 
-    /// IKNP 1-of-`2^l` OT, receiver side (see [`NlSession::iknp_leaf_send`]): returns the
+    /// IKNP 1-of-`2^l` OT, receiver side (see [`NlSession::rot_leaf_send`]): returns the
     /// chosen messages and the triples.
-    pub(crate) fn iknp_leaf_recv<C: Channel>(
+    pub(crate) fn rot_leaf_recv<C: Channel>(
         &mut self,
         ch: &mut C,
         nt: usize,
@@ -338,7 +338,7 @@ impl NlSession {
         let n = choices.len();
         let lu = l as usize;
         let (b, k) = if nt + n * lu > 0 {
-            self.ot_r.recv_rot(ch, nt + n * lu)?
+            self.cot_r.recv_rot(ch, nt + n * lu)?
         } else {
             (Vec::new(), Vec::new())
         };
@@ -351,7 +351,7 @@ impl NlSession {
         }
         ch.flush()?;
         let t = if nt > 0 {
-            let keys = self.ot_s.send_rot(ch, nt)?;
+            let keys = self.cot_s.send_rot(ch, nt)?;
             derive_triples(&keys, (tb.to_vec(), tk.to_vec()))
         } else {
             Triples::default()
@@ -412,7 +412,7 @@ impl NlSession {
             return;
         }
         let chunks = n.div_ceil(COT_CHUNK) as u64;
-        let (b, m) = iknp_msg(n);
+        let (b, m) = tape.cots(sender, n);
         let e: u64 = (0..n)
             .step_by(COT_CHUNK)
             .map(|s| ((n - s).min(COT_CHUNK)).div_ceil(8) as u64)

@@ -13,6 +13,7 @@ use duet_transport::Channel;
 /// Security: semi-honest, 128-bit. Cost: [`relu_cost`] (about 585 + 2 x 20.75 bytes for
 /// `l = 37`).
 pub fn relu<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare) -> Result<AShare> {
+    s.reserve(ch, relu_cost(x.len(), x.ring(), s.config()).cots)?;
     if x.is_empty() {
         return Ok(x.clone());
     }
@@ -31,7 +32,7 @@ fn tape_relu(t: &mut Tape, n: usize, ring: Ring, cfg: NlConfig) {
 
 /// Exact cost of [`relu`] on `n` elements.
 pub fn relu_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
-    let mut t = Tape::new();
+    let mut t = Tape::with_config(cfg);
     tape_relu(&mut t, n, ring, cfg);
     t.cost()
 }
@@ -56,6 +57,7 @@ pub fn max_axis<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare) -> Result
             what: "max over an empty axis".into(),
         });
     }
+    s.reserve(ch, max_axis_cost(x.len() / k, k, ring, s.config()).cots)?;
     let mut rows: Vec<Vec<u64>> = x.data().chunks(k).map(<[u64]>::to_vec).collect();
     let mut cur = k;
     while cur > 1 {
@@ -84,7 +86,7 @@ pub fn max_axis<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare) -> Result
 
 /// Exact cost of [`max_axis`] on `rows` rows of length `k`.
 pub fn max_axis_cost(rows: usize, k: usize, ring: Ring, cfg: NlConfig) -> Cost {
-    let mut t = Tape::new();
+    let mut t = Tape::with_config(cfg);
     let mut cur = k;
     while cur > 1 {
         tape_relu(&mut t, rows * (cur / 2), ring, cfg);

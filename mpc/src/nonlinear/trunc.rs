@@ -6,7 +6,7 @@
 use super::compare::carry_inputs;
 use super::cost::Tape;
 use super::millionaire::{millionaire_groups, tape_millionaire, CmpMode};
-use super::{Cost, NlConfig, NlSession};
+use super::{Cost, LeafOt, NlConfig, NlSession};
 use crate::{AShare, MpcError, Result, Ring};
 use duet_transport::{Channel, Role};
 use rand::RngCore;
@@ -50,15 +50,44 @@ impl NlSession {
                 .map(|_| self.rng().next_u64() & m)
                 .collect();
             let (sb, r) = (my_bits, &rho);
-            self.kk_send(ch, my_bits.len(), k, width, |i, v| {
+            let msg = |i: usize, v: usize| {
                 let s = sb.get(i).copied().unwrap_or(0);
                 f(s, v as u8).wrapping_sub(r.get(i).copied().unwrap_or(0)) & m
-            })?;
+            };
+            match self.config().leaf_ot {
+                LeafOt::Kk13 => self.kk_send(ch, my_bits.len(), k, width, msg)?,
+                LeafOt::Rot => {
+                    self.rot_leaf_send(ch, 0, my_bits.len(), k, width, msg)?;
+                }
+            }
             Ok(rho)
         } else {
-            let rows = self.kk_recv_begin(ch, my_bits)?;
-            ch.flush()?;
-            self.kk_recv_end(ch, &rows, my_bits, k, width)
+            match self.config().leaf_ot {
+                LeafOt::Kk13 => {
+                    let rows = self.kk_recv_begin(ch, my_bits)?;
+                    ch.flush()?;
+                    self.kk_recv_end(ch, &rows, my_bits, k, width)
+                }
+                LeafOt::Rot => Ok(self.rot_leaf_recv(ch, 0, my_bits, k, width)?.0),
+            }
+        }
+    }
+
+    /// Tape of a standalone [`NlSession::table_ot`] (`n` instances of 1-of-`2^k`, `w`-bit
+    /// messages): KK13, or `k` random OTs per instance from the COT source.
+    pub(crate) fn tape_table(tape: &mut Tape, cfg: NlConfig, n: usize, k: u32, w: u32) {
+        if n == 0 {
+            return;
+        }
+        match cfg.leaf_ot {
+            LeafOt::Kk13 => Self::tape_kk(tape, cfg.ot_sender, n, k, w),
+            LeafOt::Rot => {
+                let sender = cfg.ot_sender;
+                let rots = n * k as usize;
+                let (b, msgs) = tape.cots(sender, rots);
+                tape.send(sender.peer(), b + rots.div_ceil(8) as u64, msgs + 1);
+                tape.send(sender, ((n << k) * w as usize).div_ceil(8) as u64, 1);
+            }
         }
     }
 }
@@ -95,6 +124,7 @@ pub fn trunc<C: Channel>(
     f: u32,
     mode: TruncMode,
 ) -> Result<AShare> {
+    s.reserve(ch, trunc_cost(x.len(), x.ring(), f, mode, s.config()).cots)?;
     let ring = x.ring();
     let l = ring.bits();
     if f >= l {
@@ -191,16 +221,16 @@ pub fn trunc_cost(n: usize, ring: Ring, f: u32, mode: TruncMode, cfg: NlConfig) 
     if n == 0 || f == 0 || f >= l {
         return Cost::default();
     }
-    let mut t = Tape::new();
+    let mut t = Tape::with_config(cfg);
     match mode {
         TruncMode::KnownMsb(_) => NlSession::tape_cot(&mut t, cfg.ot_sender, n, |_| f),
         TruncMode::OneBit => {
             tape_millionaire(&mut t, cfg, &[(n, l - 1)], CmpMode::Lt, 0);
-            NlSession::tape_kk(&mut t, cfg.ot_sender, n, 2, f);
+            NlSession::tape_table(&mut t, cfg, n, 2, f);
         }
         TruncMode::Faithful => {
             tape_millionaire(&mut t, cfg, &[(n, l - 1), (n, f)], CmpMode::Lt, 0);
-            NlSession::tape_kk(&mut t, cfg.ot_sender, n, 3, l);
+            NlSession::tape_table(&mut t, cfg, n, 3, l);
         }
     }
     t.cost()
@@ -235,6 +265,7 @@ pub fn extend<C: Channel>(
     to: Ring,
     signed: bool,
 ) -> Result<AShare> {
+    s.reserve(ch, extend_cost(x.len(), x.ring(), to, s.config()).cots)?;
     let from = x.ring();
     let (l1, l2) = (from.bits(), to.bits());
     if l2 <= l1 {
@@ -286,8 +317,8 @@ pub fn extend_cost(n: usize, from: Ring, to: Ring, cfg: NlConfig) -> Cost {
     if n == 0 || l2 <= l1 {
         return Cost::default();
     }
-    let mut t = Tape::new();
+    let mut t = Tape::with_config(cfg);
     tape_millionaire(&mut t, cfg, &[(n, l1 - 1)], CmpMode::Lt, 0);
-    NlSession::tape_kk(&mut t, cfg.ot_sender, n, 2, l2 - l1);
+    NlSession::tape_table(&mut t, cfg, n, 2, l2 - l1);
     t.cost()
 }

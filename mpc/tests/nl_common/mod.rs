@@ -10,11 +10,18 @@
     reason = "test helpers: a failed unwrap is a failed test"
 )]
 
-use duet_mpc::nonlinear::{Cost, LeafOt, NlConfig, NlSession};
+use duet_mpc::nonlinear::{Cost, CotBackend, CotCount, LeafOt, NlConfig, NlSession};
+use duet_mpc::ot::FerretParams;
 use duet_mpc::{AShare, Prg, Ring};
 use duet_transport::{run_two_party, Channel, ChannelStats, MemoryChannel, Role};
 
-/// Runs `f` for both parties after setup; returns (server output, client output, measured cost).
+/// COTs reserved per direction after setup with Ferret, so that the measured part is online
+/// traffic only (every test needs fewer).
+pub const RESERVE: u64 = 400_000;
+
+/// Runs `f` for both parties after setup (and, with Ferret, a reservation of [`RESERVE`] COTs
+/// per direction); returns (server output, client output, measured cost, COTs consumed by `f`
+/// included).
 pub fn run2<T, F>(cfg: NlConfig, f: F) -> (T, T, Cost)
 where
     T: Send,
@@ -23,21 +30,56 @@ where
     let party = |role: Role, mut ch: MemoryChannel| {
         let mut rng = Prg::from_seed([role.index() as u8 + 1; 32]);
         let mut s = NlSession::setup(&mut ch, role, &mut rng, cfg).unwrap();
+        if matches!(cfg.cot, CotBackend::Ferret(_)) {
+            let need = CotCount {
+                server_sends: RESERVE,
+                client_sends: RESERVE,
+            };
+            s.reserve(&mut ch, need).unwrap();
+            // end on a receive on both sides, as after setup, so flights count from fresh
+            ch.send_bytes(&[0]).unwrap();
+            ch.flush().unwrap();
+            ch.recv_bytes().unwrap();
+        }
         let before = ch.stats();
+        let cots_before = s.cots_consumed();
         let out = f(role, &mut s, &mut ch);
-        (out, ch.stats() - before)
+        let cots = s.cots_consumed();
+        let used = CotCount {
+            server_sends: cots.server_sends - cots_before.server_sends,
+            client_sends: cots.client_sends - cots_before.client_sends,
+        };
+        (out, ch.stats() - before, used)
     };
-    let ((a, sa), (b, sb)) =
+    let ((a, sa, ua), (b, sb, ub)) =
         run_two_party(|ch| party(Role::Server, ch), |ch| party(Role::Client, ch));
-    (a, b, measured(sa, sb))
+    assert_eq!(ua, ub, "both parties consumed the same COTs");
+    let mut c = measured(sa, sb);
+    c.cots = ua;
+    (a, b, c)
 }
 
+/// Bytes and flights of both parties (no COT count).
 pub fn measured(a: ChannelStats, b: ChannelStats) -> Cost {
     assert_eq!(a.bytes_sent, b.bytes_received);
     assert_eq!(b.bytes_sent, a.bytes_received);
     Cost {
         bytes: a.bytes_sent + b.bytes_sent,
         rounds: a.rounds + b.rounds,
+        ..Cost::default()
+    }
+}
+
+/// Fast Ferret for tests (insecure small LPN parameters from the `testing` feature).
+pub fn ferret_test() -> CotBackend {
+    CotBackend::Ferret(FerretParams::insecure_for_tests())
+}
+
+/// The default configuration with the test Ferret parameters.
+pub fn default_cfg() -> NlConfig {
+    NlConfig {
+        cot: ferret_test(),
+        ..NlConfig::default()
     }
 }
 
@@ -80,12 +122,15 @@ pub fn cfgs() -> Vec<NlConfig> {
     let mut v = Vec::new();
     for radix in [1u32, 2, 4, 8] {
         for ot_sender in [Role::Server, Role::Client] {
-            for leaf_ot in [LeafOt::Kk13, LeafOt::Iknp] {
-                v.push(NlConfig {
-                    radix,
-                    ot_sender,
-                    leaf_ot,
-                });
+            for leaf_ot in [LeafOt::Kk13, LeafOt::Rot] {
+                for cot in [CotBackend::Iknp, ferret_test()] {
+                    v.push(NlConfig {
+                        radix,
+                        ot_sender,
+                        leaf_ot,
+                        cot,
+                    });
+                }
             }
         }
     }

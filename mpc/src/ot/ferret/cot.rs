@@ -193,6 +193,29 @@ impl FerretSender {
         Ok(())
     }
 
+    /// Makes sure at least `n` COTs are pooled, running as many main iterations as needed now
+    /// and keeping the COTs already pooled (none is handed out twice or dropped). The peer
+    /// calls the same on its half with the same `n`. Cost: [`Self::reserve_cost`].
+    pub fn reserve<C: Channel>(&mut self, ch: &mut C, n: usize) -> Result<()> {
+        if self.pool.available() >= n {
+            return Ok(());
+        }
+        let mut kept = Vec::new();
+        self.pool.take(self.pool.available(), &mut kept);
+        while kept.len() < n {
+            self.refill(ch)?;
+            self.pool.take(self.pool.available(), &mut kept);
+        }
+        self.pool = Pool { buf: kept, pos: 0 };
+        Ok(())
+    }
+
+    /// The exact traffic of [`Self::reserve`]`(n)` in the current state: one main iteration
+    /// per missing [`FerretParams::cots_per_iteration`] (zero if `n` are pooled).
+    pub fn reserve_cost(&self, n: usize) -> OtCost {
+        pool_cost(&self.params, self.pool.available(), n)
+    }
+
     /// COTs waiting in the pool.
     pub fn pooled(&self) -> usize {
         self.pool.available()
@@ -347,6 +370,29 @@ impl FerretReceiver {
         self.base = base;
         self.pool = split_output(out, p.base_cots(), &mut self.base)?;
         Ok(())
+    }
+
+    /// Makes sure at least `n` COTs are pooled, running as many main iterations as needed now
+    /// and keeping the COTs already pooled (none is handed out twice or dropped). The peer
+    /// calls the same on its half with the same `n`. Cost: [`Self::reserve_cost`].
+    pub fn reserve<C: Channel>(&mut self, ch: &mut C, n: usize) -> Result<()> {
+        if self.pool.available() >= n {
+            return Ok(());
+        }
+        let mut kept = Vec::new();
+        self.pool.take(self.pool.available(), &mut kept);
+        while kept.len() < n {
+            self.refill(ch)?;
+            self.pool.take(self.pool.available(), &mut kept);
+        }
+        self.pool = Pool { buf: kept, pos: 0 };
+        Ok(())
+    }
+
+    /// The exact traffic of [`Self::reserve`]`(n)` in the current state: one main iteration
+    /// per missing [`FerretParams::cots_per_iteration`] (zero if `n` are pooled).
+    pub fn reserve_cost(&self, n: usize) -> OtCost {
+        pool_cost(&self.params, self.pool.available(), n)
     }
 
     /// COTs waiting in the pool.

@@ -220,10 +220,12 @@ impl FerretParams {
         self.main.n - self.main.base_cots()
     }
 
-    /// Insecure small parameters for unit tests only (never compiled outside `cfg(test)`):
+    /// Insecure small parameters for tests only (compiled only under `cfg(test)` or the
+    /// `testing` feature, which only the crates' dev-dependencies enable; the CLI cannot reach
+    /// it):
     /// main `n = 16,384, k = 2,048, t = 64, h = 8`, setup `n = 4,096, k = 512, t = 32, h = 7`.
-    #[cfg(test)]
-    pub(crate) fn insecure_for_tests() -> Self {
+    #[cfg(any(test, feature = "testing"))]
+    pub fn insecure_for_tests() -> Self {
         Self {
             main: LpnParams {
                 n: 16_384,
