@@ -5,6 +5,7 @@
     reason = "triple indices are below the triple count, which the callers size to the jobs"
 )]
 
+use super::batch::{batch_sizes, ranges};
 use super::cost::Tape;
 use super::otx::Triples;
 use super::wire::{pack_bits, unpack_bits};
@@ -120,6 +121,16 @@ pub(crate) fn tape_triples(tape: &mut Tape, n: usize) {
 /// Security: semi-honest; `d`, `e` are one-time padded by uniform triple shares.
 /// Cost: [`and_cost`]: 32 bytes (IKNP) + 4 bits per AND, 4 flights.
 pub fn and<C: Channel>(s: &mut NlSession, ch: &mut C, x: &BShare, y: &BShare) -> Result<BShare> {
+    if let (Some(rs), true) = (ranges(x.len()), x.len() == y.len()) {
+        let (xb, yb) = (x.to_bits(), y.to_bits());
+        let mut out = Vec::with_capacity(x.len());
+        for r in rs {
+            let (xs, ys) = (xb.get(r.clone()), yb.get(r));
+            let (xs, ys) = (xs.unwrap_or_default(), ys.unwrap_or_default());
+            out.extend(and(s, ch, &BShare::from_bits(xs), &BShare::from_bits(ys))?.to_bits());
+        }
+        return Ok(BShare::from_bits(&out));
+    }
     s.reserve(ch, and_cost(x.len(), s.config()).cots)?;
     if x.len() != y.len() {
         return Err(MpcError::ShapeMismatch {
@@ -145,7 +156,9 @@ pub fn and<C: Channel>(s: &mut NlSession, ch: &mut C, x: &BShare, y: &BShare) ->
 /// (16 bytes each) and `ceil(2n/8)` opening bytes; 4 flights.
 pub fn and_cost(n: usize, cfg: NlConfig) -> Cost {
     let mut t = Tape::with_config(cfg);
-    tape_triples(&mut t, n);
-    tape_and_round(&mut t, 2 * n);
+    for m in batch_sizes(n) {
+        tape_triples(&mut t, m);
+        tape_and_round(&mut t, 2 * m);
+    }
     t.cost()
 }

@@ -1,6 +1,7 @@
 //! Boolean-to-arithmetic conversion, multiplexer and element-wise multiplication from
 //! correlated OT over the ring.
 
+use super::batch::{batch_sizes, ranges, slice_a, slice_b};
 use super::cost::Tape;
 use super::{BShare, Cost, NlConfig, NlSession};
 use crate::{AShare, MpcError, Result, Ring};
@@ -13,6 +14,13 @@ use duet_transport::Channel;
 /// of `b_S b_R`. Security: semi-honest, 128-bit. Cost: [`b2a_cost`]: `16 + 1/8 + l/8` bytes
 /// per bit (IKNP), 2 flights.
 pub fn b2a<C: Channel>(s: &mut NlSession, ch: &mut C, b: &BShare, ring: Ring) -> Result<AShare> {
+    if let Some(rs) = ranges(b.len()) {
+        let mut out = Vec::with_capacity(b.len());
+        for r in rs {
+            out.extend(b2a(s, ch, &slice_b(b, &r), ring)?.into_data());
+        }
+        return AShare::new(ring, vec![b.len()], out);
+    }
     s.reserve(ch, b2a_cost(b.len(), ring, s.config()).cots)?;
     let bits = b.to_bits();
     let l = ring.bits();
@@ -36,7 +44,9 @@ pub fn b2a<C: Channel>(s: &mut NlSession, ch: &mut C, b: &BShare, ring: Ring) ->
 /// Exact cost of [`b2a`] on `n` bits.
 pub fn b2a_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
     let mut t = Tape::with_config(cfg);
-    NlSession::tape_cot(&mut t, cfg.ot_sender, n, |_| ring.bits());
+    for m in batch_sizes(n) {
+        NlSession::tape_cot(&mut t, cfg.ot_sender, m, |_| ring.bits());
+    }
     t.cost()
 }
 
@@ -48,6 +58,13 @@ pub fn b2a_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
 /// Security: semi-honest, 128-bit. Cost: [`mux_cost`]: 2 ring COTs, `2 (16 + 1/8 + l/8)`
 /// bytes per element, 3 flights.
 pub fn mux<C: Channel>(s: &mut NlSession, ch: &mut C, c: &BShare, x: &AShare) -> Result<AShare> {
+    if let (Some(rs), true) = (ranges(x.len()), c.len() == x.len()) {
+        let mut out = Vec::with_capacity(x.len());
+        for r in rs {
+            out.extend(mux(s, ch, &slice_b(c, &r), &slice_a(x, &r)?)?.into_data());
+        }
+        return AShare::new(x.ring(), x.shape().to_vec(), out);
+    }
     s.reserve(ch, mux_cost(x.len(), x.ring(), s.config()).cots)?;
     if c.len() != x.len() {
         return Err(MpcError::ShapeMismatch {
@@ -75,7 +92,9 @@ pub fn mux<C: Channel>(s: &mut NlSession, ch: &mut C, c: &BShare, x: &AShare) ->
 /// Exact cost of [`mux`] on `n` elements.
 pub fn mux_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
     let mut t = Tape::with_config(cfg);
-    NlSession::tape_cot_both(&mut t, cfg.ot_sender, n, |_| ring.bits());
+    for m in batch_sizes(n) {
+        NlSession::tape_cot_both(&mut t, cfg.ot_sender, m, |_| ring.bits());
+    }
     t.cost()
 }
 
@@ -91,6 +110,16 @@ pub fn mux_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
 /// Cost: [`mul_cost`]: `2 l` COTs plus `2 (l/8 + l(l+1)/16)` bytes per element (about
 /// 1,369 bytes for `l = 37`), 3 flights.
 pub fn mul<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare, y: &AShare) -> Result<AShare> {
+    if let (Some(rs), true) = (
+        ranges(x.len()),
+        x.ring() == y.ring() && x.shape() == y.shape(),
+    ) {
+        let mut out = Vec::with_capacity(x.len());
+        for r in rs {
+            out.extend(mul(s, ch, &slice_a(x, &r)?, &slice_a(y, &r)?)?.into_data());
+        }
+        return AShare::new(x.ring(), x.shape().to_vec(), out);
+    }
     s.reserve(ch, mul_cost(x.len(), x.ring(), s.config()).cots)?;
     if x.ring() != y.ring() || x.shape() != y.shape() {
         return Err(MpcError::ShapeMismatch {
@@ -133,6 +162,8 @@ pub fn mul<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare, y: &AShare) ->
 pub fn mul_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
     let l = ring.bits() as usize;
     let mut t = Tape::with_config(cfg);
-    NlSession::tape_cot_both(&mut t, cfg.ot_sender, n * l, |j| (l - j % l) as u32);
+    for m in batch_sizes(n) {
+        NlSession::tape_cot_both(&mut t, cfg.ot_sender, m * l, |j| (l - j % l) as u32);
+    }
     t.cost()
 }

@@ -1,6 +1,7 @@
 //! Comparisons of shared values: MSB, DReLU, less-than (exact and bounded), equality.
 
 use super::and::{and_round, tape_and_round, AndJobs};
+use super::batch::{batch_sizes, ranges, slice_a};
 use super::cost::Tape;
 use super::millionaire::{millionaire_groups, tape_millionaire, CmpMode};
 use super::otx::Triples;
@@ -60,6 +61,13 @@ pub(crate) fn msb_many<C: Channel>(
 /// `l-1` bits from one [`super::millionaire`] on `l-1` bits.
 /// Security: semi-honest, 128-bit. Cost: [`msb_cost`] (about 585 bytes for `l = 37`).
 pub fn msb<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare) -> Result<BShare> {
+    if let Some(rs) = ranges(x.len()) {
+        let mut out = Vec::with_capacity(x.len());
+        for r in rs {
+            out.extend(msb(s, ch, &slice_a(x, &r)?)?.to_bits());
+        }
+        return Ok(BShare::from_bits(&out));
+    }
     s.reserve(ch, msb_cost(x.len(), x.ring(), s.config()).cots)?;
     if x.is_empty() {
         return Ok(BShare::zeros(0));
@@ -74,7 +82,9 @@ pub fn msb_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
         return Cost::default();
     }
     let mut t = Tape::with_config(cfg);
-    tape_millionaire(&mut t, cfg, &[(n, ring.bits() - 1)], CmpMode::Lt, 0);
+    for m in batch_sizes(n) {
+        tape_millionaire(&mut t, cfg, &[(m, ring.bits() - 1)], CmpMode::Lt, 0);
+    }
     t.cost()
 }
 
@@ -114,6 +124,13 @@ pub fn lt_bounded_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
 /// smaller, otherwise `d` does not overflow); one more AND round, its triples made with the
 /// millionaire's. Security: semi-honest. Cost: [`lt_cost`] (about 3 x [`msb_cost`]).
 pub fn lt<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare, y: &AShare) -> Result<BShare> {
+    if let (Some(rs), true) = (ranges(x.len()), x.ring() == y.ring() && x.len() == y.len()) {
+        let mut out = Vec::with_capacity(x.len());
+        for r in rs {
+            out.extend(lt(s, ch, &slice_a(x, &r)?, &slice_a(y, &r)?)?.to_bits());
+        }
+        return Ok(BShare::from_bits(&out));
+    }
     s.reserve(ch, lt_cost(x.len(), x.ring(), s.config()).cots)?;
     same(x, y)?;
     let n = x.len();
@@ -145,8 +162,10 @@ pub fn lt_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
         return Cost::default();
     }
     let mut t = Tape::with_config(cfg);
-    tape_millionaire(&mut t, cfg, &[(3 * n, ring.bits() - 1)], CmpMode::Lt, n);
-    tape_and_round(&mut t, 2 * n);
+    for m in batch_sizes(n) {
+        tape_millionaire(&mut t, cfg, &[(3 * m, ring.bits() - 1)], CmpMode::Lt, m);
+        tape_and_round(&mut t, 2 * m);
+    }
     t.cost()
 }
 
@@ -159,6 +178,14 @@ pub fn lt_public<C: Channel>(
     x: &AShare,
     c: &[u64],
 ) -> Result<BShare> {
+    if let (Some(rs), true) = (ranges(x.len()), c.len() == x.len()) {
+        let mut out = Vec::with_capacity(x.len());
+        for r in rs {
+            let cs = c.get(r.clone()).unwrap_or_default();
+            out.extend(lt_public(s, ch, &slice_a(x, &r)?, cs)?.to_bits());
+        }
+        return Ok(BShare::from_bits(&out));
+    }
     s.reserve(ch, lt_public_cost(x.len(), x.ring(), s.config()).cots)?;
     let n = x.len();
     if c.len() != n {
@@ -199,8 +226,10 @@ pub fn lt_public_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
         return Cost::default();
     }
     let mut t = Tape::with_config(cfg);
-    tape_millionaire(&mut t, cfg, &[(2 * n, ring.bits() - 1)], CmpMode::Lt, n);
-    tape_and_round(&mut t, 2 * n);
+    for m in batch_sizes(n) {
+        tape_millionaire(&mut t, cfg, &[(2 * m, ring.bits() - 1)], CmpMode::Lt, m);
+        tape_and_round(&mut t, 2 * m);
+    }
     t.cost()
 }
 
@@ -208,6 +237,13 @@ pub fn lt_public_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
 /// `y1 - x1` (`l` bits; leaves 1-bit, tree of single ANDs).
 /// Security: semi-honest. Cost: [`eq_cost`].
 pub fn eq<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare, y: &AShare) -> Result<BShare> {
+    if let (Some(rs), true) = (ranges(x.len()), x.ring() == y.ring() && x.len() == y.len()) {
+        let mut out = Vec::with_capacity(x.len());
+        for r in rs {
+            out.extend(eq(s, ch, &slice_a(x, &r)?, &slice_a(y, &r)?)?.to_bits());
+        }
+        return Ok(BShare::from_bits(&out));
+    }
     s.reserve(ch, eq_cost(x.len(), x.ring(), s.config()).cots)?;
     same(x, y)?;
     if x.is_empty() {
@@ -229,6 +265,8 @@ pub fn eq_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
         return Cost::default();
     }
     let mut t = Tape::with_config(cfg);
-    tape_millionaire(&mut t, cfg, &[(n, ring.bits())], CmpMode::Eq, 0);
+    for m in batch_sizes(n) {
+        tape_millionaire(&mut t, cfg, &[(m, ring.bits())], CmpMode::Eq, 0);
+    }
     t.cost()
 }

@@ -1,6 +1,7 @@
 //! The millionaires' protocol of CrypTFlow2 (Rathee et al., CCS 2020), batched.
 
 use super::and::{and_round, tape_and_round, AndJobs};
+use super::batch::{batch_sizes, ranges};
 use super::cost::{kk_answer, kk_msg, Tape};
 use super::otx::Triples;
 use super::{BShare, Cost, LeafOt, NlConfig, NlSession};
@@ -347,6 +348,14 @@ pub fn millionaire<C: Channel>(
     bits: u32,
     mode: CmpMode,
 ) -> Result<BShare> {
+    if let Some(rs) = ranges(inputs.len()) {
+        let mut out = Vec::with_capacity(inputs.len());
+        for r in rs {
+            let part = inputs.get(r).unwrap_or_default();
+            out.extend(millionaire(s, ch, part, bits, mode)?.to_bits());
+        }
+        return Ok(BShare::from_bits(&out));
+    }
     s.reserve(
         ch,
         millionaire_cost(inputs.len(), bits, mode, s.config()).cots,
@@ -364,6 +373,8 @@ pub fn millionaire_cost(n: usize, bits: u32, mode: CmpMode, cfg: NlConfig) -> Co
         return Cost::default();
     }
     let mut t = Tape::with_config(cfg);
-    tape_millionaire(&mut t, cfg, &[(n, bits)], mode, 0);
+    for m in batch_sizes(n) {
+        tape_millionaire(&mut t, cfg, &[(m, bits)], mode, 0);
+    }
     t.cost()
 }

@@ -1,5 +1,6 @@
 //! ReLU and max over the last axis.
 
+use super::batch::{batch_sizes, ranges, slice_a};
 use super::compare::msb_many;
 use super::cost::Tape;
 use super::millionaire::{tape_millionaire, CmpMode};
@@ -13,6 +14,13 @@ use duet_transport::Channel;
 /// Security: semi-honest, 128-bit. Cost: [`relu_cost`] (about 585 + 2 x 20.75 bytes for
 /// `l = 37`).
 pub fn relu<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare) -> Result<AShare> {
+    if let Some(rs) = ranges(x.len()) {
+        let mut out = Vec::with_capacity(x.len());
+        for r in rs {
+            out.extend(relu(s, ch, &slice_a(x, &r)?)?.into_data());
+        }
+        return AShare::new(x.ring(), x.shape().to_vec(), out);
+    }
     s.reserve(ch, relu_cost(x.len(), x.ring(), s.config()).cots)?;
     if x.is_empty() {
         return Ok(x.clone());
@@ -26,8 +34,10 @@ fn tape_relu(t: &mut Tape, n: usize, ring: Ring, cfg: NlConfig) {
     if n == 0 {
         return;
     }
-    tape_millionaire(t, cfg, &[(n, ring.bits() - 1)], CmpMode::Lt, 0);
-    NlSession::tape_cot_both(t, cfg.ot_sender, n, |_| ring.bits());
+    for m in batch_sizes(n) {
+        tape_millionaire(t, cfg, &[(m, ring.bits() - 1)], CmpMode::Lt, 0);
+        NlSession::tape_cot_both(t, cfg.ot_sender, m, |_| ring.bits());
+    }
 }
 
 /// Exact cost of [`relu`] on `n` elements.

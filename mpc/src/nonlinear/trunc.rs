@@ -3,6 +3,7 @@
 //! the carry `c` of the low `l-1` bits (one millionaire), followed by one table OT that turns
 //! the parties' private bits into an arithmetic share of the correction.
 
+use super::batch::{batch_sizes, ranges, slice_a};
 use super::compare::carry_inputs;
 use super::cost::Tape;
 use super::millionaire::{millionaire_groups, tape_millionaire, CmpMode};
@@ -124,6 +125,13 @@ pub fn trunc<C: Channel>(
     f: u32,
     mode: TruncMode,
 ) -> Result<AShare> {
+    if let Some(rs) = ranges(x.len()) {
+        let mut out = Vec::with_capacity(x.len());
+        for r in rs {
+            out.extend(trunc(s, ch, &slice_a(x, &r)?, f, mode)?.into_data());
+        }
+        return AShare::new(x.ring(), x.shape().to_vec(), out);
+    }
     s.reserve(ch, trunc_cost(x.len(), x.ring(), f, mode, s.config()).cots)?;
     let ring = x.ring();
     let l = ring.bits();
@@ -222,15 +230,17 @@ pub fn trunc_cost(n: usize, ring: Ring, f: u32, mode: TruncMode, cfg: NlConfig) 
         return Cost::default();
     }
     let mut t = Tape::with_config(cfg);
-    match mode {
-        TruncMode::KnownMsb(_) => NlSession::tape_cot(&mut t, cfg.ot_sender, n, |_| f),
-        TruncMode::OneBit => {
-            tape_millionaire(&mut t, cfg, &[(n, l - 1)], CmpMode::Lt, 0);
-            NlSession::tape_table(&mut t, cfg, n, 2, f);
-        }
-        TruncMode::Faithful => {
-            tape_millionaire(&mut t, cfg, &[(n, l - 1), (n, f)], CmpMode::Lt, 0);
-            NlSession::tape_table(&mut t, cfg, n, 3, l);
+    for n in batch_sizes(n) {
+        match mode {
+            TruncMode::KnownMsb(_) => NlSession::tape_cot(&mut t, cfg.ot_sender, n, |_| f),
+            TruncMode::OneBit => {
+                tape_millionaire(&mut t, cfg, &[(n, l - 1)], CmpMode::Lt, 0);
+                NlSession::tape_table(&mut t, cfg, n, 2, f);
+            }
+            TruncMode::Faithful => {
+                tape_millionaire(&mut t, cfg, &[(n, l - 1), (n, f)], CmpMode::Lt, 0);
+                NlSession::tape_table(&mut t, cfg, n, 3, l);
+            }
         }
     }
     t.cost()
@@ -265,6 +275,13 @@ pub fn extend<C: Channel>(
     to: Ring,
     signed: bool,
 ) -> Result<AShare> {
+    if let Some(rs) = ranges(x.len()) {
+        let mut out = Vec::with_capacity(x.len());
+        for r in rs {
+            out.extend(extend(s, ch, &slice_a(x, &r)?, to, signed)?.into_data());
+        }
+        return AShare::new(to, x.shape().to_vec(), out);
+    }
     s.reserve(ch, extend_cost(x.len(), x.ring(), to, s.config()).cots)?;
     let from = x.ring();
     let (l1, l2) = (from.bits(), to.bits());
@@ -318,7 +335,9 @@ pub fn extend_cost(n: usize, from: Ring, to: Ring, cfg: NlConfig) -> Cost {
         return Cost::default();
     }
     let mut t = Tape::with_config(cfg);
-    tape_millionaire(&mut t, cfg, &[(n, l1 - 1)], CmpMode::Lt, 0);
-    NlSession::tape_table(&mut t, cfg, n, 2, l2 - l1);
+    for n in batch_sizes(n) {
+        tape_millionaire(&mut t, cfg, &[(n, l1 - 1)], CmpMode::Lt, 0);
+        NlSession::tape_table(&mut t, cfg, n, 2, l2 - l1);
+    }
     t.cost()
 }
