@@ -11,6 +11,13 @@
 //! 20 MB per shared batch), `duet` (= `duet-minbytes` for `matmul`, `duet-lowks` for
 //! `matmul-shared`), `cheetah` (no packing, `n4096-q109` for `matmul`:
 //! the unpacked baseline, actually run). Every other kind goes to [`crate::ops_mpc`].
+//! `duet-serverkey` (`matmul` only): [`ServerKeyMatMul`], the weights encrypted once under the
+//! server's key and cached by the client (`bytes.cached`), online only the client's packed
+//! output ciphertexts (`bytes.total`); blocks chosen for the lowest compute estimate within
+//! 80 B of encrypted weights per weight (`duet-serverkey-lean`: 20 B; `duet-serverkey-minbytes`:
+//! fewest online bytes, then the smallest model). `duet-auto` (`matmul`): server-key when it
+//! has fewer online bytes than `duet` and its client model fits `DUET_SERVERKEY_MODEL_GIB`
+//! (default 4), else `duet`.
 //!
 //! The server's prepared weights are cached (offline) when they fit `DUET_WEIGHT_CACHE_GIB`
 //! (default 4 GiB; 1.7 GiB for 768 x 768), else prepared during the online phase.
@@ -27,10 +34,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use duet_fhe::{Preset, RingBits, RlweParameters, WeightBound};
+use duet_fhe::{MacTerms, Preset, RingBits, RlweParameters, WeightBound};
 use duet_protocols::{
-    Cost, HeClientSetup, HeMatMul, HeMatMulShared, HeServerSetup, HeWeights, LayoutPolicy,
-    MatmulShape, PrepareMode, SharedShape,
+    server_key_params, Cost, HeClientSetup, HeMatMul, HeMatMulShared, HeServerSetup, HeWeights,
+    LayoutPolicy, MatmulShape, PrepareMode, ServerKeyMatMul, ServerKeyPlan, ServerKeyPolicy,
+    ServerKeySetup, ServerKeyWeights, SharedShape,
 };
 use duet_transport::quic::{connect, Identity, QuicChannel, QuicConfig, QuicListener, QuicRuntime};
 use duet_transport::{Channel, ChannelStats, Session};
@@ -331,6 +339,17 @@ where
 }
 
 fn run_matmul(shape: MatmulShape, protocol: &str) -> Result<Report, DuetError> {
+    if protocol.starts_with("duet-serverkey") {
+        return run_matmul_serverkey(shape, protocol);
+    }
+    if protocol == "duet-auto" {
+        let mut r = match auto_choice(shape)? {
+            AutoChoice::ServerKey => run_matmul_serverkey(shape, "duet-serverkey")?,
+            AutoChoice::ClientKey => run_matmul(shape, "duet")?,
+        };
+        r.protocol = protocol.to_string();
+        return Ok(r);
+    }
     // duet-lowks budget: the target's 6 MB per 128 x 768 outputs, scaled by the output count,
     // and never below the fewest bytes possible for the shape
     let scaled = (6_000_000u128 * (shape.n * shape.k) as u128 / (128 * 768)) as u64;
@@ -411,6 +430,208 @@ fn run_matmul(shape: MatmulShape, protocol: &str) -> Result<Report, DuetError> {
         op,
         baseline_row("matmul", baseline),
     ))
+}
+
+/// Encrypted-weight budget of `duet-serverkey` per weight (bytes on the wire): 80 B allows
+/// blocks of up to 4 rows (`n_b <= 4`; 18.8 B per weight and row). `duet-serverkey-lean`: 20 B
+/// (`n_b = 1`, the smallest model).
+const SERVERKEY_CACHE_PER_WEIGHT: u64 = 80;
+const SERVERKEY_LEAN_CACHE_PER_WEIGHT: u64 = 20;
+
+/// What `duet-auto` runs for a `matmul` shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AutoChoice {
+    ServerKey,
+    ClientKey,
+}
+
+/// `duet-auto`: the server-key protocol when its online bytes are below the client-key
+/// protocol's (`duet`) and its client model memory (`2.56x` its cached weight bytes) stays
+/// within `DUET_SERVERKEY_MODEL_GIB` (default 4 GiB); else the client-key protocol. Both
+/// costs are exact layout costs (nothing is run to decide).
+fn auto_choice(shape: MatmulShape) -> Result<AutoChoice, DuetError> {
+    let client_key = he_config("duet", false, 0)
+        .and_then(|c| Ok(HeMatMul::cost(&c.params, shape, c.policy)?.bytes))?;
+    let (params, policy) = serverkey_config(shape, "duet-serverkey")?;
+    let server_key = ServerKeyPlan::new(&params, shape, policy)?.cost();
+    let gib = std::env::var("DUET_SERVERKEY_MODEL_GIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(4);
+    Ok(
+        if server_key.online.bytes < client_key && server_key.client_model_memory <= gib << 30 {
+            AutoChoice::ServerKey
+        } else {
+            AutoChoice::ClientKey
+        },
+    )
+}
+
+/// The parameters of the server-key protocol: `n8192-q200-pack` (table row N = 8192,
+/// log2 qP <= 218), `l = 37`, the client's share as a uniform plaintext multiplier with up to
+/// `8 N` nonzero share coefficients per output (blocks of `n_b` rows need `n_b d` of them).
+fn serverkey_config(
+    shape: MatmulShape,
+    protocol: &str,
+) -> Result<(Arc<RlweParameters>, ServerKeyPolicy), DuetError> {
+    let params = server_key_params(
+        Preset::N8192Q200Pack,
+        RingBits(RING_BITS),
+        MacTerms(8 * 8192),
+    )?;
+    let weights = (shape.d * shape.k) as u64;
+    // never below the smallest model among the fewest-bytes plans (small matrices)
+    let floor = ServerKeyPlan::new(&params, shape, ServerKeyPolicy::MinBytes)?
+        .cost()
+        .cached_weight_bytes;
+    let policy = match protocol {
+        "duet-serverkey" => ServerKeyPolicy::Fastest {
+            max_cached_bytes: (SERVERKEY_CACHE_PER_WEIGHT * weights).max(floor),
+        },
+        "duet-serverkey-lean" => ServerKeyPolicy::Fastest {
+            max_cached_bytes: (SERVERKEY_LEAN_CACHE_PER_WEIGHT * weights).max(floor),
+        },
+        "duet-serverkey-minbytes" => ServerKeyPolicy::MinBytes,
+        other => {
+            return Err(DuetError::Usage(format!(
+                "unknown protocol {other:?}: expected duet-serverkey, duet-serverkey-lean or duet-serverkey-minbytes"
+            )))
+        }
+    };
+    Ok((params, policy))
+}
+
+/// `matmul` with [`ServerKeyMatMul`] (Nimbus-style: weights encrypted once under the server's
+/// key and cached by the client; online only the client's output ciphertexts travel).
+/// `bytes.cached` is the model transfer (server keys + encrypted weights), `bytes.setup` is 0,
+/// `bytes.total` the online flight; `offline_s` is the server's key generation, weight
+/// encryption and the client's expansion; `online_s` runs from the client's start to the
+/// server's decrypted share (one barrier after it).
+fn run_matmul_serverkey(shape: MatmulShape, protocol: &str) -> Result<Report, DuetError> {
+    let (params, policy) = serverkey_config(shape, protocol)?;
+    let plan = ServerKeyPlan::new(&params, shape, policy)?;
+    let cost = plan.cost();
+    let mask = params.plain_mask();
+    let MatmulShape { n, d, k } = shape;
+    let mut rng = ChaCha20Rng::seed_from_u64(SEED);
+    let x: Vec<u64> = (0..n * d).map(|_| rng.gen::<u64>() & mask).collect();
+    let x_s: Vec<u64> = (0..n * d).map(|_| rng.gen::<u64>() & mask).collect();
+    let x_c: Vec<u64> = x
+        .iter()
+        .zip(&x_s)
+        .map(|(a, b)| a.wrapping_sub(*b) & mask)
+        .collect();
+    let w: Vec<i64> = (0..d * k)
+        .map(|_| rng.gen_range(-WEIGHT_BOUND..=WEIGHT_BOUND))
+        .collect();
+    let bias: Vec<i64> = (0..k)
+        .map(|_| rng.gen_range(-(1 << 20)..(1 << 20)))
+        .collect();
+    let t_all = Instant::now();
+    let weights = ServerKeyWeights::new(plan.clone(), w.clone(), Some(&bias))?;
+    let lb = Loopback::new()?;
+    let (srv, cli) = std::thread::scope(|s| {
+        let server = s.spawn(|| -> Result<(Vec<u64>, ChannelStats, f64), DuetError> {
+            let session = lb.listener.accept()?;
+            let mut ch = session.channel(0)?;
+            let mut rng = ChaCha20Rng::from_entropy();
+            let t = Instant::now();
+            let setup = ServerKeySetup::generate(&params, &mut rng)?;
+            ServerKeyMatMul::send_model(&mut ch, &setup, &weights, &mut rng)?;
+            let keygen_s = t.elapsed().as_secs_f64();
+            barrier(&mut ch)?;
+            let before = ch.stats();
+            let y = ServerKeyMatMul::run_server(&mut ch, &setup, &weights, n, Some(&x_s))?;
+            let online = ch.stats() - before;
+            barrier(&mut ch)?;
+            session.close()?;
+            Ok((y, online, keygen_s))
+        });
+        let client = (|| -> Result<(Side<Vec<u64>>, u64), DuetError> {
+            let session = connect(
+                &lb.rt,
+                lb.addr,
+                &lb.client_id,
+                lb.server_id.fingerprint(),
+                QuicConfig::default(),
+            )?;
+            let mut ch = session.channel(0)?;
+            let mut rng = ChaCha20Rng::from_entropy();
+            let t = Instant::now();
+            let model = ServerKeyMatMul::recv_model(&mut ch, plan.clone())?;
+            let cached = ch.stats();
+            barrier(&mut ch)?;
+            let setup_s = t.elapsed().as_secs_f64();
+            let before = ch.stats();
+            let t = Instant::now();
+            let out = ServerKeyMatMul::run_client(&mut ch, &model, n, &x_c, &mut rng)?;
+            let online = ch.stats() - before;
+            barrier(&mut ch)?;
+            let online_s = t.elapsed().as_secs_f64();
+            let mem = model.memory_bytes();
+            session.close()?;
+            Ok((
+                Side {
+                    out,
+                    setup: cached,
+                    online,
+                    setup_s,
+                    online_s,
+                },
+                mem,
+            ))
+        })();
+        let server = server
+            .join()
+            .map_err(|_| DuetError::ThreadPanicked("server"));
+        (server, client)
+    });
+    let (y_s, s_online, _keygen_s) = srv??;
+    let (cli, client_mem) = cli?;
+    let wall = t_all.elapsed().as_secs_f64();
+    let got: Vec<u64> = cli
+        .out
+        .iter()
+        .zip(&y_s)
+        .map(|(a, b)| a.wrapping_add(*b) & mask)
+        .collect();
+    let want = plain_matmul(&x, &w, &bias, n, d, k, mask);
+    let err = ring_err(&got, &want, params.ring_bits());
+    let lay = plan.layout();
+    let (pr, pc) = plan.pack_grid();
+    let op = op_row(
+        format!("matmul[{shape}]"),
+        "matmul",
+        "he-serverkey",
+        &cli,
+        &s_online,
+        &cost.online,
+    );
+    let mut r = report(
+        format!(
+            "op:matmul {shape} l={} {} serverkey blocks={}x{}x{} pack={pr}x{pc} key_switches={} client_model_mem={}",
+            params.ring_bits(),
+            params_name(&params),
+            lay.n_b,
+            lay.d_b,
+            lay.k_b,
+            cost.online.key_switches,
+            client_mem
+        ),
+        n,
+        protocol,
+        wall,
+        cli.setup_s,
+        &cli,
+        &s_online,
+        &ChannelStats::default(),
+        err,
+        op,
+        None,
+    );
+    r.bytes.setup = 0;
+    r.bytes.cached = cli.setup.total_bytes();
+    Ok(r)
 }
 
 /// Weight cache budget: `DUET_WEIGHT_CACHE_GIB` (default 4): larger matrices prepare their
@@ -555,5 +776,36 @@ mod tests {
         assert!(run("matmul", "5x7", "duet").is_err());
         assert!(run("matmul", "5x0x3", "duet").is_err());
         assert!(run("matmul", "5x7x3", "nope").is_err());
+    }
+
+    #[test]
+    fn serverkey_matmul_is_exact_and_matches_its_cost() {
+        for protocol in [
+            "duet-serverkey",
+            "duet-serverkey-lean",
+            "duet-serverkey-minbytes",
+        ] {
+            let r = run("matmul", "9x70x20", protocol).unwrap();
+            assert_eq!(r.accuracy.max_abs_err, 0.0, "{protocol}");
+            assert_eq!(r.ops[0].bytes, r.ops[0].predicted_bytes, "{protocol}");
+            assert_eq!(r.bytes.total, r.ops[0].bytes);
+            assert_eq!(r.bytes.server_to_client, 0);
+            assert_eq!(r.rounds, 1);
+            assert_eq!(r.bytes.setup, 0);
+            assert!(r.bytes.cached > 0);
+        }
+        assert!(run("matmul", "9x70x20", "duet-serverkey-nope").is_err());
+        // the target shapes: server-key has fewer online bytes and a model that fits
+        for s in [(128, 768, 768), (128, 768, 3072), (128, 3072, 768)] {
+            let shape = MatmulShape::new(s.0, s.1, s.2);
+            assert_eq!(
+                auto_choice(shape).unwrap(),
+                AutoChoice::ServerKey,
+                "{shape}"
+            );
+        }
+        let r = run("matmul", "9x70x20", "duet-auto").unwrap();
+        assert_eq!(r.accuracy.max_abs_err, 0.0);
+        assert_eq!(r.protocol, "duet-auto");
     }
 }

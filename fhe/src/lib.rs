@@ -69,6 +69,8 @@ mod params;
 pub mod rns;
 mod sampling;
 mod serialize;
+mod server_key;
+mod slots;
 mod wide;
 
 pub use ciphertext::{Ciphertext, SeededCiphertext};
@@ -89,3 +91,7 @@ pub use params::{
 };
 pub use sampling::{fresh_seed, Seed};
 pub use serialize::{FORMAT_VERSION, HEADER_LEN};
+pub use slots::{
+    SlotAccumulator, SlotOutput, SlotParameters, SlotParametersBuilder, SlotPlain,
+    SLOT_MAX_PRODUCTS,
+};

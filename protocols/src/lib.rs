@@ -8,6 +8,8 @@
 //!   shares. RLWE with coefficient encoding and packing ([`duet_fhe`]).
 //! * [`HeMatMulShared`]: `Z = X Y` with both operands shared (attention `Q K^T`, `P V`), batched
 //!   over heads, built from two [`HeMatMul`]-style cross products.
+//! * [`HeElementwiseMul`]: `x . y` element-wise for two shared tensors with slot-encoded
+//!   (CRT-batched, prime plaintext moduli) BFV; exact over `Z_{2^l}`, `l` in `16..=64`.
 //!
 //! Every operator has an I/O-free core per party (message in, message out: [`HeMatMulClient`],
 //! [`HeMatMulServer`]) and a thin driver over a [`duet_transport::Channel`]; its traffic is
@@ -51,13 +53,21 @@
 //! # Ok::<(), ProtocolError>(())
 //! ```
 
+pub mod elementwise;
 mod error;
 pub mod matmul;
 pub mod nonlinear;
 
+pub use elementwise::{
+    HeElementwiseClient, HeElementwiseMul, HeMulClientSetup, HeMulServerSetup,
+};
 pub use error::{ProtocolError, Result};
 pub use matmul::{
     Cost, HeClientSetup, HeMatMul, HeMatMulClient, HeMatMulServer, HeMatMulShared,
     HeMatMulSharedServer, HeServerSetup, HeWeights, LayoutPolicy, MatmulPlan, MatmulShape,
     PrepareMode, SharedInputs, SharedShape,
+};
+pub use matmul::{
+    server_key_params, ServerKeyClient, ServerKeyCost, ServerKeyMatMul, ServerKeyModel,
+    ServerKeyPlan, ServerKeyPolicy, ServerKeyServer, ServerKeySetup, ServerKeyWeights,
 };

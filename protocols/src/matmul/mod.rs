@@ -10,11 +10,16 @@ mod he_matmul;
 mod he_matmul_shared;
 mod plan;
 mod ring;
+mod server_key;
 mod setup;
 
 pub use he_matmul::{HeMatMul, HeMatMulClient, HeMatMulServer, HeWeights, PrepareMode};
 pub use he_matmul_shared::{HeMatMulShared, HeMatMulSharedServer, SharedInputs, SharedShape};
 pub use plan::{LayoutPolicy, MatmulPlan, MatmulShape};
+pub use server_key::{
+    server_key_params, ServerKeyClient, ServerKeyCost, ServerKeyMatMul, ServerKeyModel,
+    ServerKeyPlan, ServerKeyPolicy, ServerKeyServer, ServerKeySetup, ServerKeyWeights,
+};
 pub use setup::{HeClientSetup, HeServerSetup};
 
 /// Communication of one protocol run, exactly as the transport counts it (message payload bytes;
