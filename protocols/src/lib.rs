@@ -53,21 +53,21 @@
 //! # Ok::<(), ProtocolError>(())
 //! ```
 
+pub mod config;
 pub mod elementwise;
 mod error;
 pub mod matmul;
 pub mod nonlinear;
 
-pub use elementwise::{
-    HeElementwiseClient, HeElementwiseMul, HeMulClientSetup, HeMulServerSetup,
-};
+pub use config::{Preset, ProtocolConfig};
+pub use elementwise::{HeElementwiseClient, HeElementwiseMul, HeMulClientSetup, HeMulServerSetup};
 pub use error::{ProtocolError, Result};
+pub use matmul::{
+    server_key_params, ServerKeyClient, ServerKeyCost, ServerKeyMatMul, ServerKeyModel,
+    ServerKeyPlan, ServerKeyPolicy, ServerKeyServer, ServerKeySetup, ServerKeyWeights,
+};
 pub use matmul::{
     Cost, HeClientSetup, HeMatMul, HeMatMulClient, HeMatMulServer, HeMatMulShared,
     HeMatMulSharedServer, HeServerSetup, HeWeights, LayoutPolicy, MatmulPlan, MatmulShape,
     PrepareMode, SharedInputs, SharedShape,
-};
-pub use matmul::{
-    server_key_params, ServerKeyClient, ServerKeyCost, ServerKeyMatMul, ServerKeyModel,
-    ServerKeyPlan, ServerKeyPolicy, ServerKeyServer, ServerKeySetup, ServerKeyWeights,
 };

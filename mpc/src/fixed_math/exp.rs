@@ -1,1 +1,878 @@
-//! (in progress)
+//! `exp(x)` for shared fixed-point `x <= 0`, plus the cheap products and conversions the
+//! fixed-point math is built from: [`square`] (one cross term), [`mul_known`] (one factor
+//! known to one party), [`trunc_pos`] (truncation of a value known to be non-negative) and
+//! [`extend_pos`] (ring extension of a value known to be non-negative).
+//!
+//! The helper products should eventually live next to [`crate::nonlinear::mul`]; they are here
+//! because this file is where they were first needed.
+
+use crate::nonlinear::{self as nl, BShare, Cost, NlConfig, NlSession, Tape, TruncMode};
+use crate::{AShare, MpcError, Result, Ring};
+use duet_transport::{Channel, Role};
+
+fn bad(what: String) -> MpcError {
+    MpcError::InvalidArgument { what }
+}
+
+/// The cross term `x_S * x_R` (S the COT sender `sender`, R its peer) for every element, as
+/// additive shares: party S provides `xs = Some(its values)`, party R its values as choice
+/// bits. Gilboa one-directional: for every bit `k` of `x_R`, one COT over `Z_2^{l-k}` with
+/// correlation `x_S`.
+fn cross<C: Channel>(
+    s: &mut NlSession,
+    ch: &mut C,
+    ring: Ring,
+    sender: Role,
+    mine: &[u64],
+) -> Result<Vec<u64>> {
+    let l = ring.bits() as usize;
+    let width = move |j: usize| (l - j % l) as u32;
+    if s.role() == sender {
+        let xs: Vec<u64> = mine
+            .iter()
+            .flat_map(|&v| (0..l).map(move |k| v & (ring.mask() >> k)))
+            .collect();
+        let a = s.cot_send(ch, &xs, width)?;
+        Ok(a.chunks(l.max(1))
+            .map(|ac| {
+                let t = ac
+                    .iter()
+                    .enumerate()
+                    .fold(0u64, |acc, (k, &a)| acc.wrapping_add(a << k));
+                ring.neg(ring.reduce(t))
+            })
+            .collect())
+    } else {
+        let choices: Vec<bool> = mine
+            .iter()
+            .flat_map(|&v| (0..l).map(move |k| (v >> k) & 1 == 1))
+            .collect();
+        let r = s.cot_recv(ch, &choices, width)?;
+        Ok(r.chunks(l.max(1))
+            .map(|rc| {
+                let t = rc
+                    .iter()
+                    .enumerate()
+                    .fold(0u64, |acc, (k, &r)| acc.wrapping_add(r << k));
+                ring.reduce(t)
+            })
+            .collect())
+    }
+}
+
+fn tape_cross(t: &mut Tape, n: usize, ring: Ring, sender: Role) {
+    let l = ring.bits() as usize;
+    NlSession::tape_cot(t, sender, n * l, |j| (l - j % l) as u32);
+}
+
+/// Shares of `x^2` (no truncation).
+///
+/// Protocol: `x^2 = x_0^2 + x_1^2 + 2 x_0 x_1`; the single cross term by one-directional
+/// Gilboa (the configured OT sender's share is the correlation, the peer chooses with its bits,
+/// `l` COTs over `Z_2^{l-k}`): half of [`nl::mul`], which needs both cross terms.
+/// Security: semi-honest, 128-bit (the COT messages are masked by OT pads).
+/// Cost: [`square_cost`] = `l` COTs of widths `l, l-1, .., 1` per element, 2 flights.
+pub fn square<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare) -> Result<AShare> {
+    let ring = x.ring();
+    if x.is_empty() {
+        return Ok(x.clone());
+    }
+    s.reserve(ch, square_cost(x.len(), ring, s.config()).cots)?;
+    let sender = s.config().ot_sender;
+    let c = cross(s, ch, ring, sender, x.data())?;
+    let out = x
+        .data()
+        .iter()
+        .zip(&c)
+        .map(|(&v, &c)| ring.add(ring.mul(v, v), ring.add(c, c)))
+        .collect();
+    AShare::new(ring, x.shape().to_vec(), out)
+}
+
+/// Exact cost of [`square`] on `n` elements.
+pub fn square_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
+    let mut t = Tape::with_config(cfg);
+    tape_cross(&mut t, n, ring, cfg.ot_sender);
+    t.cost()
+}
+
+/// Shares of `x^2` (same ring `Z_2^L`, no truncation) for `x` known to lie in
+/// `[0, 2^{m-1})`, `L/2 <= m < L - 1` (otherwise this is [`square`]): the square of a narrow
+/// value, cheaper than [`square`].
+///
+/// Protocol (SIRNN-style mixed-width product): both parties keep their shares mod `2^m`
+/// (`x_0 + x_1 = x + w 2^m` with the wrap `w = m_0 ∨ m_1` of the share MSBs, since `msb(x) = 0`),
+/// so `x^2 = x_0^2 + x_1^2 + 2 x_0 x_1 - 2^{m+1} w (x_0 + x_1) mod 2^L`. The cross term by
+/// one-directional Gilboa with the `m` bits of one share as choices (`m` COTs over
+/// `Z_2^{L-k}` instead of `L`), the wrap term `w (x_0 + x_1) = m_0 x_0 + m_1 x_1 +
+/// m_1 x_0 (1 - m_0) + m_0 x_1 (1 - m_1)` by one COT over `Z_2^{L-m-1}` in each direction.
+/// Security: semi-honest, 128-bit. Cost: [`square_pos_cost`].
+pub fn square_pos<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare, m: u32) -> Result<AShare> {
+    let ring = x.ring();
+    let l = ring.bits();
+    if m + 1 >= l || m < 2 || 2 * m < l {
+        return square(s, ch, x);
+    }
+    if x.is_empty() {
+        return Ok(x.clone());
+    }
+    s.reserve(ch, square_pos_cost(x.len(), ring, m, s.config()).cots)?;
+    let mm = (1u64 << m) - 1;
+    let xs: Vec<u64> = x.data().iter().map(|&v| v & mm).collect();
+    let msb: Vec<bool> = xs.iter().map(|&v| (v >> (m - 1)) & 1 == 1).collect();
+    let mu = m as usize;
+    let ww = l - m - 1;
+    let wm = (1u64 << ww) - 1;
+    let first = s.config().ot_sender;
+    let me_first = s.role() == first;
+    // direction 1: `first` sends [x_S mod 2^{L-k} for k < m, x_S (1 - m_S)], the peer chooses
+    // [bits of x_R, m_R]
+    let width1 = move |j: usize| {
+        let k = j % (mu + 1);
+        if k < mu {
+            l - k as u32
+        } else {
+            ww
+        }
+    };
+    let width2 = move |_: usize| ww;
+    let wrap_corr: Vec<u64> = xs
+        .iter()
+        .zip(&msb)
+        .map(|(&v, &b)| if b { 0 } else { v & wm })
+        .collect();
+    let (cross_sh, wrap1): (Vec<u64>, Vec<u64>) = if me_first {
+        let corr: Vec<u64> = xs
+            .iter()
+            .zip(&wrap_corr)
+            .flat_map(|(&v, &w)| (0..mu).map(move |k| v & (ring.mask() >> k)).chain([w]))
+            .collect();
+        let a = s.cot_send(ch, &corr, width1)?;
+        a.chunks(mu + 1)
+            .map(|c| {
+                let t = c
+                    .iter()
+                    .take(mu)
+                    .enumerate()
+                    .fold(0u64, |acc, (k, &a)| acc.wrapping_add(a << k));
+                let w = c.get(mu).copied().unwrap_or(0);
+                (ring.neg(ring.reduce(t)), w.wrapping_neg() & wm)
+            })
+            .unzip()
+    } else {
+        let ch_bits: Vec<bool> = xs
+            .iter()
+            .zip(&msb)
+            .flat_map(|(&v, &b)| (0..mu).map(move |k| (v >> k) & 1 == 1).chain([b]))
+            .collect();
+        let r = s.cot_recv(ch, &ch_bits, width1)?;
+        r.chunks(mu + 1)
+            .map(|c| {
+                let t = c
+                    .iter()
+                    .take(mu)
+                    .enumerate()
+                    .fold(0u64, |acc, (k, &r)| acc.wrapping_add(r << k));
+                (ring.reduce(t), c.get(mu).copied().unwrap_or(0) & wm)
+            })
+            .unzip()
+    };
+    // direction 2: the peer sends x_R (1 - m_R), `first` chooses with m_S
+    let wrap2: Vec<u64> = if me_first {
+        let r = s.cot_recv(ch, &msb, width2)?;
+        r.iter().map(|&v| v & wm).collect()
+    } else {
+        let a = s.cot_send(ch, &wrap_corr, width2)?;
+        a.iter().map(|&v| v.wrapping_neg() & wm).collect()
+    };
+    let out = xs
+        .iter()
+        .zip(&msb)
+        .zip(cross_sh.iter().zip(wrap1.iter().zip(&wrap2)))
+        .map(|((&v, &b), (&c, (&w1, &w2)))| {
+            let t = (if b { v } else { 0 }).wrapping_add(w1).wrapping_add(w2) & wm;
+            let sq = ring.add(ring.mul(v, v), ring.add(c, c));
+            ring.sub(sq, ring.reduce(t << (m + 1)))
+        })
+        .collect();
+    AShare::new(ring, x.shape().to_vec(), out)
+}
+
+/// Exact cost of [`square_pos`] on `n` elements.
+pub fn square_pos_cost(n: usize, ring: Ring, m: u32, cfg: NlConfig) -> Cost {
+    let l = ring.bits();
+    if m + 1 >= l || m < 2 || 2 * m < l {
+        return square_cost(n, ring, cfg);
+    }
+    let mu = m as usize;
+    let ww = l - m - 1;
+    let mut t = Tape::with_config(cfg);
+    NlSession::tape_cot(&mut t, cfg.ot_sender, n * (mu + 1), move |j| {
+        let k = j % (mu + 1);
+        if k < mu {
+            l - k as u32
+        } else {
+            ww
+        }
+    });
+    NlSession::tape_cot(&mut t, cfg.ot_sender.peer(), n, move |_| ww);
+    t.cost()
+}
+
+/// Shares of `x y` (same ring `Z_2^L`, no truncation) for `x` in `[0, 2^{mx-1})` and `y` in
+/// `[0, 2^{my-1})`, with `mx + my >= L` and both below `L - 1` (otherwise this is
+/// [`nl::mul`]): the product of two narrow non-negative values, cheaper than [`nl::mul`].
+///
+/// Protocol (SIRNN-style mixed-width product): shares are kept mod `2^mx` and `2^my`; with the
+/// wraps `w_x = a_0 ∨ a_1`, `w_y = b_0 ∨ b_1` of the share MSBs (known-MSB extension),
+/// `x y = sum_i x_i y_i + x_0 y_1 + x_1 y_0 - 2^my w_y (x_0 + x_1) - 2^mx w_x (y_0 + y_1)
+/// mod 2^L`. Each cross term by Gilboa with the `min(mx, my)` bits of the narrower factor as
+/// choices (COTs over `Z_2^{L-k}`), each wrap term as in [`square_pos`] (one COT over
+/// `Z_2^{L-my}` and one over `Z_2^{L-mx}` per direction). Security: semi-honest, 128-bit.
+/// Cost: [`mul_pos_cost`].
+pub fn mul_pos<C: Channel>(
+    s: &mut NlSession,
+    ch: &mut C,
+    x: &AShare,
+    mx: u32,
+    y: &AShare,
+    my: u32,
+) -> Result<AShare> {
+    let ring = x.ring();
+    let l = ring.bits();
+    if x.ring() != y.ring() || x.len() != y.len() {
+        return Err(MpcError::ShapeMismatch {
+            what: format!("product of {:?} and {:?}", x.shape(), y.shape()),
+        });
+    }
+    if !mul_pos_applies(l, mx, my) {
+        return nl::mul(s, ch, x, y);
+    }
+    // the narrower factor chooses
+    let (x, mx, y, my) = if mx <= my {
+        (x, mx, y, my)
+    } else {
+        (y, my, x, mx)
+    };
+    if x.is_empty() {
+        return Ok(x.clone());
+    }
+    s.reserve(ch, mul_pos_cost(x.len(), ring, mx, my, s.config()).cots)?;
+    let (xm, ym) = ((1u64 << mx) - 1, (1u64 << my) - 1);
+    let (wy, wx) = (l - my, l - mx);
+    let (wym, wxm) = ((1u64 << wy) - 1, (1u64 << wx) - 1);
+    let mu = mx as usize;
+    let per = mu + 2;
+    let xs: Vec<u64> = x.data().iter().map(|&v| v & xm).collect();
+    let ys: Vec<u64> = y.data().iter().map(|&v| v & ym).collect();
+    let ax: Vec<bool> = xs.iter().map(|&v| (v >> (mx - 1)) & 1 == 1).collect();
+    let ay: Vec<bool> = ys.iter().map(|&v| (v >> (my - 1)) & 1 == 1).collect();
+    let mut corr = Vec::with_capacity(xs.len() * per);
+    let mut choices = Vec::with_capacity(xs.len() * per);
+    for i in 0..xs.len() {
+        let (xv, yv) = (
+            xs.get(i).copied().unwrap_or(0),
+            ys.get(i).copied().unwrap_or(0),
+        );
+        let (a, b) = (
+            ax.get(i).copied().unwrap_or(false),
+            ay.get(i).copied().unwrap_or(false),
+        );
+        corr.extend((0..mu).map(|k| yv & (ring.mask() >> k)));
+        corr.push(if b { 0 } else { xv & wym });
+        corr.push(if a { 0 } else { yv & wxm });
+        choices.extend((0..mu).map(|k| (xv >> k) & 1 == 1));
+        choices.push(b);
+        choices.push(a);
+    }
+    let width = move |j: usize| {
+        let k = j % per;
+        if k < mu {
+            l - k as u32
+        } else if k == mu {
+            wy
+        } else {
+            wx
+        }
+    };
+    let (sa, rr) = s.cot_both(ch, &corr, &choices, width)?;
+    let out = sa
+        .chunks(per)
+        .zip(rr.chunks(per))
+        .enumerate()
+        .map(|(i, (sa, rr))| {
+            let (xv, yv) = (
+                xs.get(i).copied().unwrap_or(0),
+                ys.get(i).copied().unwrap_or(0),
+            );
+            let (a, b) = (
+                ax.get(i).copied().unwrap_or(false),
+                ay.get(i).copied().unwrap_or(false),
+            );
+            let cross = sa
+                .iter()
+                .zip(rr)
+                .take(mu)
+                .enumerate()
+                .fold(0u64, |acc, (k, (&sv, &rv))| {
+                    acc.wrapping_add(rv.wrapping_sub(sv) << k)
+                });
+            let g = |k: usize| {
+                rr.get(k)
+                    .copied()
+                    .unwrap_or(0)
+                    .wrapping_sub(sa.get(k).copied().unwrap_or(0))
+            };
+            let ty = (if b { xv } else { 0 }).wrapping_add(g(mu)) & wym;
+            let tx = (if a { yv } else { 0 }).wrapping_add(g(mu + 1)) & wxm;
+            let v = ring.add(ring.mul(xv, yv), ring.reduce(cross));
+            ring.sub(ring.sub(v, ring.reduce(ty << my)), ring.reduce(tx << mx))
+        })
+        .collect();
+    AShare::new(ring, x.shape().to_vec(), out)
+}
+
+fn mul_pos_applies(l: u32, mx: u32, my: u32) -> bool {
+    mx >= 2 && my >= 2 && mx + 1 < l && my + 1 < l && mx + my >= l
+}
+
+/// Exact cost of [`mul_pos`] on `n` elements.
+pub fn mul_pos_cost(n: usize, ring: Ring, mx: u32, my: u32, cfg: NlConfig) -> Cost {
+    let l = ring.bits();
+    if !mul_pos_applies(l, mx, my) {
+        return nl::mul_cost(n, ring, cfg);
+    }
+    let (mx, my) = (mx.min(my), mx.max(my));
+    let mu = mx as usize;
+    let per = mu + 2;
+    let mut t = Tape::with_config(cfg);
+    NlSession::tape_cot_both(&mut t, cfg.ot_sender, n * per, move |j| {
+        let k = j % per;
+        if k < mu {
+            l - k as u32
+        } else if k == mu {
+            l - my
+        } else {
+            l - mx
+        }
+    });
+    t.cost()
+}
+
+/// Shares of `c * x` (element-wise, no truncation) where the public-to-`holder` vector `c`
+/// (e.g. LayerNorm's gamma held by the server) is known to `holder` only: `holder` passes
+/// `Some(c)`, its peer `None`.
+///
+/// Protocol: `c x = c x_H + c x_P`; the holder computes the first term, the second is a
+/// one-directional Gilboa product (the holder is the COT sender with correlation `c`, the peer
+/// chooses with the bits of `x_P`): `l` COTs over `Z_2^{l-k}` per element, the cheapest product
+/// with one private factor here (a symmetric [`nl::mul`] with a zero share would cost twice
+/// as much; an HE product costs a ciphertext per 4,096 slots each way plus noise flooding,
+/// more than `l(l+1)/16` bytes per element below `l = 40` with silent OT).
+/// Security: semi-honest, 128-bit; `c` stays private to the holder.
+/// Cost: [`mul_known_cost`], 2 flights.
+pub fn mul_known<C: Channel>(
+    s: &mut NlSession,
+    ch: &mut C,
+    x: &AShare,
+    holder: Role,
+    c: Option<&[u64]>,
+) -> Result<AShare> {
+    let ring = x.ring();
+    if x.is_empty() {
+        return Ok(x.clone());
+    }
+    s.reserve(ch, mul_known_cost(x.len(), ring, holder, s.config()).cots)?;
+    if s.role() == holder {
+        let c = c.ok_or_else(|| bad("mul_known: the holder must provide its factors".into()))?;
+        if c.len() != x.len() {
+            return Err(MpcError::ShapeMismatch {
+                what: format!("{} factors for {} values", c.len(), x.len()),
+            });
+        }
+        let cr: Vec<u64> = c.iter().map(|&v| ring.reduce(v)).collect();
+        let t = cross(s, ch, ring, holder, &cr)?;
+        let out = x
+            .data()
+            .iter()
+            .zip(&cr)
+            .zip(&t)
+            .map(|((&v, &c), &t)| ring.add(ring.mul(v, c), t))
+            .collect();
+        AShare::new(ring, x.shape().to_vec(), out)
+    } else {
+        let t = cross(s, ch, ring, holder, x.data())?;
+        AShare::new(ring, x.shape().to_vec(), t)
+    }
+}
+
+/// Exact cost of [`mul_known`] on `n` elements.
+pub fn mul_known_cost(n: usize, ring: Ring, holder: Role, cfg: NlConfig) -> Cost {
+    let mut t = Tape::with_config(cfg);
+    tape_cross(&mut t, n, ring, holder);
+    t.cost()
+}
+
+/// Truncation by `f` bits of values known to be non-negative (below `2^{l-1}`), rounded
+/// into `[floor(x / 2^f), floor(x / 2^f) + 1]` (never negative): [`TruncMode::KnownMsb`]
+/// (`floor` or one less) plus one ulp added by the server.
+/// Security: semi-honest. Cost: [`trunc_pos_cost`] (one COT over `Z_2^f` per element).
+pub fn trunc_pos<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare, f: u32) -> Result<AShare> {
+    if f == 0 {
+        return Ok(x.clone());
+    }
+    let t = nl::trunc(s, ch, x, f, TruncMode::KnownMsb(false))?;
+    add_const(&t, s.role(), 1)
+}
+
+/// Exact cost of [`trunc_pos`].
+pub fn trunc_pos_cost(n: usize, ring: Ring, f: u32, cfg: NlConfig) -> Cost {
+    nl::trunc_cost(n, ring, f, TruncMode::KnownMsb(false), cfg)
+}
+
+/// Shares of `x + c` for one public constant `c` (a signed ring element).
+pub fn add_const(x: &AShare, role: Role, c: i64) -> Result<AShare> {
+    let v = x.ring().from_i64(c);
+    x.add_public(role, &vec![v; x.len()])
+}
+
+/// Exact extension from `Z_2^{l1}` to `Z_2^{l2}` of values known to lie in `[0, 2^{l1-1})`.
+///
+/// Protocol: with the share MSBs `m_0, m_1` and the known `msb(x) = 0`, the wrap bit of
+/// `x_0 + x_1` is `m_0 ∨ m_1 = m_0 + m_1 - m_0 m_1`; the product by one COT over
+/// `Z_2^{l2-l1}` (SIRNN's extension with known MSB). Security: semi-honest.
+/// Cost: [`extend_pos_cost`] (one COT over `Z_2^{l2-l1}` per element, 2 flights); for
+/// `l2 <= l1` it is the local [`nl::reduce`].
+pub fn extend_pos<C: Channel>(
+    s: &mut NlSession,
+    ch: &mut C,
+    x: &AShare,
+    to: Ring,
+) -> Result<AShare> {
+    let from = x.ring();
+    let (l1, l2) = (from.bits(), to.bits());
+    if l2 <= l1 {
+        return nl::reduce(x, to);
+    }
+    if x.is_empty() {
+        return AShare::new(to, x.shape().to_vec(), Vec::new());
+    }
+    s.reserve(ch, extend_pos_cost(x.len(), from, to, s.config()).cots)?;
+    let dw = l2 - l1;
+    let dm = if dw >= 64 { u64::MAX } else { (1u64 << dw) - 1 };
+    let msbs: Vec<u64> = x.data().iter().map(|&v| u64::from(from.msb(v))).collect();
+    let w: Vec<u64> = if s.is_ot_sender() {
+        let a = s.cot_send(ch, &msbs, |_| dw)?;
+        msbs.iter()
+            .zip(&a)
+            .map(|(&m, &a)| m.wrapping_add(a) & dm)
+            .collect()
+    } else {
+        let bits: Vec<bool> = msbs.iter().map(|&m| m == 1).collect();
+        let r = s.cot_recv(ch, &bits, |_| dw)?;
+        msbs.iter()
+            .zip(&r)
+            .map(|(&m, &r)| m.wrapping_sub(r) & dm)
+            .collect()
+    };
+    let out = x
+        .data()
+        .iter()
+        .zip(&w)
+        .map(|(&v, &w)| to.sub(v, to.reduce(w << l1)))
+        .collect();
+    AShare::new(to, x.shape().to_vec(), out)
+}
+
+/// Exact cost of [`extend_pos`].
+pub fn extend_pos_cost(n: usize, from: Ring, to: Ring, cfg: NlConfig) -> Cost {
+    if to.bits() <= from.bits() || n == 0 {
+        return Cost::default();
+    }
+    let mut t = Tape::with_config(cfg);
+    NlSession::tape_cot(&mut t, cfg.ot_sender, n, |_| to.bits() - from.bits());
+    t.cost()
+}
+
+/// How `exp(x)` is approximated for `x <= 0`. Both variants clip the input at `-2^n` (one
+/// ReLU: `u = ReLU(x + 2^n)`), reduce the range by scaling (`t = u / 2^n - 1 in [-1, 0]`,
+/// free: the fixed-point scale changes) and square `n` times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExpMethod {
+    /// `(1 + x/2^n)^(2^n)`, exactly 0 below `-2^n` (up to one ulp per squaring). The
+    /// approximation of BumbleBee (NDSS'25) and PUMA (their `exp` for `x < 0` with clipping;
+    /// PUMA uses `n = 8`, clipping at -14 is implied by `2^n` large enough). Approximation
+    /// error at most `max_x e^x x^2 / 2^{n+1} = 0.271 / 2^n` (4.2e-3 for `n = 6`).
+    Squaring {
+        /// Squarings (`2^n` is the clipping bound).
+        n: u32,
+    },
+    /// `(1 + t + t^2/2)^(2^n)` with `t = x / 2^n`: a degree-2 Taylor polynomial on the
+    /// reduced range, then `n` squarings (the polynomial-after-range-reduction style of BOLT
+    /// (S&P'24) and SIRNN/Iron, with reduction by scaling instead of by `ln 2`); one extra
+    /// squaring buys two fewer squarings at equal error. Below `-2^n` it gives
+    /// `0.5^(2^n)` (1.5e-5 for `n = 4`). Approximation error at most
+    /// `max_x e^x |x|^3 / (6 * 4^n) = 0.224 / 4^n` (8.7e-4 for `n = 4`).
+    Taylor2 {
+        /// Squarings after the polynomial.
+        n: u32,
+    },
+}
+
+impl ExpMethod {
+    /// The number of squarings after the base.
+    pub fn squarings(self) -> u32 {
+        match self {
+            Self::Squaring { n } | Self::Taylor2 { n } => n,
+        }
+    }
+
+    /// A bound on the approximation error (before rounding errors) over `x <= 0`.
+    pub fn approx_error(self) -> f64 {
+        match self {
+            Self::Squaring { n } => 0.271 / f64::from(1u32 << n.min(30)),
+            Self::Taylor2 { n } => (0.224 / 4f64.powi(n as i32)).max(0.5f64.powi(1 << n.min(30))),
+        }
+    }
+}
+
+/// Parameters of [`exp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ExpParams {
+    /// The approximation.
+    pub method: ExpMethod,
+    /// Fractional bits of the output and of every intermediate (`F`); the ring needs at least
+    /// `2F + 2` bits.
+    pub frac: u32,
+}
+
+impl ExpParams {
+    /// A bound on the absolute error of [`exp`]: the approximation error plus one ulp per
+    /// squaring amplified by the later squarings (`2^n` ulps at most) plus the base's
+    /// rounding.
+    pub fn error_bound(self) -> f64 {
+        let n = self.method.squarings();
+        self.method.approx_error()
+            + (f64::from(1u32 << n.min(30)) * 2.0 + 2.0) / (1u64 << self.frac) as f64
+    }
+
+    fn check(self, ring: Ring, f_in: u32) -> Result<()> {
+        let l = ring.bits();
+        let n = self.method.squarings();
+        if 2 * self.frac + 2 > l || n > 16 || f_in + n + 2 > l {
+            return Err(bad(format!(
+                "exp with {} fractional bits, {n} squarings, input with {f_in} fractional bits \
+                 in Z_2^{l}: need 2F + 2 <= l, n <= 16 and f_in + n + 2 <= l",
+                self.frac
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Shares of `exp(x)` (fractional bits `params.frac`, same ring) for shared `x <= 0` with
+/// `f_in` fractional bits and `x >= -2^{l-2}` (one ring quarter, for the clipping ReLU).
+/// Positive inputs are outside the domain (the result is then not meaningful).
+///
+/// Protocol: `u = ReLU(x + 2^n)` (clipping; DReLU + mux), reinterpretation of `u` as
+/// `b = u / 2^n in [0, 1]` with `F` fractional bits (a [`trunc_pos`] when `f_in + n > F`,
+/// a free shift otherwise); for [`ExpMethod::Taylor2`] `b <- b + (b-1)^2/2` (one [`square`],
+/// one [`trunc_pos`]); then `n` times `b <- trunc_pos(square(b), F)`. Every intermediate is
+/// non-negative, so each truncation is a single COT over `Z_2^F` ([`TruncMode::KnownMsb`]) and
+/// each square a single one-directional Gilboa product: the cheapest available products.
+/// Error: at most [`ExpParams::error_bound`]. Security: semi-honest, 128-bit.
+/// Cost: [`exp_cost`].
+pub fn exp<C: Channel>(
+    s: &mut NlSession,
+    ch: &mut C,
+    x: &AShare,
+    f_in: u32,
+    params: ExpParams,
+) -> Result<AShare> {
+    let ring = x.ring();
+    params.check(ring, f_in)?;
+    if x.is_empty() {
+        return Ok(x.clone());
+    }
+    let n = params.method.squarings();
+    let ff = params.frac;
+    let shifted = add_const(x, s.role(), 1i64 << (f_in + n))?;
+    let u = nl::relu(s, ch, &shifted)?;
+    // b = u / 2^n with F fractional bits
+    let mut b = if f_in + n > ff {
+        nl::trunc(s, ch, &u, f_in + n - ff, TruncMode::KnownMsb(false))?
+    } else {
+        u.mul_public(1i64 << (ff - f_in - n))
+    };
+    if let ExpMethod::Taylor2 { .. } = params.method {
+        // (b - 1)^2 = (1 - b)^2 with 1 - b in [0, 1]
+        let t = add_const(&b.neg(), s.role(), 1i64 << ff)?;
+        let t2 = square_pos(s, ch, &t, ff + 2)?;
+        let t2 = trunc_pos(s, ch, &t2, ff + 1)?;
+        b = b.add(&t2)?;
+    }
+    for _ in 0..n {
+        let sq = square_pos(s, ch, &b, ff + 2)?;
+        b = trunc_pos(s, ch, &sq, ff)?;
+    }
+    Ok(b)
+}
+
+/// Exact bytes (rounds: an upper bound) of [`exp`] on `n` elements of `ring`.
+pub fn exp_cost(n: usize, ring: Ring, f_in: u32, params: ExpParams, cfg: NlConfig) -> Cost {
+    if n == 0 {
+        return Cost::default();
+    }
+    let k = params.method.squarings();
+    let ff = params.frac;
+    let mut c = nl::relu_cost(n, ring, cfg);
+    if f_in + k > ff {
+        c = c + nl::trunc_cost(n, ring, f_in + k - ff, TruncMode::KnownMsb(false), cfg);
+    }
+    let squares = k + u32::from(matches!(params.method, ExpMethod::Taylor2 { .. }));
+    for i in 0..squares {
+        let f = if i == 0 && squares > k { ff + 1 } else { ff };
+        c = c + square_pos_cost(n, ring, ff + 2, cfg) + trunc_pos_cost(n, ring, f, cfg);
+    }
+    c
+}
+
+/// Boolean shares of `1{x >= 2^j}` for every element and every `j` in `js` (element-major
+/// within each `j`: result `[j_index * n + i]`), from one batched DReLU on `x - 2^j`; exact
+/// for `0 <= x < 2^{l-1} - 2^j`.
+pub(crate) fn geq_pow2<C: Channel>(
+    s: &mut NlSession,
+    ch: &mut C,
+    x: &AShare,
+    js: &[u32],
+) -> Result<BShare> {
+    let ring = x.ring();
+    let n = x.len();
+    let mut all = Vec::with_capacity(n * js.len());
+    for &j in js {
+        let d = add_const(x, s.role(), -(1i64 << j))?;
+        all.extend_from_slice(d.data());
+    }
+    let total = all.len();
+    nl::drelu(s, ch, &AShare::new(ring, vec![total], all)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nonlinear::CotCount;
+    use crate::{FixedPoint, Prg};
+    use duet_transport::{run_two_party, Channel, ChannelStats, MemoryChannel};
+
+    /// The one traffic-measuring helper of this file: runs `f` for both parties after setup.
+    fn run2<T: Send>(
+        cfg: NlConfig,
+        need: CotCount,
+        f: impl Fn(Role, &mut NlSession, &mut MemoryChannel) -> T + Sync,
+    ) -> (T, T, Cost) {
+        let party = |role: Role, mut ch: MemoryChannel| {
+            let mut rng = Prg::from_seed([role.index() as u8 + 7; 32]);
+            let mut s = NlSession::setup(&mut ch, role, &mut rng, cfg).unwrap();
+            s.reserve(&mut ch, need).unwrap();
+            let before = ch.stats();
+            let out = f(role, &mut s, &mut ch);
+            (out, ch.stats() - before)
+        };
+        let ((a, sa), (b, sb)): ((T, ChannelStats), (T, ChannelStats)) =
+            run_two_party(|ch| party(Role::Server, ch), |ch| party(Role::Client, ch));
+        let c = Cost {
+            bytes: sa.bytes_sent + sb.bytes_sent,
+            rounds: sa.rounds + sb.rounds,
+            ..Cost::default()
+        };
+        (a, b, c)
+    }
+
+    fn cfgs() -> [NlConfig; 2] {
+        [
+            NlConfig::default(),
+            NlConfig {
+                ot_sender: Role::Client,
+                ..NlConfig::default()
+            },
+        ]
+    }
+
+    fn pick<'a>(role: Role, a: &'a AShare, b: &'a AShare) -> &'a AShare {
+        if role == Role::Server {
+            a
+        } else {
+            b
+        }
+    }
+
+    fn m2_of(l: u32) -> u32 {
+        l - (l / 2 + 2) + 1 + (l % 3)
+    }
+
+    #[test]
+    fn square_mul_known_extend_exact() {
+        let mut prg = Prg::from_seed([3; 32]);
+        type Case = (
+            Ring,
+            Ring,
+            Vec<u64>,
+            Vec<u64>,
+            Vec<u64>,
+            [AShare; 8],
+            [Vec<u64>; 2],
+        );
+        let cases: Vec<Case> = [16u32, 29, 64]
+            .iter()
+            .map(|&l| {
+                let ring = Ring::new(l).unwrap();
+                let mut xs = prg.ring_elements(ring, 40);
+                xs.extend([0, 1, ring.mask(), ring.mask() >> 1, 1 << (l - 1)]);
+                let n = xs.len();
+                let c = prg.ring_elements(ring, n);
+                let (x0, x1) = AShare::share(ring, vec![n], &xs, &mut prg).unwrap();
+                // non-negative values for extend_pos
+                let pos: Vec<u64> = xs.iter().map(|&v| v & (ring.mask() >> 1)).collect();
+                let (p0, p1) = AShare::share(ring, vec![n], &pos, &mut prg).unwrap();
+                let to = Ring::new((l + 7).min(64)).unwrap();
+                // narrow non-negative values for square_pos with m = l/2 + 2
+                let m = l / 2 + 2;
+                let narrow: Vec<u64> = xs.iter().map(|&v| v & ((1u64 << (m - 1)) - 1)).collect();
+                let (q0, q1) = AShare::share(ring, vec![n], &narrow, &mut prg).unwrap();
+                // a second narrow factor for mul_pos with m' = l - m + 1 + (l % 3)
+                let m2 = l - m + 1 + (l % 3);
+                let narrow2: Vec<u64> = c.iter().map(|&v| v & ((1u64 << (m2 - 1)) - 1)).collect();
+                let (r0, r1) = AShare::share(ring, vec![n], &narrow2, &mut prg).unwrap();
+                (
+                    ring,
+                    to,
+                    xs,
+                    c,
+                    pos,
+                    [x0, x1, p0, p1, q0, q1, r0, r1],
+                    [narrow, narrow2],
+                )
+            })
+            .collect();
+        for cfg in cfgs() {
+            let mut want = Cost::default();
+            for (ring, to, xs, _, _, _, _) in &cases {
+                let n = xs.len();
+                want = want
+                    + square_pos_cost(n, *ring, ring.bits() / 2 + 2, cfg)
+                    + mul_pos_cost(n, *ring, ring.bits() / 2 + 2, m2_of(ring.bits()), cfg)
+                    + square_cost(n, *ring, cfg)
+                    + mul_known_cost(n, *ring, Role::Server, cfg)
+                    + extend_pos_cost(n, *ring, *to, cfg);
+            }
+            let (a, b, cost) = run2(cfg, want.cots, |role, s, ch| {
+                cases
+                    .iter()
+                    .map(|(ring, to, _, c, _, [x0, x1, p0, p1, q0, q1, r0, r1], _)| {
+                        let m = ring.bits() / 2 + 2;
+                        let sp = square_pos(s, ch, pick(role, q0, q1), m).unwrap();
+                        let m2 = m2_of(ring.bits());
+                        let mp =
+                            mul_pos(s, ch, pick(role, q0, q1), m, pick(role, r0, r1), m2).unwrap();
+                        let sq = square(s, ch, pick(role, x0, x1)).unwrap();
+                        let cc = (role == Role::Server).then_some(c.as_slice());
+                        let mk = mul_known(s, ch, pick(role, x0, x1), Role::Server, cc).unwrap();
+                        let e = extend_pos(s, ch, pick(role, p0, p1), *to).unwrap();
+                        (sq, mk, e, sp, mp)
+                    })
+                    .collect::<Vec<_>>()
+            });
+            for (k, (ring, _, xs, c, pos, _, [narrow, narrow2])) in cases.iter().enumerate() {
+                let sp = a[k].3.reconstruct(&b[k].3).unwrap();
+                let mp = a[k].4.reconstruct(&b[k].4).unwrap();
+                let sq = a[k].0.reconstruct(&b[k].0).unwrap();
+                let mk = a[k].1.reconstruct(&b[k].1).unwrap();
+                let e = a[k].2.reconstruct(&b[k].2).unwrap();
+                for i in 0..xs.len() {
+                    assert_eq!(sq[i], ring.mul(xs[i], xs[i]));
+                    assert_eq!(mk[i], ring.mul(xs[i], c[i]));
+                    assert_eq!(e[i], pos[i]);
+                    assert_eq!(sp[i], ring.mul(narrow[i], narrow[i]), "l {}", ring.bits());
+                    assert_eq!(mp[i], ring.mul(narrow[i], narrow2[i]), "l {}", ring.bits());
+                }
+            }
+            assert_eq!(cost.bytes, want.bytes);
+            assert!(cost.rounds <= want.rounds);
+        }
+    }
+
+    #[test]
+    fn exp_accuracy_and_cost() {
+        let mut prg = Prg::from_seed([4; 32]);
+        let f_in = 12;
+        let cases = [
+            (ExpMethod::Squaring { n: 6 }, 14u32, 30u32),
+            (ExpMethod::Taylor2 { n: 5 }, 11, 24),
+            (ExpMethod::Squaring { n: 8 }, 16, 34),
+        ];
+        // inputs per case: a grid of [-40, 0], edge values, far below the clipping bound,
+        // random values, all with uniformly random shares
+        let inputs: Vec<(Vec<f64>, Vec<u64>, AShare, AShare)> = cases
+            .iter()
+            .map(|&(_, _, l)| {
+                let ring = Ring::new(l).unwrap();
+                let fx = FixedPoint::new(ring, f_in).unwrap();
+                let mut xs: Vec<f64> = (0..200)
+                    .map(|i| -(i as f64) * 0.2)
+                    .chain([0.0, -1e-4, -0.69, -2.0, -3.0, -60.0, -1000.0])
+                    .collect();
+                xs.extend((0..100).map(|_| -((prg.ring_element(ring) % 40_000) as f64) / 1000.0));
+                let enc = fx.encode_all(&xs);
+                let (x0, x1) = AShare::share(ring, vec![enc.len()], &enc, &mut prg).unwrap();
+                (xs, enc, x0, x1)
+            })
+            .collect();
+        for cfg in cfgs() {
+            let mut want = Cost::default();
+            for (&(method, frac, l), (_, enc, _, _)) in cases.iter().zip(&inputs) {
+                let params = ExpParams { method, frac };
+                want = want + exp_cost(enc.len(), Ring::new(l).unwrap(), f_in, params, cfg);
+            }
+            let (a, b, cost) = run2(cfg, want.cots, |role, s, ch| {
+                cases
+                    .iter()
+                    .zip(&inputs)
+                    .map(|(&(method, frac, _), (_, _, x0, x1))| {
+                        exp(s, ch, pick(role, x0, x1), f_in, ExpParams { method, frac }).unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            });
+            for (i, (&(method, frac, l), (xs, enc, _, _))) in cases.iter().zip(&inputs).enumerate()
+            {
+                let ring = Ring::new(l).unwrap();
+                let fx = FixedPoint::new(ring, f_in).unwrap();
+                let fo = FixedPoint::new(ring, frac).unwrap();
+                let y = fo.decode_all(&a[i].reconstruct(&b[i]).unwrap());
+                let bound = ExpParams { method, frac }.error_bound();
+                let mut worst: f64 = 0.0;
+                for (j, &x) in xs.iter().enumerate() {
+                    let err = (y[j] - fx.decode(enc[j]).exp()).abs();
+                    worst = worst.max(err);
+                    assert!(
+                        err <= bound,
+                        "{method:?} x={x} got {} err {err} > {bound}",
+                        y[j]
+                    );
+                }
+                assert!(worst > 0.0);
+            }
+            assert_eq!(cost.bytes, want.bytes);
+            assert!(cost.rounds <= want.rounds);
+        }
+    }
+
+    #[test]
+    fn exp_rejects_small_rings() {
+        let ring = Ring::new(24).unwrap();
+        let p = ExpParams {
+            method: ExpMethod::Squaring { n: 6 },
+            frac: 12,
+        };
+        assert!(p.check(ring, 12).is_err());
+    }
+}

@@ -17,7 +17,7 @@ use duet_transport::{run_two_party, Channel, ChannelStats, MemoryChannel, Role};
 
 /// COTs reserved per direction after setup with Ferret, so that the measured part is online
 /// traffic only (every test needs fewer).
-pub const RESERVE: u64 = 400_000;
+pub const RESERVE: u64 = 1_000_000;
 
 /// Runs `f` for both parties after setup (and, with Ferret, a reservation of [`RESERVE`] COTs
 /// per direction); returns (server output, client output, measured cost, COTs consumed by `f`
