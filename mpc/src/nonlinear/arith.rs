@@ -105,10 +105,11 @@ pub fn mux_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
 /// each bit `k` of `y_j` in a correlated OT with correlation `x_i` over `Z_2^{l-k}` (the term
 /// is scaled by `2^k`, so its high `k` bits vanish mod `2^l`), both directions.
 /// An HE-based variant (one party encrypts its shares under duet-fhe, the other multiplies
-/// and masks) trades the `2 l` COTs for ciphertext traffic; it is not part of this crate.
+/// and masks) trades the `2 l` COTs for ciphertext traffic: `HeElementwiseMul` in
+/// duet-protocols (mpc does not depend on fhe).
 /// Security: semi-honest, 128-bit.
-/// Cost: [`mul_cost`]: `2 l` COTs plus `2 (l/8 + l(l+1)/16)` bytes per element (about
-/// 1,369 bytes for `l = 37`), 3 flights.
+/// Cost: [`mul_cost`]: `2 l` COTs plus `2 (l/8 + l(l+1)/16)` bytes per element (185 bytes
+/// for `l = 37` with Ferret COTs; 1,369 with IKNP's 16 bytes per COT), 3 flights.
 pub fn mul<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare, y: &AShare) -> Result<AShare> {
     if let (Some(rs), true) = (
         ranges(x.len()),

@@ -18,8 +18,14 @@
 //! by [`duet_transport::ChannelStats`]); tests check the measured traffic against it.
 //!
 //! Security: semi-honest (honest-but-curious) server and client, 128-bit computational
-//! security inherited from the OTs (IKNP, KK13, base OT over Ristretto255), no statistical
+//! security inherited from the OTs (Ferret with 128-bit LPN parameters or IKNP, KK13, base OT
+//! over Ristretto255), no statistical
 //! leakage: every message is masked by a uniform OT pad or a uniform triple share.
+//!
+//! COTs come from the session's [`CotBackend`]: Ferret silent OT by default (pooled ahead: each
+//! protocol first reserves the COTs its [`Cost::cots`] says it consumes, see
+//! [`NlSession::reserve`]), or IKNP inline. Calls larger than [`MAX_BATCH`] elements run in
+//! batches.
 //!
 //! Both directions of OT are used: the asymmetric steps (millionaire leaves, B2A, table OTs)
 //! take their OT sender from [`NlConfig::ot_sender`]; the symmetric ones (AND triples, mux,
