@@ -65,36 +65,8 @@ fn tape_cross(t: &mut Tape, n: usize, ring: Ring, sender: Role) {
     NlSession::tape_cot(t, sender, n * l, |j| (l - j % l) as u32);
 }
 
-/// Shares of `x^2` (no truncation).
-///
-/// Protocol: `x^2 = x_0^2 + x_1^2 + 2 x_0 x_1`; the single cross term by one-directional
-/// Gilboa (the configured OT sender's share is the correlation, the peer chooses with its bits,
-/// `l` COTs over `Z_2^{l-k}`): half of [`nl::mul`], which needs both cross terms.
-/// Security: semi-honest, 128-bit (the COT messages are masked by OT pads).
-/// Cost: [`square_cost`] = `l` COTs of widths `l, l-1, .., 1` per element, 2 flights.
-pub fn square<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare) -> Result<AShare> {
-    let ring = x.ring();
-    if x.is_empty() {
-        return Ok(x.clone());
-    }
-    s.reserve(ch, square_cost(x.len(), ring, s.config()).cots)?;
-    let sender = s.config().ot_sender;
-    let c = cross(s, ch, ring, sender, x.data())?;
-    let out = x
-        .data()
-        .iter()
-        .zip(&c)
-        .map(|(&v, &c)| ring.add(ring.mul(v, v), ring.add(c, c)))
-        .collect();
-    AShare::new(ring, x.shape().to_vec(), out)
-}
-
-/// Exact cost of [`square`] on `n` elements.
-pub fn square_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
-    let mut t = Tape::with_config(cfg);
-    tape_cross(&mut t, n, ring, cfg.ot_sender);
-    t.cost()
-}
+/// Shares of `x^2` (one cross term, half of [`nl::mul`]): [`super::poly::square`].
+pub use super::poly::{square, square_cost};
 
 /// Shares of `x^2` (same ring `Z_2^L`, no truncation) for `x` known to lie in
 /// `[0, 2^{m-1})`, `L/2 <= m < L - 1` (otherwise this is [`square`]): the square of a narrow
