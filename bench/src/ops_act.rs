@@ -218,22 +218,7 @@ pub fn run(kind: &str, shape: &str, protocol: &str) -> Result<Report, DuetError>
                 predicted_bytes: predicted.bytes,
                 predicted_s: 0.0,
             },
-            OpReport {
-                name: format!(
-                    "offline.cots[{}+{}]",
-                    predicted.cots.server_sends, predicted.cots.client_sends
-                ),
-                kind: "offline".into(),
-                backend: match cfg.cot {
-                    nl::CotBackend::Iknp => "iknp".into(),
-                    nl::CotBackend::Ferret(_) => "ferret".into(),
-                },
-                bytes: off_s.bytes_sent + off_c.bytes_sent,
-                rounds: off_s.rounds + off_c.rounds,
-                wall_s: offline_s,
-                predicted_bytes: 0,
-                predicted_s: 0.0,
-            },
+            crate::ops_mpc::offline_row(predicted.cots, cfg, &off_s, &off_c, offline_s),
         ],
     })
 }

@@ -132,6 +132,30 @@ fn party(
     Ok((out, setup, offline, ch.stats() - before, offline_s, secs))
 }
 
+/// The `ops` row of an operator's offline phase: the Ferret iterations that made the `need`
+/// COTs it consumes (nothing with IKNP), both parties' traffic `off_s` + `off_c`.
+pub(crate) fn offline_row(
+    need: nl::CotCount,
+    cfg: NlConfig,
+    off_s: &ChannelStats,
+    off_c: &ChannelStats,
+    secs: f64,
+) -> OpReport {
+    OpReport {
+        name: format!("offline.cots[{}+{}]", need.server_sends, need.client_sends),
+        kind: "offline".into(),
+        backend: match cfg.cot {
+            nl::CotBackend::Iknp => "iknp".into(),
+            nl::CotBackend::Ferret(_) => "ferret".into(),
+        },
+        bytes: off_s.bytes_sent + off_c.bytes_sent,
+        rounds: off_s.rounds + off_c.rounds,
+        wall_s: secs,
+        predicted_bytes: 0,
+        predicted_s: 0.0,
+    }
+}
+
 /// Runs operator `kind` on `shape` (`N` or `AxB`, the element count) with protocol preset
 /// `protocol` (see [`config`]). The COTs the operator consumes are reserved first (offline,
 /// reported as `offline_s` and an `offline` row in `ops`); `bytes.total` is the online part.
@@ -174,7 +198,6 @@ pub fn run(kind: &str, shape: &str, protocol: &str) -> Result<Report, DuetError>
     let wall_s = wall.elapsed().as_secs_f64();
     let ((os, setup_s, off_s, st_s, toff_s, ts), (oc, setup_c, off_c, st_c, toff_c, tc)) =
         (rs?, rc?);
-    let offline_bytes = off_s.bytes_sent + off_c.bytes_sent;
     let offline_secs = toff_s.max(toff_c);
     let err = |a: u64, b: u64| (a as f64 - b as f64).abs();
     let max_abs_err = match kind {
@@ -244,22 +267,7 @@ pub fn run(kind: &str, shape: &str, protocol: &str) -> Result<Report, DuetError>
                 predicted_bytes: predicted.bytes,
                 predicted_s: 0.0,
             },
-            OpReport {
-                name: format!(
-                    "offline.cots[{}+{}]",
-                    predicted.cots.server_sends, predicted.cots.client_sends
-                ),
-                kind: "offline".into(),
-                backend: match cfg.cot {
-                    nl::CotBackend::Iknp => "iknp".into(),
-                    nl::CotBackend::Ferret(_) => "ferret".into(),
-                },
-                bytes: offline_bytes,
-                rounds: off_s.rounds + off_c.rounds,
-                wall_s: offline_secs,
-                predicted_bytes: 0,
-                predicted_s: 0.0,
-            },
+            offline_row(predicted.cots, cfg, &off_s, &off_c, offline_secs),
         ],
     })
 }

@@ -18,7 +18,7 @@
 
 use crate::report::{Accuracy, Bytes, OpReport, PeakRss, Report};
 use crate::DuetError;
-use duet_mpc::nonlinear::{self as nl, CotCount, NlConfig, NlSession};
+use duet_mpc::nonlinear::{CotCount, NlConfig, NlSession};
 use duet_mpc::{AShare, FixedPoint, Prg, Ring};
 use duet_protocols::nonlinear::gaussian_attn::{
     gaussian_attn, gaussian_attn_cost, GaussShape, GaussianAttnConfig,
@@ -393,19 +393,7 @@ pub fn run(kind: &str, shape: &str, protocol: &str) -> Result<Report, DuetError>
                 predicted_bytes: predicted.bytes,
                 predicted_s: 0.0,
             },
-            OpReport {
-                name: format!("offline.cots[{}+{}]", need.server_sends, need.client_sends),
-                kind: "offline".into(),
-                backend: match cfg.cot {
-                    nl::CotBackend::Iknp => "iknp".into(),
-                    nl::CotBackend::Ferret(_) => "ferret".into(),
-                },
-                bytes: off_s.bytes_sent + off_c.bytes_sent,
-                rounds: off_s.rounds + off_c.rounds,
-                wall_s: offline_secs,
-                predicted_bytes: 0,
-                predicted_s: 0.0,
-            },
+            crate::ops_mpc::offline_row(need, cfg, &off_s, &off_c, offline_secs),
         ],
     })
 }

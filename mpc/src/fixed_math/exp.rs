@@ -408,63 +408,9 @@ pub fn add_const(x: &AShare, role: Role, c: i64) -> Result<AShare> {
     x.add_public(role, &vec![v; x.len()])
 }
 
-/// Exact extension from `Z_2^{l1}` to `Z_2^{l2}` of values known to lie in `[0, 2^{l1-1})`.
-///
-/// Protocol: with the share MSBs `m_0, m_1` and the known `msb(x) = 0`, the wrap bit of
-/// `x_0 + x_1` is `m_0 ∨ m_1 = m_0 + m_1 - m_0 m_1`; the product by one COT over
-/// `Z_2^{l2-l1}` (SIRNN's extension with known MSB). Security: semi-honest.
-/// Cost: [`extend_pos_cost`] (one COT over `Z_2^{l2-l1}` per element, 2 flights); for
-/// `l2 <= l1` it is the local [`nl::reduce`].
-pub fn extend_pos<C: Channel>(
-    s: &mut NlSession,
-    ch: &mut C,
-    x: &AShare,
-    to: Ring,
-) -> Result<AShare> {
-    let from = x.ring();
-    let (l1, l2) = (from.bits(), to.bits());
-    if l2 <= l1 {
-        return nl::reduce(x, to);
-    }
-    if x.is_empty() {
-        return AShare::new(to, x.shape().to_vec(), Vec::new());
-    }
-    s.reserve(ch, extend_pos_cost(x.len(), from, to, s.config()).cots)?;
-    let dw = l2 - l1;
-    let dm = if dw >= 64 { u64::MAX } else { (1u64 << dw) - 1 };
-    let msbs: Vec<u64> = x.data().iter().map(|&v| u64::from(from.msb(v))).collect();
-    let w: Vec<u64> = if s.is_ot_sender() {
-        let a = s.cot_send(ch, &msbs, |_| dw)?;
-        msbs.iter()
-            .zip(&a)
-            .map(|(&m, &a)| m.wrapping_add(a) & dm)
-            .collect()
-    } else {
-        let bits: Vec<bool> = msbs.iter().map(|&m| m == 1).collect();
-        let r = s.cot_recv(ch, &bits, |_| dw)?;
-        msbs.iter()
-            .zip(&r)
-            .map(|(&m, &r)| m.wrapping_sub(r) & dm)
-            .collect()
-    };
-    let out = x
-        .data()
-        .iter()
-        .zip(&w)
-        .map(|(&v, &w)| to.sub(v, to.reduce(w << l1)))
-        .collect();
-    AShare::new(to, x.shape().to_vec(), out)
-}
-
-/// Exact cost of [`extend_pos`].
-pub fn extend_pos_cost(n: usize, from: Ring, to: Ring, cfg: NlConfig) -> Cost {
-    if to.bits() <= from.bits() || n == 0 {
-        return Cost::default();
-    }
-    let mut t = Tape::with_config(cfg);
-    NlSession::tape_cot(&mut t, cfg.ot_sender, n, |_| to.bits() - from.bits());
-    t.cost()
-}
+/// Exact extension from `Z_2^{l1}` to `Z_2^{l2}` of values known to lie in `[0, 2^{l1-1})`
+/// (one COT over `Z_2^{l2-l1}` per element): [`super::poly::extend_nonneg`].
+pub use super::poly::{extend_nonneg as extend_pos, extend_nonneg_cost as extend_pos_cost};
 
 /// How `exp(x)` is approximated for `x <= 0`. Both variants clip the input at `-2^n` (one
 /// ReLU: `u = ReLU(x + 2^n)`), reduce the range by scaling (`t = u / 2^n - 1 in [-1, 0]`,

@@ -5,7 +5,7 @@
     reason = "triple indices are below the triple count, which the callers size to the jobs"
 )]
 
-use super::batch::{batch_sizes, ranges};
+use super::batch::{batch_sizes, ranges, slice_b};
 use super::cost::Tape;
 use super::otx::Triples;
 use super::wire::{pack_bits, unpack_bits};
@@ -125,9 +125,7 @@ pub fn and<C: Channel>(s: &mut NlSession, ch: &mut C, x: &BShare, y: &BShare) ->
         let (xb, yb) = (x.to_bits(), y.to_bits());
         let mut out = Vec::with_capacity(x.len());
         for r in rs {
-            let (xs, ys) = (xb.get(r.clone()), yb.get(r));
-            let (xs, ys) = (xs.unwrap_or_default(), ys.unwrap_or_default());
-            out.extend(and(s, ch, &BShare::from_bits(xs), &BShare::from_bits(ys))?.to_bits());
+            out.extend(and(s, ch, &slice_b(&xb, &r), &slice_b(&yb, &r))?.to_bits());
         }
         return Ok(BShare::from_bits(&out));
     }

@@ -15,9 +15,10 @@ use duet_transport::Channel;
 /// per bit (IKNP), 2 flights.
 pub fn b2a<C: Channel>(s: &mut NlSession, ch: &mut C, b: &BShare, ring: Ring) -> Result<AShare> {
     if let Some(rs) = ranges(b.len()) {
+        let bits = b.to_bits();
         let mut out = Vec::with_capacity(b.len());
         for r in rs {
-            out.extend(b2a(s, ch, &slice_b(b, &r), ring)?.into_data());
+            out.extend(b2a(s, ch, &slice_b(&bits, &r), ring)?.into_data());
         }
         return AShare::new(ring, vec![b.len()], out);
     }
@@ -59,9 +60,10 @@ pub fn b2a_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
 /// bytes per element, 3 flights.
 pub fn mux<C: Channel>(s: &mut NlSession, ch: &mut C, c: &BShare, x: &AShare) -> Result<AShare> {
     if let (Some(rs), true) = (ranges(x.len()), c.len() == x.len()) {
+        let bits = c.to_bits();
         let mut out = Vec::with_capacity(x.len());
         for r in rs {
-            out.extend(mux(s, ch, &slice_b(c, &r), &slice_a(x, &r)?)?.into_data());
+            out.extend(mux(s, ch, &slice_b(&bits, &r), &slice_a(x, &r)?)?.into_data());
         }
         return AShare::new(x.ring(), x.shape().to_vec(), out);
     }

@@ -38,8 +38,7 @@ pub(crate) fn slice_a(x: &AShare, r: &Range<usize>) -> Result<AShare> {
     AShare::new(x.ring(), vec![data.len()], data)
 }
 
-/// Bits `r` of `x`.
-pub(crate) fn slice_b(x: &BShare, r: &Range<usize>) -> BShare {
-    let bits = x.to_bits();
+/// Bits `r` of `bits` (the caller unpacks its [`BShare`] once per call) as a share.
+pub(crate) fn slice_b(bits: &[bool], r: &Range<usize>) -> BShare {
     BShare::from_bits(bits.get(r.clone()).unwrap_or_default())
 }
