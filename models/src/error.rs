@@ -79,6 +79,24 @@ pub enum ModelError {
     /// Input the model cannot take (too long, token id out of range, empty).
     #[error("invalid input: {0}")]
     Input(String),
+    /// A secure protocol step failed (the node is named; the cause may be the peer).
+    #[error("secure execution failed at {node}: {source}")]
+    Secure {
+        /// The graph node (or `setup`, `handshake`, `output`).
+        node: String,
+        /// The protocol's error (transport errors name the peer).
+        source: duet_protocols::ProtocolError,
+    },
+    /// A weight outside the fixed-point range the secure run was configured for.
+    #[error("tensor {name:?}: value {value} outside the secure fixed-point range (|w| < {limit})")]
+    WeightRange {
+        /// The tensor.
+        name: String,
+        /// The offending value.
+        value: f64,
+        /// The bound.
+        limit: f64,
+    },
 }
 
 /// Result alias of this crate.

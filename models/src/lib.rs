@@ -1,11 +1,13 @@
 //! Duet models: HuggingFace configs, safetensors weights and tokenizers; a transformer as a
-//! graph of operators; the plaintext f64 reference executor (and, later, the secure executor).
+//! graph of operators; the plaintext f64 reference executor and the secure two-party executor
+//! ([`secure`]).
 
 pub mod builtin;
 pub mod config;
 mod error;
 pub mod graph;
 pub mod reference;
+pub mod secure;
 pub mod tokenizer;
 pub mod weights;
 
@@ -13,7 +15,9 @@ pub use builtin::{BuiltinModel, RandomWeights};
 pub use config::{Activation, Arch, ModelConfig};
 pub use error::{ModelError, Result};
 pub use graph::{Graph, Node, NodeId, Op};
-pub use reference::{run_reference, sentence_embedding, Matrix, WeightSource};
+pub use reference::{
+    run_reference, run_reference_traced, sentence_embedding, Matrix, WeightSource,
+};
 pub use tokenizer::TextTokenizer;
 pub use weights::WeightFile;
 

@@ -2,7 +2,7 @@
 //! It defines what the secure executor must approximate.
 
 use crate::config::Activation;
-use crate::graph::{Graph, NodeId, Op, WeightLayout};
+use crate::graph::{Graph, Node, NodeId, Op, WeightLayout};
 use crate::weights::WeightFile;
 use crate::{ModelError, Result};
 
@@ -48,6 +48,17 @@ impl Matrix {
 
 /// Runs `graph` on token ids `ids` and returns the last hidden state (`ids.len() x hidden`).
 pub fn run_reference(graph: &Graph, weights: &impl WeightSource, ids: &[u32]) -> Result<Matrix> {
+    run_reference_traced(graph, weights, ids, &mut |_, _, _| {})
+}
+
+/// [`run_reference`] calling `observe(node, inputs, output)` after every node: used to find
+/// the value ranges a fixed-point format must cover.
+pub fn run_reference_traced(
+    graph: &Graph,
+    weights: &impl WeightSource,
+    ids: &[u32],
+    observe: &mut dyn FnMut(&Node, &[&Matrix], &Matrix),
+) -> Result<Matrix> {
     let c = &graph.config;
     if ids.is_empty() {
         return Err(ModelError::Input("no tokens".into()));
@@ -188,6 +199,12 @@ pub fn run_reference(graph: &Graph, weights: &impl WeightSource, ids: &[u32]) ->
                 }
             }
         };
+        let ins: Vec<&Matrix> = node
+            .inputs
+            .iter()
+            .filter_map(|&j| vals.get(j).and_then(Option::as_ref))
+            .collect();
+        observe(node, &ins, &out);
         if let Some(v) = vals.get_mut(i) {
             *v = Some(out);
         }

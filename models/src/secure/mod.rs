@@ -1,0 +1,247 @@
+//! The secure executor: runs a [`Graph`] between a client (token ids) and a server (weights)
+//! with the `duet-protocols` operators, every activation staying additively shared between
+//! nodes; only the client learns the last hidden state.
+//!
+//! # Protocol (semi-honest client and server)
+//! 1. **Handshake.** The client sends its public view (model config, sequence length, options);
+//!    the server refuses a mismatch with an error naming both values. The sequence length is
+//!    public, as in every system of this kind.
+//! 2. **Setup.** HE keys of the client for the linear layers (weights bounded by
+//!    `2^weight_bits`) and for the products of two shared operands (attention), both
+//!    `N = 8192`, `log q = 200` (the 128-bit row of the HomomorphicEncryption.org table, see
+//!    `duet_fhe::Preset::N8192Q200Pack`); the OT session ([`NlSession`], Ferret silent OT by
+//!    default). Reported apart as `setup`.
+//! 3. **Nodes in order** ([`exec`]): the private embedding lookup (HE: the client's one-hot
+//!    rows times the server's table, [`duet_protocols::embedding`]); positions and token types
+//!    added to the server's share (public indices); linear layers by [`HeMatMul`] (client-key,
+//!    weights prepared on the fly so the server's memory stays at one matrix); the attention
+//!    products by [`HeMatMulShared`]; GELU / SiLU / tanh-GELU, SoftMax, LayerNorm / RMSNorm as
+//!    configured in [`ProtocolConfig`]; residual sums locally; rotary positions locally (public
+//!    angles) plus one truncation.
+//! 4. **Output.** The server sends its share of the last hidden state to the client only.
+//!
+//! Fixed point: activations in `Z_2^l` (`l = 37`) with `f = 12` fractional bits, weights with
+//! `f_w = 12`; every rescaling is a truncation of a value offset to be non-negative
+//! ([`exec`]`::trunc_signed`: one COT over `Z_2^f` per element, exact to one ulp for
+//! `|x| < 2^{l-2}` encoded). The attention scale `1/sqrt(d)` is folded into the query weights
+//! by the server.
+//!
+//! # Security
+//! Each step is one of the protocols named above, each secure against a semi-honest peer
+//! (their modules state the proofs' assumptions); composition is sequential, and every value
+//! passed between steps is a uniformly random additive share. The server learns the sequence
+//! length; the client learns the output and the public model shape.
+//!
+//! [`HeMatMul`]: duet_protocols::HeMatMul
+//! [`HeMatMulShared`]: duet_protocols::HeMatMulShared
+//! [`NlSession`]: duet_mpc::nonlinear::NlSession
+
+mod exec;
+
+use crate::graph::{Graph, Op};
+use crate::reference::{Matrix, WeightSource};
+use crate::{ModelError, Result};
+use duet_protocols::ProtocolConfig;
+use duet_transport::{Channel, Role};
+use serde::Serialize;
+
+pub use exec::OpKind;
+
+/// Public fixed-point and range choices of a secure run (both parties the same).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SecureOptions {
+    /// Protocol choices (preset).
+    pub protocol: ProtocolConfig,
+    /// Ring width `l` of the activations and linear layers.
+    pub ring_bits: u32,
+    /// Fractional bits `f` of the activations.
+    pub frac: u32,
+    /// Fractional bits of the weights.
+    pub weight_frac: u32,
+    /// Weights (and embedding tables) satisfy `|w| < 2^weight_bits` as reals; larger ones
+    /// are refused with an error naming the tensor.
+    pub weight_bits: u32,
+    /// Activation inputs (GELU, SiLU) satisfy `|x| < 2^act_range_bits`.
+    pub act_range_bits: u32,
+    /// Normalisation inputs satisfy `|x| < 2^norm_in_bits`.
+    pub norm_in_bits: u32,
+    /// Norm scales satisfy `|gamma| < 2^gamma_bits`.
+    pub gamma_bits: u32,
+    /// Fractional bits of the attention logits fed to SoftMax.
+    pub score_frac: u32,
+}
+
+impl Default for SecureOptions {
+    fn default() -> Self {
+        Self::new(ProtocolConfig::default())
+    }
+}
+
+impl SecureOptions {
+    /// The defaults for `protocol`: `l = 37`, `f = f_w = 12`, weights below 16, activation
+    /// inputs below 64, normalisation inputs below 512 (all-MiniLM-L6-v2 reaches 221), norm
+    /// scales below 32, logits with 10 fractional bits.
+    pub fn new(protocol: ProtocolConfig) -> Self {
+        Self {
+            protocol,
+            ring_bits: 37,
+            frac: 12,
+            weight_frac: 12,
+            weight_bits: 4,
+            act_range_bits: 6,
+            norm_in_bits: 9,
+            gamma_bits: 5,
+            score_frac: 10,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(ModelError::Input(format!("secure options: {m}")));
+        if !(24..=62).contains(&self.ring_bits) {
+            return bad(format!("ring of {} bits (24..=62)", self.ring_bits));
+        }
+        if self.frac + self.weight_frac + 10 > self.ring_bits || self.frac < 6 {
+            return bad(format!(
+                "{} + {} fractional bits in a {}-bit ring",
+                self.frac, self.weight_frac, self.ring_bits
+            ));
+        }
+        if self.weight_frac + self.weight_bits > 30 || self.score_frac > 2 * self.frac {
+            return bad("weight or score precision out of range".into());
+        }
+        Ok(())
+    }
+}
+
+/// Traffic and time of one operator kind (this party's view: bytes sent plus received).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct OpRecord {
+    /// Operator kind (`embedding`, `linear`, `attention-matmul`, `softmax`, `activation`,
+    /// `layernorm`, `elementwise`, `output`).
+    pub kind: String,
+    /// Nodes of this kind run.
+    pub calls: u64,
+    /// Payload bytes, both directions.
+    pub bytes: u64,
+    /// Message flights, both directions.
+    pub rounds: u64,
+    /// Wall seconds.
+    pub seconds: f64,
+}
+
+/// What one party measured in a secure run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SecureReport {
+    /// Tokens.
+    pub seq_len: usize,
+    /// Setup (HE keys, OT base and Ferret setup): bytes both directions.
+    pub setup_bytes: u64,
+    /// Setup seconds.
+    pub setup_seconds: f64,
+    /// Online bytes (both directions, everything after setup).
+    pub online_bytes: u64,
+    /// Online seconds.
+    pub online_seconds: f64,
+    /// Per operator kind, in first-use order.
+    pub ops: Vec<OpRecord>,
+}
+
+/// One step of progress: `done` of `total` nodes, the node just finished.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress<'a> {
+    /// Nodes finished.
+    pub done: usize,
+    /// Nodes in the graph.
+    pub total: usize,
+    /// The node's name (`layer3.attention`).
+    pub node: &'a str,
+}
+
+/// The public view both parties must share, sent by the client in the handshake.
+fn public_view(graph: &Graph, seq: usize, opts: &SecureOptions) -> String {
+    format!("{:?} | seq {seq} | {opts:?}", graph.config)
+}
+
+fn check_ids(graph: &Graph, ids: &[u32]) -> Result<()> {
+    let c = &graph.config;
+    if ids.is_empty() {
+        return Err(ModelError::Input("no tokens".into()));
+    }
+    if ids.len() > c.max_positions {
+        return Err(ModelError::Input(format!(
+            "{} tokens, the model takes at most {}",
+            ids.len(),
+            c.max_positions
+        )));
+    }
+    if let Some(&bad) = ids.iter().find(|&&t| t as usize >= c.vocab_size) {
+        return Err(ModelError::Input(format!(
+            "token id {bad} outside the vocabulary of {}",
+            c.vocab_size
+        )));
+    }
+    if !graph
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::Embedding { .. }))
+    {
+        return Err(ModelError::Input("the graph has no embedding".into()));
+    }
+    Ok(())
+}
+
+/// The server side: holds `weights`, learns the sequence length only. Returns its report.
+pub fn run_server<C: Channel, W: WeightSource>(
+    ch: &mut C,
+    graph: &Graph,
+    weights: &W,
+    opts: &SecureOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<SecureReport> {
+    opts.check()?;
+    let view: String = ch.recv_msg().map_err(exec::transport)?;
+    let seq = view
+        .split(" | seq ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .ok_or_else(|| ModelError::Input("malformed handshake from the client".into()))?;
+    let mine = public_view(graph, seq, opts);
+    if view != mine || seq == 0 || seq > graph.config.max_positions {
+        let answer = format!(
+            "the server runs {mine} but the client asked for {view}; both parties need the same model config and options"
+        );
+        ch.send_msg(&Some(answer.clone()))
+            .map_err(exec::transport)?;
+        ch.flush().map_err(exec::transport)?;
+        return Err(ModelError::Input(answer));
+    }
+    ch.send_msg(&None::<String>).map_err(exec::transport)?;
+    ch.flush().map_err(exec::transport)?;
+    let mut e = exec::Engine::setup(ch, Role::Server, graph, seq, opts)?;
+    e.run(Some(weights), None, progress)?;
+    e.finish_server()
+}
+
+/// The client side: holds the token ids (and only the model's public config); gets the last
+/// hidden state (`ids.len() x hidden`) and its report.
+pub fn run_client<C: Channel>(
+    ch: &mut C,
+    graph: &Graph,
+    ids: &[u32],
+    opts: &SecureOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<(Matrix, SecureReport)> {
+    opts.check()?;
+    check_ids(graph, ids)?;
+    ch.send_msg(&public_view(graph, ids.len(), opts))
+        .map_err(exec::transport)?;
+    ch.flush().map_err(exec::transport)?;
+    let answer: Option<String> = ch.recv_msg().map_err(exec::transport)?;
+    if let Some(why) = answer {
+        return Err(ModelError::Input(format!("the server refused: {why}")));
+    }
+    let mut e = exec::Engine::setup(ch, Role::Client, graph, ids.len(), opts)?;
+    e.run(None::<&crate::RandomWeights>, Some(ids), progress)?;
+    e.finish_client()
+}

@@ -1,0 +1,210 @@
+//! The secure executor against the plaintext reference executor on the same graph: small
+//! BERT, GPT-2 and LLaMA shapes with random weights (2 layers), and all-MiniLM-L6-v2's real
+//! weights on CI.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use duet_models::reference::cosine;
+use duet_models::secure::{run_client, run_server, SecureOptions, SecureReport};
+use duet_models::{
+    run_reference, sentence_embedding, Arch, BuiltinModel, Graph, Matrix, ModelConfig, ModelDir,
+    RandomWeights, WeightSource,
+};
+use duet_transport::run_two_party;
+use std::path::PathBuf;
+
+fn secure<W: WeightSource + Sync>(
+    graph: &Graph,
+    w: &W,
+    ids: &[u32],
+    opts: &SecureOptions,
+) -> (Matrix, SecureReport, SecureReport) {
+    let (s, c) = run_two_party(
+        |mut ch| run_server(&mut ch, graph, w, opts, &mut |_| {}),
+        |mut ch| run_client(&mut ch, graph, ids, opts, &mut |_| {}),
+    );
+    let s = s.unwrap();
+    let (m, c) = c.unwrap();
+    (m, s, c)
+}
+
+fn small(b: BuiltinModel) -> ModelConfig {
+    let mut c = b.config();
+    c.layers = 2;
+    c.vocab_size = 1000;
+    c.max_positions = c.max_positions.min(64);
+    match c.arch {
+        Arch::Llama => {
+            c.hidden = 128;
+            c.heads = 4;
+            c.kv_heads = 2;
+            c.intermediate = 256;
+        }
+        _ => {
+            c.hidden = 128;
+            c.heads = 2;
+            c.kv_heads = 2;
+            c.intermediate = 512;
+        }
+    }
+    c
+}
+
+/// Max abs error and cosine of the flattened outputs.
+fn compare(a: &Matrix, b: &Matrix) -> (f64, f64) {
+    assert_eq!((a.rows, a.cols), (b.rows, b.cols));
+    let err = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    (err, cosine(&a.data, &b.data))
+}
+
+fn check_random(b: BuiltinModel, max_err: f64) {
+    let c = small(b);
+    let g = Graph::build(&c);
+    let w = RandomWeights { seed: 7 };
+    // extreme ids: first, last, repeated
+    let ids: Vec<u32> = vec![0, 999, 5, 5, 123, 998, 1, 500];
+    let plain = run_reference(&g, &w, &ids).unwrap();
+    let (got, s, cl) = secure(&g, &w, &ids, &SecureOptions::default());
+    let (err, cos) = compare(&got, &plain);
+    println!(
+        "{}: max abs err {err:.3e}, cosine {cos:.6}, online {} B (server view {} B)",
+        b.name(),
+        cl.online_bytes,
+        s.online_bytes
+    );
+    assert_eq!(
+        s.online_bytes, cl.online_bytes,
+        "both parties count the same traffic"
+    );
+    assert!(
+        err <= max_err,
+        "{}: max abs error {err} > {max_err}",
+        b.name()
+    );
+    assert!(cos >= 0.999, "{}: cosine {cos}", b.name());
+}
+
+#[test]
+fn bert_secure_matches_reference() {
+    check_random(BuiltinModel::BertTiny, 0.1);
+}
+
+#[test]
+fn gpt2_secure_matches_reference() {
+    check_random(BuiltinModel::Gpt2, 0.1);
+}
+
+#[test]
+fn llama_secure_matches_reference() {
+    check_random(BuiltinModel::Llama7bShape, 0.1);
+}
+
+#[test]
+fn mismatched_options_are_refused_by_both() {
+    let c = small(BuiltinModel::BertTiny);
+    let g = Graph::build(&c);
+    let w = RandomWeights { seed: 7 };
+    let other = SecureOptions {
+        frac: 11,
+        ..SecureOptions::default()
+    };
+    let (s, cl) = run_two_party(
+        |mut ch| run_server(&mut ch, &g, &w, &SecureOptions::default(), &mut |_| {}),
+        |mut ch| run_client(&mut ch, &g, &[1, 2, 3], &other, &mut |_| {}),
+    );
+    assert!(s.unwrap_err().to_string().contains("same model config"));
+    assert!(cl.unwrap_err().to_string().contains("server refused"));
+}
+
+#[test]
+fn bad_ids_fail_before_anything_is_sent() {
+    let c = small(BuiltinModel::BertTiny);
+    let g = Graph::build(&c);
+    let (_, cl) = run_two_party(
+        |_ch| (),
+        |mut ch| {
+            run_client(
+                &mut ch,
+                &g,
+                &[1, 1000],
+                &SecureOptions::default(),
+                &mut |_| {},
+            )
+        },
+    );
+    assert!(cl
+        .unwrap_err()
+        .to_string()
+        .contains("outside the vocabulary"));
+}
+
+/// `DUET_SHARED_DIR`, else `../shared` beside the repository; on CI a missing folder fails.
+fn shared() -> Option<PathBuf> {
+    let dir = std::env::var_os("DUET_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    if dir
+        .join("models/all-MiniLM-L6-v2/model.safetensors")
+        .exists()
+    {
+        return Some(dir);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "shared models not found at {} (set DUET_SHARED_DIR)",
+            dir.display()
+        );
+    }
+    eprintln!("SKIPPED: MiniLM weights not found at {}", dir.display());
+    None
+}
+
+#[derive(serde::Deserialize)]
+struct RefEntry {
+    text: String,
+    input_ids: Vec<u32>,
+    embedding: Vec<f64>,
+}
+
+fn minilm(count: usize) {
+    let Some(shared) = shared() else { return };
+    let model = ModelDir::open(&shared.join("models/all-MiniLM-L6-v2")).unwrap();
+    let weights = model.open_weights().unwrap();
+    let text = std::fs::read_to_string(shared.join("reference/minilm/reference.json")).unwrap();
+    let refs: Vec<RefEntry> = serde_json::from_str(&text).unwrap();
+    let opts = SecureOptions::default();
+    for r in refs.iter().take(count) {
+        let (hidden, _, c) = secure(&model.graph, &weights, &r.input_ids, &opts);
+        let emb = sentence_embedding(&hidden);
+        let cos = cosine(&emb, &r.embedding);
+        println!(
+            "MiniLM secure cosine {cos:.6} ({} tokens, {} B online, {:.1} s): {:?}",
+            r.input_ids.len(),
+            c.online_bytes,
+            c.online_seconds,
+            r.text
+        );
+        assert!(cos >= 0.999, "{:?}: cosine {cos}", r.text);
+    }
+}
+
+#[test]
+fn minilm_secure_embeddings_match_the_reference() {
+    minilm(3);
+}
+
+#[test]
+#[ignore = "all 13 sentences: cargo test --release -p duet-models --test secure -- --ignored --nocapture"]
+fn minilm_secure_all_sentences() {
+    minilm(usize::MAX);
+}
