@@ -107,6 +107,7 @@ pub(crate) struct Engine<'a, C: Channel> {
     /// Per node: the factor folded into a linear layer's weights (`1/sqrt(d)` for queries).
     scale: Vec<f64>,
     records: Vec<(OpKind, OpRecord)>,
+    nodes: Vec<OpRecord>,
     setup_bytes: u64,
     setup_seconds: f64,
     online_start: Instant,
@@ -187,6 +188,7 @@ impl<'a, C: Channel> Engine<'a, C> {
             table: Vec::new(),
             scale,
             records: Vec::new(),
+            nodes: Vec::new(),
             setup_bytes: traffic(after, before).0,
             setup_seconds: t.elapsed().as_secs_f64(),
             online_start: Instant::now(),
@@ -195,9 +197,17 @@ impl<'a, C: Channel> Engine<'a, C> {
         })
     }
 
-    fn record(&mut self, kind: OpKind, since: (Instant, ChannelStats), calls: u64) {
+    fn record(&mut self, node: &str, kind: OpKind, since: (Instant, ChannelStats), calls: u64) {
         let (bytes, rounds) = traffic(self.ch.stats(), since.1);
         let seconds = since.0.elapsed().as_secs_f64();
+        self.nodes.push(OpRecord {
+            name: node.into(),
+            kind: kind.name().into(),
+            calls: 1,
+            bytes,
+            rounds,
+            seconds,
+        });
         match self.records.iter_mut().find(|(k, _)| *k == kind) {
             Some((_, r)) => {
                 r.calls += calls;
@@ -208,6 +218,7 @@ impl<'a, C: Channel> Engine<'a, C> {
             None => self.records.push((
                 kind,
                 OpRecord {
+                    name: kind.name().into(),
                     kind: kind.name().into(),
                     calls,
                     bytes,
@@ -421,7 +432,7 @@ impl<'a, C: Channel> Engine<'a, C> {
                 )
             }
         };
-        self.record(kind, since, 1);
+        self.record(name, kind, since, 1);
         Ok(Some(out))
     }
 
@@ -789,7 +800,7 @@ impl<'a, C: Channel> Engine<'a, C> {
         let s = AShare::new(self.ring, vec![heads * n, n], s).map_err(at(node))?;
         let fs = self.opts.score_frac;
         let s = self.trunc_signed(node, &s, 2 * f - fs)?;
-        self.record(OpKind::AttentionMatmul, since, 1);
+        self.record(&format!("{node}.scores"), OpKind::AttentionMatmul, since, 1);
         let since = self.mark();
         let mask: Option<Vec<bool>> = a.causal.then(|| {
             (0..heads * n * n)
@@ -800,7 +811,7 @@ impl<'a, C: Channel> Engine<'a, C> {
         let p = softmax(&mut self.nl, self.ch, &s, fs, mask.as_deref(), &cfg).map_err(at(node))?;
         let fp = cfg.exp.frac;
         let p = self.convert_nonneg(node, p)?;
-        self.record(OpKind::Softmax, since, 1);
+        self.record(&format!("{node}.softmax"), OpKind::Softmax, since, 1);
         let since = self.mark();
         let yv = Self::per_head(v, n, heads, group, hd, false);
         let z = self.shared_matmul(node, SharedShape::new(heads, n, n, hd), p.data(), &yv)?;
@@ -821,13 +832,22 @@ impl<'a, C: Channel> Engine<'a, C> {
                 }
             }
         }
-        self.record(OpKind::AttentionMatmul, since, 0);
+        self.record(
+            &format!("{node}.context"),
+            OpKind::AttentionMatmul,
+            since,
+            0,
+        );
         self.share(node, n, heads * hd, out)
     }
 
     fn report(&self) -> SecureReport {
-        let (online_bytes, _) = traffic(self.ch.stats(), self.online_stats);
+        let d = self.ch.stats() - self.online_stats;
+        let online_bytes = d.bytes_sent + d.bytes_received;
         SecureReport {
+            online_sent: d.bytes_sent,
+            online_received: d.bytes_received,
+            nodes: self.nodes.clone(),
             seq_len: self.seq,
             setup_bytes: self.setup_bytes,
             setup_seconds: self.setup_seconds,
@@ -850,7 +870,7 @@ impl<'a, C: Channel> Engine<'a, C> {
         let share = self.output_share()?.data().to_vec();
         self.ch.send_u64s(&share).map_err(at("output"))?;
         self.ch.flush().map_err(at("output"))?;
-        self.record(OpKind::Output, since, 1);
+        self.record("output", OpKind::Output, since, 1);
         Ok(self.report())
     }
 
@@ -864,7 +884,7 @@ impl<'a, C: Channel> Engine<'a, C> {
         let plain = mine.reconstruct(&theirs).map_err(at("output"))?;
         let fp = FixedPoint::new(self.ring, self.opts.frac).map_err(at("output"))?;
         let cols = mine.shape().get(1).copied().unwrap_or(1);
-        self.record(OpKind::Output, since, 1);
+        self.record("output", OpKind::Output, since, 1);
         let m = Matrix {
             rows: self.seq,
             cols,

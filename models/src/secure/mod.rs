@@ -116,6 +116,8 @@ impl SecureOptions {
 /// Traffic and time of one operator kind (this party's view: bytes sent plus received).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct OpRecord {
+    /// The node (`layer0.attention.softmax`), or the kind for per-kind totals.
+    pub name: String,
     /// Operator kind (`embedding`, `linear`, `attention-matmul`, `softmax`, `activation`,
     /// `layernorm`, `elementwise`, `output`).
     pub kind: String,
@@ -140,10 +142,16 @@ pub struct SecureReport {
     pub setup_seconds: f64,
     /// Online bytes (both directions, everything after setup).
     pub online_bytes: u64,
+    /// Online bytes this party sent.
+    pub online_sent: u64,
+    /// Online bytes this party received.
+    pub online_received: u64,
     /// Online seconds.
     pub online_seconds: f64,
     /// Per operator kind, in first-use order.
     pub ops: Vec<OpRecord>,
+    /// Per node (attention split into `.scores`, `.softmax`, `.context`), in execution order.
+    pub nodes: Vec<OpRecord>,
 }
 
 /// One step of progress: `done` of `total` nodes, the node just finished.
