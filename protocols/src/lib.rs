@@ -71,3 +71,8 @@ pub use matmul::{
     HeMatMulSharedServer, HeServerSetup, HeWeights, LayoutPolicy, MatmulPlan, MatmulShape,
     PrepareMode, SharedInputs, SharedShape,
 };
+pub mod embedding;
+pub use embedding::{
+    EmbeddingServerKeys, EmbeddingTable, EncryptedEmbeddingTable, PrivateEmbedding,
+    ServerKeyEmbedding,
+};
