@@ -10,7 +10,7 @@
 )]
 
 use duet_models::reference::cosine;
-use duet_models::secure::{run_client, run_server, SecureOptions, SecureReport};
+use duet_models::secure::{run_client, run_server, EmbeddingMode, SecureOptions, SecureReport};
 use duet_models::{
     run_reference, sentence_embedding, Arch, BuiltinModel, Graph, Matrix, ModelConfig, ModelDir,
     RandomWeights, WeightSource,
@@ -107,6 +107,26 @@ fn gpt2_secure_matches_reference() {
 #[test]
 fn llama_secure_matches_reference() {
     check_random(BuiltinModel::Llama7bShape, 0.1);
+}
+
+#[test]
+fn server_key_embedding_gives_the_same_model_output() {
+    let c = small(BuiltinModel::BertTiny);
+    let g = Graph::build(&c);
+    let w = RandomWeights { seed: 3 };
+    let ids: Vec<u32> = vec![999, 0, 17, 17];
+    let plain = run_reference(&g, &w, &ids).unwrap();
+    let opts = SecureOptions {
+        embedding: EmbeddingMode::ServerKey,
+        ..SecureOptions::default()
+    };
+    let (got, s, cl) = secure(&g, &w, &ids, &opts);
+    let (err, cos) = compare(&got, &plain);
+    assert!(err <= 0.1 && cos >= 0.999, "err {err}, cosine {cos}");
+    assert!(cl.cached_bytes > 0 && cl.cached_bytes == s.cached_bytes);
+    let (_, _, he) = secure(&g, &w, &ids, &SecureOptions::default());
+    assert_eq!(he.cached_bytes, 0);
+    assert!(cl.online_bytes < he.online_bytes);
 }
 
 #[test]
@@ -207,4 +227,36 @@ fn minilm_secure_embeddings_match_the_reference() {
 #[ignore = "all 13 sentences: cargo test --release -p duet-models --test secure -- --ignored --nocapture"]
 fn minilm_secure_all_sentences() {
     minilm(usize::MAX);
+}
+
+/// BERT-base at 128 tokens in one process (both parties): the per-kind figures.
+#[test]
+#[ignore = "minutes: cargo test --release -p duet-models --test secure bert_base -- --ignored --nocapture"]
+fn bert_base_figures() {
+    let seq: usize = std::env::var("DUET_SEQ")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(128);
+    let layers: usize = std::env::var("DUET_LAYERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let mut c = BuiltinModel::BertBase.config();
+    c.layers = layers;
+    let g = Graph::build(&c);
+    let w = RandomWeights { seed: 1 };
+    let ids: Vec<u32> = (0..seq).map(|i| (i * 7919 % 30522) as u32).collect();
+    let t = std::time::Instant::now();
+    let (got, s, cl) = secure(&g, &w, &ids, &SecureOptions::default());
+    let wall = t.elapsed().as_secs_f64();
+    let plain = run_reference(&g, &w, &ids).unwrap();
+    let (err, cos) = compare(&got, &plain);
+    println!("bert-base {layers} layers, {seq} tokens: wall {wall:.1} s, setup {} B, online {} B, err {err:.3e}, cosine {cos:.6}", cl.setup_bytes, cl.online_bytes);
+    for r in &cl.ops {
+        println!(
+            "  {:18} calls {:4} bytes {:14} rounds {:6} client {:8.2} s",
+            r.kind, r.calls, r.bytes, r.rounds, r.seconds
+        );
+    }
+    assert_eq!(s.online_bytes, cl.online_bytes);
 }

@@ -1,6 +1,6 @@
 //! The node-by-node engine of the secure executor (both parties run the same walk).
 
-use super::{OpRecord, Progress, SecureOptions, SecureReport};
+use super::{EmbeddingMode, OpRecord, Progress, SecureOptions, SecureReport};
 use crate::config::Activation;
 use crate::graph::{Graph, Node, NodeId, Op, WeightLayout};
 use crate::reference::{Matrix, WeightSource};
@@ -14,17 +14,15 @@ use duet_protocols::nonlinear::activation::{gelu, gelu_new, silu, ActFormat};
 use duet_protocols::nonlinear::norm::{norm, NormKind, NormWeights};
 use duet_protocols::nonlinear::softmax::softmax;
 use duet_protocols::{
-    HeClientSetup, HeMatMul, HeMatMulShared, HeServerSetup, HeWeights, LayoutPolicy, MatmulShape,
-    PrepareMode, ProtocolError, SharedShape,
+    EmbeddingServerKeys, EmbeddingTable, HeClientSetup, HeMatMul, HeMatMulShared, HeServerSetup,
+    HeWeights, LayoutPolicy, MatmulShape, PrepareMode, PrivateEmbedding, ProtocolError,
+    ServerKeyEmbedding, SharedShape,
 };
 use duet_transport::{Channel, ChannelStats, Role, TransportError};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// Rows of the embedding table per HE product (the noise budget allows 8,192 terms).
-const EMBED_CHUNK: usize = 8000;
 
 /// The operator kinds the report groups traffic by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -102,8 +100,7 @@ pub(crate) struct Engine<'a, C: Channel> {
     shared_params: Arc<RlweParameters>,
     rng: ChaCha20Rng,
     vals: Vec<Option<AShare>>,
-    /// The server's quantised embedding table while the lookup runs.
-    table: Vec<i64>,
+    cached_bytes: u64,
     /// Per node: the factor folded into a linear layer's weights (`1/sqrt(d)` for queries).
     scale: Vec<f64>,
     records: Vec<(OpKind, OpRecord)>,
@@ -185,7 +182,7 @@ impl<'a, C: Channel> Engine<'a, C> {
             shared_params,
             rng,
             vals: vec![None; graph.nodes.len()],
-            table: Vec::new(),
+            cached_bytes: 0,
             scale,
             records: Vec::new(),
             nodes: Vec::new(),
@@ -505,65 +502,68 @@ impl<'a, C: Channel> Engine<'a, C> {
         let c = &self.graph.config;
         let (n, vocab, h) = (self.seq, c.vocab_size, c.hidden);
         let f = self.opts.frac;
-        // the HE inner dimension is bounded by the noise budget (8192 products per output):
-        // the table is split into row chunks whose shares add up
-        let chunks = vocab.div_ceil(EMBED_CHUNK);
-        let rows = vocab.div_ceil(chunks.max(1));
-        let ring = self.ring;
-        let mut parts: Vec<Vec<u64>> = Vec::with_capacity(chunks);
-        for c0 in (0..vocab).step_by(rows.max(1)) {
-            let d = rows.min(vocab - c0);
-            let shape = MatmulShape::new(n, d, h);
-            let part = match (&self.keys, weights, ids) {
-                (Keys::Client { lin, .. }, _, Some(ids)) => {
-                    // the client's one-hot rows: all of X is the client's, the server's share is 0
-                    let mut x = vec![0u64; n * d];
-                    for (r, &t) in ids.iter().enumerate() {
-                        let t = t as usize;
-                        if (c0..c0 + d).contains(&t) {
-                            if let Some(v) = x.get_mut(r * d + t - c0) {
-                                *v = 1;
-                            }
-                        }
-                    }
-                    HeMatMul::run_client(
-                        self.ch,
-                        lin,
-                        shape,
-                        LayoutPolicy::MinBytes,
-                        &x,
-                        &mut self.rng,
-                    )
+        let limit = 1u64 << (self.opts.weight_bits + f);
+        let he_params = || -> Result<Arc<RlweParameters>> {
+            // the preset with the fewest bytes (setup + lookup) for this shape
+            let mut best: Option<(u64, Arc<RlweParameters>)> = None;
+            for p in duet_protocols::embedding::EMBEDDING_PRESETS {
+                let Ok(params) = PrivateEmbedding::params_with(p, self.ring.bits(), limit, vocab)
+                else {
+                    continue;
+                };
+                let bytes = PrivateEmbedding::cost(&params, n, vocab, h)
                     .map_err(at(node))?
+                    .bytes
+                    + HeClientSetup::setup_cost(&params).bytes;
+                if best.as_ref().is_none_or(|(b, _)| bytes < *b) {
+                    best = Some((bytes, params));
                 }
-                (Keys::Server { lin, .. }, Some(_), _) => {
-                    if c0 == 0 {
-                        let table = Self::weight(weights, word, &[vocab, h])?;
-                        self.table = self.quantise(word, &table, f, 1.0)?;
-                    }
-                    let t = self.table.get(c0 * h..(c0 + d) * h).unwrap_or(&[]).to_vec();
-                    let mut w =
-                        HeWeights::new(&self.lin_params, d, h, t, None).map_err(at(node))?;
-                    w.prepare(n, LayoutPolicy::MinBytes, PrepareMode::OnTheFly)
-                        .map_err(at(node))?;
-                    HeMatMul::run_server(self.ch, lin, &w, n, None, &mut self.rng)
-                        .map_err(at(node))?
-                }
-                _ => {
-                    return Err(ModelError::Input(
-                        "embedding: missing ids or weights".into(),
-                    ))
-                }
-            };
-            parts.push(part);
-        }
-        self.table = Vec::new();
-        let mut s = vec![0u64; n * h];
-        for part in parts {
-            for (a, p) in s.iter_mut().zip(part) {
-                *a = ring.add(*a, p);
             }
-        }
+            best.map(|(_, p)| p).ok_or_else(|| ModelError::Secure {
+                node: node.into(),
+                source: ProtocolError::Config("no HE parameters fit the embedding table".into()),
+            })
+        };
+        let mut s = match (self.opts.embedding, &self.keys, ids) {
+            (EmbeddingMode::HeLookup, Keys::Client { .. }, Some(ids)) => {
+                let params = he_params()?;
+                let keys = HeClientSetup::run(self.ch, &params, &mut self.rng).map_err(at(node))?;
+                PrivateEmbedding::run_client(self.ch, &keys, vocab, h, ids, &mut self.rng)
+                    .map_err(at(node))?
+            }
+            (EmbeddingMode::HeLookup, Keys::Server { .. }, _) => {
+                let params = he_params()?;
+                let keys = HeServerSetup::run(self.ch, &params).map_err(at(node))?;
+                let table = Self::weight(weights, word, &[vocab, h])?;
+                let t = self.quantise(word, &table, f, 1.0)?;
+                drop(table);
+                let t = EmbeddingTable::new(&params, vocab, h, t).map_err(at(node))?;
+                PrivateEmbedding::run_server(self.ch, &keys, &t, n, &mut self.rng)
+                    .map_err(at(node))?
+            }
+            (EmbeddingMode::ServerKey, Keys::Client { .. }, Some(ids)) => {
+                let params = ServerKeyEmbedding::params(self.ring.bits()).map_err(at(node))?;
+                let before = self.ch.stats();
+                let model =
+                    ServerKeyEmbedding::recv_table(self.ch, &params, vocab, h).map_err(at(node))?;
+                self.cached_bytes += traffic(self.ch.stats(), before).0;
+                ServerKeyEmbedding::run_client(self.ch, &model, ids, &mut self.rng)
+                    .map_err(at(node))?
+            }
+            (EmbeddingMode::ServerKey, Keys::Server { .. }, _) => {
+                let params = ServerKeyEmbedding::params(self.ring.bits()).map_err(at(node))?;
+                let keys = EmbeddingServerKeys::generate(&params, &mut self.rng);
+                let table = Self::weight(weights, word, &[vocab, h])?;
+                let t = self.quantise(word, &table, f, 1.0)?;
+                drop(table);
+                let before = self.ch.stats();
+                ServerKeyEmbedding::send_table(self.ch, &keys, vocab, h, &t, &mut self.rng)
+                    .map_err(at(node))?;
+                self.cached_bytes += traffic(self.ch.stats(), before).0;
+                ServerKeyEmbedding::run_server(self.ch, &keys, h, n).map_err(at(node))?
+            }
+            _ => return Err(ModelError::Input("embedding: the client has no ids".into())),
+        };
         if weights.is_some() {
             {
                 // public positions and token type 0: added to the server's share
@@ -843,8 +843,9 @@ impl<'a, C: Channel> Engine<'a, C> {
 
     fn report(&self) -> SecureReport {
         let d = self.ch.stats() - self.online_stats;
-        let online_bytes = d.bytes_sent + d.bytes_received;
+        let online_bytes = d.bytes_sent + d.bytes_received - self.cached_bytes;
         SecureReport {
+            cached_bytes: self.cached_bytes,
             online_sent: d.bytes_sent,
             online_received: d.bytes_received,
             nodes: self.nodes.clone(),

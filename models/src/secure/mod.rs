@@ -47,11 +47,26 @@ use serde::Serialize;
 
 pub use exec::OpKind;
 
+/// How the private embedding lookup runs (both hide the ids from the server and the table
+/// from the client).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum EmbeddingMode {
+    /// Client-key HE on the one-hot ids ([`duet_protocols::PrivateEmbedding`]): no cached
+    /// state, the server touches the whole table per token.
+    #[default]
+    HeLookup,
+    /// The table encrypted once under the server's key and sent to the client (reported as
+    /// `cached`), then one small ciphertext per token ([`duet_protocols::ServerKeyEmbedding`]).
+    ServerKey,
+}
+
 /// Public fixed-point and range choices of a secure run (both parties the same).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SecureOptions {
     /// Protocol choices (preset).
     pub protocol: ProtocolConfig,
+    /// The embedding lookup.
+    pub embedding: EmbeddingMode,
     /// Ring width `l` of the activations and linear layers.
     pub ring_bits: u32,
     /// Fractional bits `f` of the activations.
@@ -84,6 +99,7 @@ impl SecureOptions {
     pub fn new(protocol: ProtocolConfig) -> Self {
         Self {
             protocol,
+            embedding: EmbeddingMode::HeLookup,
             ring_bits: 37,
             frac: 12,
             weight_frac: 12,
@@ -140,7 +156,10 @@ pub struct SecureReport {
     pub setup_bytes: u64,
     /// Setup seconds.
     pub setup_seconds: f64,
-    /// Online bytes (both directions, everything after setup).
+    /// Bytes a repeated session with the same model would not send again (the encrypted
+    /// table of [`EmbeddingMode::ServerKey`]); excluded from `online_bytes`.
+    pub cached_bytes: u64,
+    /// Online bytes (both directions, everything after setup, except `cached_bytes`).
     pub online_bytes: u64,
     /// Online bytes this party sent.
     pub online_sent: u64,
