@@ -2,12 +2,14 @@
 
 use crate::report::{peak_rss_bytes, Accuracy, Bytes, PeakRss, Report};
 use crate::{linear_demo, share_demo, DuetError};
-use duet_transport::quic::{connect, Fingerprint, Identity, QuicConfig, QuicListener, QuicRuntime};
+use duet_transport::quic::{
+    connect, Fingerprint, Identity, QuicConfig, QuicListener, QuicRuntime, QuicSession,
+};
 use duet_transport::{Channel, Role, Session};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-/// Built-in payloads that need no files.
+/// Built-in payloads that need no files (besides the built-in models).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Builtin {
     /// One secure linear layer: the client's 16x64 input times the server's 64x32 weights
@@ -18,7 +20,15 @@ pub enum Builtin {
 }
 
 impl Builtin {
-    fn name(self) -> &'static str {
+    /// The payload named `name`, if it is one of these.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Builtin::LinearDemo, Builtin::ShareDemo]
+            .into_iter()
+            .find(|b| b.name() == name)
+    }
+
+    /// The CLI name.
+    pub fn name(self) -> &'static str {
         match self {
             Builtin::LinearDemo => "linear-demo",
             Builtin::ShareDemo => "share-demo",
@@ -53,18 +63,7 @@ fn run_side<S: Session>(builtin: Builtin, session: &S, role: Role) -> Result<Sid
     // Both sides must run the same payload: say which, before anything else.
     {
         let mut ch = session.channel(PAYLOAD_CHANNEL)?;
-        let theirs: String = ch.exchange_msg(&builtin.name().to_string())?;
-        if theirs != builtin.name() {
-            // Closing a QUIC connection discards unacknowledged data, so before this side
-            // closes it waits for the peer's acknowledgement, sent once the peer has read our
-            // name; then both sides report the mismatch. A failure here changes nothing: the
-            // mismatch is already known.
-            let _: Result<u8, _> = ch.exchange_msg(&0u8);
-            return Err(DuetError::Usage(format!(
-                "the peer runs the built-in payload {theirs:?}, this side {:?}; pass the same --builtin to both",
-                builtin.name()
-            )));
-        }
+        check_payload(&mut ch, builtin.name())?;
     }
     let (out, ops, setup) = match builtin {
         Builtin::LinearDemo => {
@@ -95,15 +94,32 @@ fn run_side<S: Session>(builtin: Builtin, session: &S, role: Role) -> Result<Sid
 
 /// Sub-channel on which the two sides compare their payload names (its bytes are counted in
 /// the session totals but not in any operator row).
-const PAYLOAD_CHANNEL: u32 = 1000;
+const PAYLOAD_CHANNEL: u32 = crate::model_bench::PAYLOAD_CHANNEL;
 
-/// Elements in the demo tensors.
-pub const DEMO_LEN: usize = 4096;
-const DEMO_SEED: u64 = 2026;
+/// Both sides say which payload they run (`linear-demo`, `share-demo`, `secure-model`); a
+/// mismatch is an error on both sides.
+pub fn check_payload<C: Channel>(ch: &mut C, name: &str) -> Result<(), DuetError> {
+    let theirs: String = ch.exchange_msg(&name.to_string())?;
+    if theirs != name {
+        // Closing a QUIC connection discards unacknowledged data, so before this side
+        // closes it waits for the peer's acknowledgement, sent once the peer has read our
+        // name; then both sides report the mismatch. A failure here changes nothing: the
+        // mismatch is already known.
+        let _: Result<u8, _> = ch.exchange_msg(&0u8);
+        return Err(DuetError::Usage(format!(
+            "the peer runs the payload {theirs:?}, this side {name:?}; pass the same --builtin (or --model folders with the same config) to both"
+        )));
+    }
+    Ok(())
+}
 
-/// Both parties in one process over loopback QUIC (certificates generated and pinned
-/// automatically). Returns the client's report.
-pub fn run_demo(builtin: Builtin) -> Result<Report, DuetError> {
+/// Runs `server` and `client` on the two ends of one loopback QUIC connection in this
+/// process (fresh certificates, each pinned by the other). When both sides fail, the error
+/// names both reasons.
+pub fn loopback<RS: Send, RC>(
+    server: impl FnOnce(&QuicSession) -> Result<RS, DuetError> + Send,
+    client: impl FnOnce(&QuicSession) -> Result<RC, DuetError>,
+) -> Result<(RS, RC), DuetError> {
     let rt = QuicRuntime::recommended()?;
     let server_id = Identity::generate()?;
     let client_id = Identity::generate()?;
@@ -116,27 +132,47 @@ pub fn run_demo(builtin: Builtin) -> Result<Report, DuetError> {
         cfg.clone(),
     )?;
     let addr = listener.local_addr()?;
-    let t = Instant::now();
     let (server_res, client_res) = std::thread::scope(|s| {
-        let server = s.spawn(|| -> Result<_, DuetError> {
+        let listener = &listener;
+        let handle = s.spawn(move || -> Result<RS, DuetError> {
             let session = listener.accept()?;
-            let side = run_side(builtin, &session, Role::Server)?;
+            let out = server(&session)?;
             session.close()?;
-            Ok(side)
+            Ok(out)
         });
-        let client = (|| -> Result<_, DuetError> {
+        let client = (|| -> Result<RC, DuetError> {
             let session = connect(&rt, addr, &client_id, server_id.fingerprint(), cfg)?;
-            let side = run_side(builtin, &session, Role::Client)?;
+            let out = client(&session)?;
             session.close()?;
-            Ok(side)
+            Ok(out)
         })();
-        let server = server
+        let server = handle
             .join()
             .map_err(|_| DuetError::ThreadPanicked("server"));
         (server, client)
     });
-    let server = server_res??;
-    let client = client_res?;
+    match (server_res.and_then(|r| r), client_res) {
+        (Ok(s), Ok(c)) => Ok((s, c)),
+        (Ok(_), Err(c)) => Err(c),
+        (Err(s), Ok(_)) => Err(s),
+        (Err(s), Err(c)) => Err(DuetError::Usage(format!(
+            "server side: {s}; client side: {c}"
+        ))),
+    }
+}
+
+/// Elements in the demo tensors.
+pub const DEMO_LEN: usize = 4096;
+const DEMO_SEED: u64 = 2026;
+
+/// Both parties in one process over loopback QUIC (certificates generated and pinned
+/// automatically). Returns the client's report.
+pub fn run_demo(builtin: Builtin) -> Result<Report, DuetError> {
+    let t = Instant::now();
+    let (server, client) = loopback(
+        |session| run_side(builtin, session, Role::Server),
+        |session| run_side(builtin, session, Role::Client),
+    )?;
     let wall = t.elapsed().as_secs_f64();
     let rss = peak_rss_bytes();
     let mut r = side_report(builtin, wall, &client, Role::Client);

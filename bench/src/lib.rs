@@ -4,9 +4,12 @@
 //! tests and other programs can call it.
 
 pub mod demo;
+pub mod infer;
 pub mod linear_demo;
+pub mod model_bench;
 pub mod ops;
 pub mod ops_act;
+pub mod ops_embedding;
 pub mod ops_he_mul;
 pub mod ops_mpc;
 pub mod ops_norm;
@@ -31,6 +34,9 @@ pub enum DuetError {
     /// A hybrid protocol (HE linear layer, ...) failed.
     #[error(transparent)]
     Protocol(#[from] duet_protocols::ProtocolError),
+    /// A model could not be loaded or run.
+    #[error(transparent)]
+    Model(#[from] duet_models::ModelError),
     /// Bad command-line usage.
     #[error("{0}")]
     Usage(String),

@@ -2,8 +2,11 @@
 
 use clap::{Parser, Subcommand};
 use duet_bench::demo::{self, Builtin, RemoteSide};
+use duet_bench::infer::{self, InferArgs, Link};
+use duet_bench::model_bench::{self, BenchModelArgs, InputArg, ModelArg, ModelReport};
 use duet_bench::transport_bench::{self, TransportBenchArgs};
 use duet_bench::DuetError;
+use duet_models::BuiltinModel;
 use duet_transport::quic::{Fingerprint, Identity, QuicConfig};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -41,11 +44,39 @@ struct NetArgs {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Both parties in one process over loopback QUIC on a built-in payload; no files needed.
+    /// Both parties in one process over loopback QUIC on a built-in model (bert-tiny with
+    /// seeded random weights, a few tokens); no files needed.
     Demo {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// A built-in model (bert-tiny, ...) or payload (linear-demo, share-demo).
+        #[arg(long, default_value = "bert-tiny")]
+        builtin: String,
+    },
+    /// Secure inference with both parties in this process over loopback QUIC: one run per
+    /// input line. A built-in model has no tokenizer: each UTF-8 byte of the text is a token id.
+    Infer {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        input: InputArgs,
+        /// Protocol preset: duet, iron, bolt, bumblebee or puma.
+        #[arg(long, default_value = "duet")]
+        protocol: String,
+        /// Print the report as JSON (no progress bar).
+        #[arg(long)]
+        json: bool,
+    },
+    /// The server of `duet bench model` (run by it as a child process).
+    #[command(name = "bench-server", hide = true)]
+    BenchServer {
+        #[arg(long)]
+        builtin: String,
+        #[arg(long)]
+        protocol: String,
+        #[arg(long)]
+        peer_fingerprint: String,
     },
     /// Print this party's certificate fingerprint (creating the identity if needed).
     Fingerprint {
@@ -61,9 +92,13 @@ enum Command {
         /// A model folder (HuggingFace config.json + model.safetensors).
         #[arg(long, conflicts_with = "builtin", required_unless_present = "builtin")]
         model: Option<PathBuf>,
-        /// A built-in payload.
-        #[arg(long, value_enum)]
-        builtin: Option<Builtin>,
+        /// A built-in model (bert-tiny, bert-base, bert-large, gpt2, llama-7b-shape) or
+        /// payload (linear-demo, share-demo).
+        #[arg(long)]
+        builtin: Option<String>,
+        /// Protocol preset (models only): duet, iron, bolt, bumblebee or puma.
+        #[arg(long, default_value = "duet")]
+        protocol: String,
         #[command(flatten)]
         net: NetArgs,
     },
@@ -71,9 +106,24 @@ enum Command {
     Connect {
         /// Server address, e.g. 192.0.2.1:4433.
         addr: String,
-        /// A built-in payload (must match the server's).
-        #[arg(long, value_enum, default_value = "linear-demo")]
-        builtin: Builtin,
+        /// A model folder: only its config.json (and tokenizer.json for text) are read.
+        #[arg(long, conflicts_with = "builtin")]
+        model: Option<PathBuf>,
+        /// A built-in model or payload (must match the server's); default linear-demo.
+        #[arg(long)]
+        builtin: Option<String>,
+        /// Text to embed (one secure run per line).
+        #[arg(long, conflicts_with_all = ["text_file", "seq_len"])]
+        text: Option<String>,
+        /// A file of texts (one secure run per non-empty line).
+        #[arg(long, conflicts_with = "seq_len")]
+        text_file: Option<PathBuf>,
+        /// Run on N token ids drawn from a public seed instead of text.
+        #[arg(long)]
+        seq_len: Option<usize>,
+        /// Protocol preset (models only).
+        #[arg(long, default_value = "duet")]
+        protocol: String,
         #[command(flatten)]
         net: NetArgs,
     },
@@ -84,8 +134,50 @@ enum Command {
     },
 }
 
+#[derive(clap::Args, Debug, Clone)]
+struct ModelArgs {
+    /// A HuggingFace model folder (config.json, model.safetensors, tokenizer.json).
+    #[arg(long, conflicts_with = "builtin", required_unless_present = "builtin")]
+    model: Option<PathBuf>,
+    /// A built-in model: bert-tiny, bert-base, bert-large, gpt2, llama-7b-shape.
+    #[arg(long)]
+    builtin: Option<String>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct InputArgs {
+    /// Text to embed (one secure run per line).
+    #[arg(long, conflicts_with_all = ["text_file", "seq_len"], required_unless_present_any = ["text_file", "seq_len"])]
+    text: Option<String>,
+    /// A file of texts (one secure run per non-empty line).
+    #[arg(long, conflicts_with = "seq_len")]
+    text_file: Option<PathBuf>,
+    /// Run on N token ids drawn from a public seed instead of text.
+    #[arg(long)]
+    seq_len: Option<usize>,
+}
+
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
+    /// A whole built-in model between two processes (the server a child of this one) on
+    /// seeded token ids: traffic, time, peak RSS of each party, accuracy.
+    Model {
+        /// A built-in model: bert-tiny, bert-base, bert-large, gpt2, llama-7b-shape.
+        #[arg(long)]
+        builtin: String,
+        /// Tokens.
+        #[arg(long, default_value_t = 128)]
+        seq_len: usize,
+        /// Protocol presets, comma-separated: duet, iron, bolt, bumblebee, puma.
+        #[arg(long, default_value = "duet")]
+        protocol: String,
+        /// Network profiles, comma-separated (this build: lan = loopback, no shaping).
+        #[arg(long, default_value = "lan")]
+        net: String,
+        /// Write the report(s) as JSON to this file (an array when several runs).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// One operator between two parties (both in this process) on random inputs, e.g.
     /// `duet bench op matmul --shape 128x768x768`.
     Op {
@@ -159,6 +251,32 @@ fn side<'a>(
     })
 }
 
+fn link<'a>(net: &NetArgs, identity: &'a Identity) -> Result<Link<'a>, DuetError> {
+    let peer: Fingerprint = net.peer_fingerprint.parse()?;
+    if net.idle_timeout == 0 {
+        return Err(DuetError::Usage(
+            "--idle-timeout must be at least 1 second".into(),
+        ));
+    }
+    Ok(Link {
+        identity,
+        peer,
+        config: QuicConfig {
+            idle_timeout: Duration::from_secs(net.idle_timeout),
+            ..QuicConfig::default()
+        },
+    })
+}
+
+fn print_model_report(r: &ModelReport, json: bool) -> Result<(), DuetError> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+    } else {
+        print!("{}", r.summary(false));
+    }
+    Ok(())
+}
+
 fn print_report(r: &duet_bench::report::Report, json: bool) -> Result<(), DuetError> {
     if json {
         println!("{}", serde_json::to_string_pretty(r)?);
@@ -170,10 +288,42 @@ fn print_report(r: &duet_bench::report::Report, json: bool) -> Result<(), DuetEr
 
 fn run(cli: Cli) -> Result<(), DuetError> {
     match cli.command {
-        Command::Demo { json } => {
-            let r = demo::run_demo(Builtin::LinearDemo)?;
-            print_report(&r, json)
+        Command::Demo { json, builtin } => match Builtin::from_name(&builtin) {
+            Some(b) => print_report(&demo::run_demo(b)?, json),
+            None => {
+                let b = BuiltinModel::from_name(&builtin)?;
+                let r = infer::infer(&InferArgs {
+                    model: ModelArg::Builtin(b),
+                    input: InputArg::SeqLen(infer::DEMO_TOKENS),
+                    protocol: "duet".into(),
+                    progress: !json,
+                })?;
+                print_model_report(&r, json)
+            }
+        },
+        Command::Infer {
+            model,
+            input,
+            protocol,
+            json,
+        } => {
+            let r = infer::infer(&InferArgs {
+                model: ModelArg::from_cli(model.model, model.builtin.as_deref())?,
+                input: InputArg::from_cli(input.text, input.text_file, input.seq_len)?,
+                protocol,
+                progress: !json,
+            })?;
+            print_model_report(&r, json)
         }
+        Command::BenchServer {
+            builtin,
+            protocol,
+            peer_fingerprint,
+        } => model_bench::bench_server_child(
+            BuiltinModel::from_name(&builtin)?,
+            &protocol,
+            peer_fingerprint.parse()?,
+        ),
         Command::Fingerprint { state_dir: d } => {
             let dir = state_dir(d)?;
             let id = Identity::load_or_create(&dir)?;
@@ -184,15 +334,29 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             listen,
             model,
             builtin,
+            protocol,
             net,
         } => {
-            if let Some(m) = model {
-                return Err(DuetError::Usage(format!(
-                    "--model {}: loading HuggingFace model folders is not available in this build yet; use --builtin linear-demo or share-demo",
-                    m.display()
-                )));
+            let payload = builtin.as_deref().and_then(Builtin::from_name);
+            if payload.is_none() {
+                let model = ModelArg::from_cli(model, builtin.as_deref())?;
+                let id = Identity::load_or_create(&state_dir(net.state_dir.clone())?)?;
+                let listen = parse_addr(&listen)?;
+                let fp = id.fingerprint();
+                let r = infer::serve_model(
+                    link(&net, &id)?,
+                    listen,
+                    &model,
+                    &protocol,
+                    !net.json,
+                    |addr| {
+                        eprintln!("duet serve: listening on {addr}");
+                        eprintln!("duet serve: this server's fingerprint {fp}");
+                    },
+                )?;
+                return print_model_report(&r, net.json);
             }
-            let builtin = builtin.unwrap_or(Builtin::LinearDemo);
+            let builtin = payload.unwrap_or(Builtin::LinearDemo);
             let id = Identity::load_or_create(&state_dir(net.state_dir.clone())?)?;
             let listen = parse_addr(&listen)?;
             let json = net.json;
@@ -203,7 +367,46 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             })?;
             print_report(&r, json)
         }
-        Command::Connect { addr, builtin, net } => {
+        Command::Connect {
+            addr,
+            model,
+            builtin,
+            text,
+            text_file,
+            seq_len,
+            protocol,
+            net,
+        } => {
+            let payload = match (&model, builtin.as_deref()) {
+                (None, None) => Some(Builtin::LinearDemo),
+                (None, Some(b)) => Builtin::from_name(b),
+                (Some(_), _) => None,
+            };
+            let Some(builtin) = payload else {
+                let model = ModelArg::from_cli(model, builtin.as_deref())?;
+                let input = InputArg::from_cli(text, text_file, seq_len)?;
+                let id = Identity::load_or_create(&state_dir(net.state_dir.clone())?)?;
+                eprintln!(
+                    "duet connect: this client's fingerprint {}",
+                    id.fingerprint()
+                );
+                let addr = parse_addr(&addr)?;
+                let r = infer::connect_model(
+                    link(&net, &id)?,
+                    addr,
+                    &model,
+                    &input,
+                    &protocol,
+                    !net.json,
+                )?;
+                return print_model_report(&r, net.json);
+            };
+            if text.is_some() || text_file.is_some() || seq_len.is_some() {
+                return Err(DuetError::Usage(
+                    "--text, --text-file and --seq-len need a model (--model or a built-in model)"
+                        .into(),
+                ));
+            }
             let id = Identity::load_or_create(&state_dir(net.state_dir.clone())?)?;
             eprintln!(
                 "duet connect: this client's fingerprint {}",
@@ -225,6 +428,55 @@ fn run(cli: Cli) -> Result<(), DuetError> {
         } => {
             let r = duet_bench::ops::run(&kind, &shape, &protocol)?;
             print_report(&r, json)
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Model {
+                    builtin,
+                    seq_len,
+                    protocol,
+                    net,
+                    json,
+                },
+        } => {
+            let builtin = BuiltinModel::from_name(&builtin)?;
+            let protocols: Vec<&str> = protocol.split(',').map(str::trim).collect();
+            let nets: Vec<&str> = net.split(',').map(str::trim).collect();
+            // refuse bad values before any run
+            for p in &protocols {
+                model_bench::secure_options(p)?;
+            }
+            for n in &nets {
+                model_bench::check_net(n)?;
+            }
+            let exe = std::env::current_exe()?;
+            let mut reports = Vec::new();
+            for p in &protocols {
+                for n in &nets {
+                    let r = model_bench::bench_model(
+                        &BenchModelArgs {
+                            builtin,
+                            seq_len,
+                            protocol: (*p).to_string(),
+                            net: (*n).to_string(),
+                            progress: true,
+                        },
+                        &exe,
+                    )?;
+                    print!("{}", r.summary(true));
+                    reports.push(r);
+                }
+            }
+            if let Some(path) = json {
+                let text = match reports.as_slice() {
+                    [one] => serde_json::to_string_pretty(one)?,
+                    many => serde_json::to_string_pretty(many)?,
+                };
+                std::fs::write(&path, text + "\n").map_err(|e| {
+                    DuetError::Usage(format!("cannot write {}: {e}", path.display()))
+                })?;
+            }
+            Ok(())
         }
         Command::Bench {
             what:

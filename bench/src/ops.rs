@@ -69,6 +69,7 @@ pub fn run(kind: &str, shape: &str, protocol: &str) -> Result<Report, DuetError>
         "softmax" | "layernorm" | "rmsnorm" | "gaussian-attn" => {
             crate::ops_norm::run(kind, shape, protocol)
         }
+        "embedding" => crate::ops_embedding::run(kind, shape, protocol),
         "mul" if protocol.starts_with("he") => crate::ops_he_mul::run(kind, shape, protocol),
         _ => crate::ops_mpc::run(kind, shape, protocol),
     }
