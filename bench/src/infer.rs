@@ -3,12 +3,13 @@
 //! machines). The client only ever reads `config.json` and `tokenizer.json`.
 
 use crate::model_bench::{
-    client_runs, merge_reports, resolve_inputs, secure_options, serve_runs, ClientModel, Input,
-    InputArg, ModelArg, ModelReport, Output, ProgressLine, ServerModel, BUILTIN_SEED,
+    client_runs, merge_reports, resolve_inputs, secure_options, serve_runs, top_logits,
+    ClientModel, Input, InputArg, ModelArg, ModelReport, Output, ProgressLine, ServerModel,
+    BUILTIN_SEED,
 };
 use crate::report::{peak_rss_bytes, PeakRss};
 use crate::DuetError;
-use duet_models::secure::SecureReport;
+use duet_models::secure::{SecureOutput, SecureReport};
 use duet_models::{run_reference, sentence_embedding, BuiltinModel, Matrix, RandomWeights};
 use duet_transport::quic::{connect, Fingerprint, Identity, QuicConfig, QuicListener, QuicRuntime};
 use duet_transport::Role;
@@ -28,18 +29,19 @@ pub struct InferArgs {
     pub progress: bool,
 }
 
-fn outputs(inputs: &[Input], hidden: &[&Matrix], refs: Option<&[Matrix]>) -> Vec<Output> {
+fn outputs(inputs: &[Input], hidden: &[&SecureOutput], refs: Option<&[Matrix]>) -> Vec<Output> {
     inputs
         .iter()
         .zip(hidden)
         .enumerate()
         .map(|(i, (input, h))| {
             let reference = refs.and_then(|r| r.get(i));
-            let acc = reference.map(|r| crate::demo::accuracy(&h.data, &r.data));
+            let acc = reference.map(|r| crate::demo::accuracy(&h.hidden.data, &r.data));
             Output {
                 text: input.text.clone(),
                 input_ids: input.ids.clone(),
-                embedding: sentence_embedding(h),
+                embedding: sentence_embedding(&h.hidden),
+                top_logits: h.logits.as_deref().map(|l| top_logits(l, 5)),
                 cosine_vs_reference: acc.as_ref().map(|a| a.cosine_vs_reference),
                 max_abs_err: acc.as_ref().map(|a| a.max_abs_err),
             }
@@ -85,9 +87,9 @@ pub fn infer(args: &InferArgs) -> Result<ModelReport, DuetError> {
         server: rss,
         client: rss,
     };
-    rep.set_accuracy(results.iter().map(|(m, _)| m).zip(&refs));
+    rep.set_accuracy(results.iter().map(|(o, _)| &o.hidden).zip(&refs));
     rep.reference = "f64 reference executor on the last hidden state".into();
-    let hidden: Vec<&Matrix> = results.iter().map(|(m, _)| m).collect();
+    let hidden: Vec<&SecureOutput> = results.iter().map(|(o, _)| o).collect();
     rep.outputs = outputs(&inputs, &hidden, Some(&refs));
     Ok(rep)
 }
@@ -192,7 +194,7 @@ pub fn connect_model(
                 .iter()
                 .map(|i| run_reference(&client.graph, &w, &i.ids))
                 .collect::<Result<Vec<_>, _>>()?;
-            rep.set_accuracy(results.iter().map(|(m, _)| m).zip(&refs));
+            rep.set_accuracy(results.iter().map(|(o, _)| &o.hidden).zip(&refs));
             rep.reference = "f64 reference executor on the public seeded weights".into();
             Some(refs)
         }
@@ -201,7 +203,7 @@ pub fn connect_model(
             None
         }
     };
-    let hidden: Vec<&Matrix> = results.iter().map(|(m, _)| m).collect();
+    let hidden: Vec<&SecureOutput> = results.iter().map(|(o, _)| o).collect();
     rep.outputs = outputs(&inputs, &hidden, refs.as_deref());
     Ok(rep)
 }

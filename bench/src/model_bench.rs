@@ -7,7 +7,7 @@ use crate::demo::{accuracy, check_payload};
 use crate::report::{human_bytes, peak_rss_bytes, Accuracy, Bytes, OpReport, PeakRss, Report};
 use crate::DuetError;
 use duet_models::secure::{
-    run_client, run_server, OpRecord, Progress, SecureOptions, SecureReport,
+    run_client_outputs, run_server, OpRecord, Progress, SecureOptions, SecureOutput, SecureReport,
 };
 use duet_models::{
     run_reference, BuiltinModel, Graph, Matrix, ModelDir, ModelWeights, RandomWeights,
@@ -380,7 +380,7 @@ pub fn client_runs<S: Session>(
     inputs: &[Input],
     opts: &SecureOptions,
     progress: &mut dyn FnMut(Progress<'_>),
-) -> Result<Vec<(Matrix, SecureReport)>, DuetError> {
+) -> Result<Vec<(SecureOutput, SecureReport)>, DuetError> {
     let runs = u32::try_from(inputs.len())
         .ok()
         .filter(|&r| r > 0 && r <= MAX_RUNS)
@@ -393,7 +393,7 @@ pub fn client_runs<S: Session>(
     let mut out = Vec::new();
     for (i, input) in (0..runs).zip(inputs) {
         let mut ch = session.channel(RUN_CHANNEL_BASE + i)?;
-        out.push(run_client(
+        out.push(run_client_outputs(
             &mut ch,
             &model.graph,
             &input.ids,
@@ -461,6 +461,22 @@ pub struct Output {
     pub cosine_vs_reference: Option<f64>,
     /// Largest absolute error of the secure last hidden state (when known).
     pub max_abs_err: Option<f64>,
+    /// For models with a language-model head: the five largest next-token logits of the last
+    /// position, as `(token id, logit)`.
+    #[serde(default)]
+    pub top_logits: Option<Vec<(u32, f64)>>,
+}
+
+/// The `k` largest logits as `(token id, logit)`, largest first.
+pub fn top_logits(logits: &[f64], k: usize) -> Vec<(u32, f64)> {
+    let mut v: Vec<(u32, f64)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| (u32::try_from(i).unwrap_or(u32::MAX), x))
+        .collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    v.truncate(k);
+    v
 }
 
 /// The report of whole-model runs: the DESIGN.md schema plus per-kind totals and outputs.
@@ -554,7 +570,7 @@ impl ModelReport {
                     server_to_client: s2c,
                     total: r.online_bytes,
                     setup: r.setup_bytes,
-                    cached: 0,
+                    cached: r.cached_bytes,
                 },
                 rounds: r.nodes.iter().map(|n| n.rounds).sum(),
                 peak_rss_bytes: match role {
@@ -895,7 +911,7 @@ pub fn bench_model(args: &BenchModelArgs, exe: &Path) -> Result<ModelReport, Due
             .iter()
             .map(|i| run_reference(&client.graph, &w, &i.ids))
             .collect::<Result<Vec<_>, _>>()?;
-        rep.set_accuracy(results.iter().map(|(m, _)| m).zip(&refs));
+        rep.set_accuracy(results.iter().map(|(o, _)| &o.hidden).zip(&refs));
         rep.reference =
             "f64 reference executor on the same seeded weights (after the RSS was read)".into();
     } else {

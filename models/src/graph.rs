@@ -90,6 +90,8 @@ pub enum Op {
     Add,
     /// Element-wise product of two inputs (gated FFN).
     Mul,
+    /// The last position's row (`1 x width`): what a language-model head reads.
+    LastRow,
 }
 
 /// A node: an operator applied to earlier nodes' outputs.
@@ -112,6 +114,9 @@ pub struct Graph {
     pub nodes: Vec<Node>,
     /// The last hidden state.
     pub output: NodeId,
+    /// Next-token logits of the last position (`1 x vocab`), for checkpoints with a language
+    /// model head (GPT-2 and LLaMA; tied to the token embedding where the checkpoint ties it).
+    pub logits: Option<NodeId>,
 }
 
 struct Builder {
@@ -211,6 +216,27 @@ impl Graph {
     }
 }
 
+/// LLaMA's head tensor; checkpoints with tied embeddings lack it and use
+/// [`LLAMA_TIED_HEAD`].
+pub const LLAMA_HEAD: &str = "lm_head.weight";
+/// The token embedding a tied LLaMA head reads.
+pub const LLAMA_TIED_HEAD: &str = "model.embed_tokens.weight";
+
+/// Logits of the last position: `last_row(x) W^T` with `W` stored `[vocab, hidden]`.
+fn lm_head(b: &mut Builder, x: NodeId, weight: &str, c: &ModelConfig) -> NodeId {
+    let last = b.push("head.last_position", Op::LastRow, vec![x]);
+    b.linear(
+        "head.logits".into(),
+        last,
+        weight.into(),
+        None,
+        c.hidden,
+        c.vocab_size,
+        (0, c.vocab_size),
+        WeightLayout::OutIn,
+    )
+}
+
 fn bert(c: &ModelConfig) -> Graph {
     let h = c.hidden;
     let mut b = Builder { nodes: Vec::new() };
@@ -302,6 +328,7 @@ fn bert(c: &ModelConfig) -> Graph {
         config: c.clone(),
         nodes: b.nodes,
         output: x,
+        logits: None,
     }
 }
 
@@ -412,10 +439,13 @@ fn gpt2(c: &ModelConfig) -> Graph {
         },
         vec![x],
     );
+    // GPT-2's head is tied to the token embedding `wte` (`[vocab, hidden]`)
+    let logits = lm_head(&mut b, out, "wte.weight", c);
     Graph {
         config: c.clone(),
         nodes: b.nodes,
         output: out,
+        logits: Some(logits),
     }
 }
 
@@ -499,9 +529,11 @@ fn llama(c: &ModelConfig) -> Graph {
         },
         vec![x],
     );
+    let logits = lm_head(&mut b, out, LLAMA_HEAD, c);
     Graph {
         config: c.clone(),
         nodes: b.nodes,
         output: out,
+        logits: Some(logits),
     }
 }

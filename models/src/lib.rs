@@ -16,7 +16,8 @@ pub use config::{Activation, Arch, ModelConfig};
 pub use error::{ModelError, Result};
 pub use graph::{Graph, Node, NodeId, Op};
 pub use reference::{
-    run_reference, run_reference_traced, sentence_embedding, Matrix, WeightSource,
+    run_reference, run_reference_outputs, run_reference_traced, sentence_embedding, Matrix,
+    WeightSource,
 };
 pub use tokenizer::TextTokenizer;
 pub use weights::WeightFile;
@@ -32,9 +33,21 @@ pub struct ModelWeights {
     pub prefix: String,
 }
 
+impl ModelWeights {
+    /// The stored tensor for a graph name: a LLaMA checkpoint with tied embeddings has no
+    /// `lm_head.weight` and reads the token embedding instead.
+    fn stored(&self, name: &str) -> String {
+        let full = format!("{}{name}", self.prefix);
+        if name == graph::LLAMA_HEAD && !self.file.contains(&full) {
+            return format!("{}{}", self.prefix, graph::LLAMA_TIED_HEAD);
+        }
+        full
+    }
+}
+
 impl WeightSource for ModelWeights {
     fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f64>> {
-        self.file.read_f64(&format!("{}{name}", self.prefix), shape)
+        self.file.read_f64(&self.stored(name), shape)
     }
 }
 
@@ -67,14 +80,20 @@ impl ModelDir {
     pub fn open_weights(&self) -> Result<ModelWeights> {
         let file = WeightFile::open(&self.dir.join("model.safetensors"))?;
         let shapes = self.graph.weight_shapes();
-        let probe = shapes.first().map(|(n, _)| n.clone()).unwrap_or_default();
+        let probe = shapes
+            .iter()
+            .map(|(n, _)| n.clone())
+            .find(|n| n != graph::LLAMA_HEAD)
+            .unwrap_or_default();
         let prefix = ["", "bert.", "transformer.", "model."]
             .into_iter()
             .find(|p| file.contains(&format!("{p}{probe}")))
             .unwrap_or("")
             .to_string();
+        let weights = ModelWeights { file, prefix };
         for (name, shape) in shapes {
-            let full = format!("{prefix}{name}");
+            let full = weights.stored(&name);
+            let file = &weights.file;
             let got = file.shape(&full)?;
             if got != shape {
                 return Err(ModelError::Shape {
@@ -85,7 +104,7 @@ impl ModelDir {
                 });
             }
         }
-        Ok(ModelWeights { file, prefix })
+        Ok(weights)
     }
 
     /// The tokenizer (client side).

@@ -51,6 +51,27 @@ pub fn run_reference(graph: &Graph, weights: &impl WeightSource, ids: &[u32]) ->
     run_reference_traced(graph, weights, ids, &mut |_, _, _| {})
 }
 
+/// The last hidden state and, for graphs with a language-model head, the last position's
+/// logits.
+pub fn run_reference_outputs(
+    graph: &Graph,
+    weights: &impl WeightSource,
+    ids: &[u32],
+) -> Result<(Matrix, Option<Vec<f64>>)> {
+    let mut logits = None;
+    let hidden = run_reference_traced(graph, weights, ids, &mut |node, _, out| {
+        if graph
+            .logits
+            .and_then(|l| graph.nodes.get(l))
+            .map(|n| &n.name)
+            == Some(&node.name)
+        {
+            logits = Some(out.data.clone());
+        }
+    })?;
+    Ok((hidden, logits))
+}
+
 /// [`run_reference`] calling `observe(node, inputs, output)` after every node: used to find
 /// the value ranges a fixed-point format must cover.
 pub fn run_reference_traced(
@@ -178,6 +199,14 @@ pub fn run_reference_traced(
                 m.data.iter_mut().for_each(|x| *x = activation(*a, *x));
                 m
             }
+            Op::LastRow => {
+                let x = input(0)?;
+                Matrix {
+                    rows: 1,
+                    cols: x.cols,
+                    data: x.row(x.rows.saturating_sub(1)).to_vec(),
+                }
+            }
             Op::Add | Op::Mul => {
                 let (a, b) = (input(0)?, input(1)?);
                 if a.rows != b.rows || a.cols != b.cols {
@@ -209,7 +238,7 @@ pub fn run_reference_traced(
             *v = Some(out);
         }
         for &j in &node.inputs {
-            if last_use.get(j) == Some(&i) && j != graph.output {
+            if last_use.get(j) == Some(&i) && j != graph.output && Some(j) != graph.logits {
                 if let Some(v) = vals.get_mut(j) {
                     *v = None;
                 }

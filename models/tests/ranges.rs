@@ -25,6 +25,7 @@ fn kind(op: &Op) -> String {
         Op::Activation(a) => format!("{a:?}"),
         Op::Add => "add".into(),
         Op::Mul => "mul".into(),
+        Op::LastRow => "last-row".into(),
     }
 }
 

@@ -10,13 +10,31 @@
 )]
 
 use duet_models::reference::cosine;
-use duet_models::secure::{run_client, run_server, EmbeddingMode, SecureOptions, SecureReport};
+use duet_models::secure::{
+    run_client, run_client_outputs, run_server, EmbeddingMode, SecureOptions, SecureOutput,
+    SecureReport,
+};
 use duet_models::{
-    run_reference, sentence_embedding, Arch, BuiltinModel, Graph, Matrix, ModelConfig, ModelDir,
-    RandomWeights, WeightSource,
+    run_reference, run_reference_outputs, sentence_embedding, Arch, BuiltinModel, Graph, Matrix,
+    ModelConfig, ModelDir, RandomWeights, WeightSource,
 };
 use duet_transport::run_two_party;
 use std::path::PathBuf;
+
+fn secure_outputs<W: WeightSource + Sync>(
+    graph: &Graph,
+    w: &W,
+    ids: &[u32],
+    opts: &SecureOptions,
+) -> (SecureOutput, SecureReport, SecureReport) {
+    let (s, c) = run_two_party(
+        |mut ch| run_server(&mut ch, graph, w, opts, &mut |_| {}),
+        |mut ch| run_client_outputs(&mut ch, graph, ids, opts, &mut |_| {}),
+    );
+    let s = s.unwrap();
+    let (m, c) = c.unwrap();
+    (m, s, c)
+}
 
 fn secure<W: WeightSource + Sync>(
     graph: &Graph,
@@ -24,13 +42,8 @@ fn secure<W: WeightSource + Sync>(
     ids: &[u32],
     opts: &SecureOptions,
 ) -> (Matrix, SecureReport, SecureReport) {
-    let (s, c) = run_two_party(
-        |mut ch| run_server(&mut ch, graph, w, opts, &mut |_| {}),
-        |mut ch| run_client(&mut ch, graph, ids, opts, &mut |_| {}),
-    );
-    let s = s.unwrap();
-    let (m, c) = c.unwrap();
-    (m, s, c)
+    let (o, s, c) = secure_outputs(graph, w, ids, opts);
+    (o.hidden, s, c)
 }
 
 fn small(b: BuiltinModel) -> ModelConfig {
@@ -73,15 +86,27 @@ fn check_random(b: BuiltinModel, max_err: f64) {
     let w = RandomWeights { seed: 7 };
     // extreme ids: first, last, repeated
     let ids: Vec<u32> = vec![0, 999, 5, 5, 123, 998, 1, 500];
-    let plain = run_reference(&g, &w, &ids).unwrap();
-    let (got, s, cl) = secure(&g, &w, &ids, &SecureOptions::default());
-    let (err, cos) = compare(&got, &plain);
+    let (plain, plain_logits) = run_reference_outputs(&g, &w, &ids).unwrap();
+    let (out, s, cl) = secure_outputs(&g, &w, &ids, &SecureOptions::default());
+    let (err, cos) = compare(&out.hidden, &plain);
     println!(
         "{}: max abs err {err:.3e}, cosine {cos:.6}, online {} B (server view {} B)",
         b.name(),
         cl.online_bytes,
         s.online_bytes
     );
+    // decoders reveal the last position's logits too
+    assert_eq!(out.logits.is_some(), g.logits.is_some());
+    if let (Some(got), Some(want)) = (&out.logits, &plain_logits) {
+        assert_eq!(got.len(), c.vocab_size);
+        let e = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        println!("{}: logits max abs err {e:.3e}", b.name());
+        assert!(e <= max_err, "{}: logits error {e}", b.name());
+    }
     assert_eq!(
         s.online_bytes, cl.online_bytes,
         "both parties count the same traffic"

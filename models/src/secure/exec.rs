@@ -1,6 +1,6 @@
 //! The node-by-node engine of the secure executor (both parties run the same walk).
 
-use super::{EmbeddingMode, OpRecord, Progress, SecureOptions, SecureReport};
+use super::{EmbeddingMode, OpRecord, Progress, SecureOptions, SecureOutput, SecureReport};
 use crate::config::Activation;
 use crate::graph::{Graph, Node, NodeId, Op, WeightLayout};
 use crate::reference::{Matrix, WeightSource};
@@ -255,7 +255,7 @@ impl<'a, C: Channel> Engine<'a, C> {
                 *v = out;
             }
             for &j in &node.inputs {
-                if last_use.get(j) == Some(&i) && j != graph.output {
+                if last_use.get(j) == Some(&i) && j != graph.output && Some(j) != graph.logits {
                     if let Some(v) = self.vals.get_mut(j) {
                         *v = None;
                     }
@@ -415,6 +415,17 @@ impl<'a, C: Channel> Engine<'a, C> {
                 }
                 .map_err(at(name))?;
                 (OpKind::Activation, self.convert_signed(name, y)?)
+            }
+            Op::LastRow => {
+                let x = self.input(node, 0)?;
+                let cols = x.shape().get(1).copied().unwrap_or(0);
+                let rows = x.shape().first().copied().unwrap_or(0);
+                let last = x
+                    .data()
+                    .get(rows.saturating_sub(1) * cols..rows * cols)
+                    .unwrap_or(&[])
+                    .to_vec();
+                (OpKind::Linear, self.share(name, 1, cols, last)?)
             }
             Op::Add => {
                 let (a, b) = (self.input(node, 0)?, self.input(node, 1)?);
@@ -599,7 +610,8 @@ impl<'a, C: Channel> Engine<'a, C> {
         spec: &LinearSpec<'_>,
         weights: Option<&W>,
     ) -> Result<AShare> {
-        let (n, d, k) = (self.seq, spec.in_dim, spec.cols.1);
+        let n = x.shape().first().copied().unwrap_or(0);
+        let (d, k) = (spec.in_dim, spec.cols.1);
         let (f, fw) = (self.opts.frac, self.opts.weight_frac);
         let y = match &self.keys {
             Keys::Client { lin, .. } => HeMatMul::run_client(
@@ -858,6 +870,18 @@ impl<'a, C: Channel> Engine<'a, C> {
         }
     }
 
+    fn logits_share(&self) -> Result<Option<&AShare>> {
+        match self.graph.logits {
+            None => Ok(None),
+            Some(l) => self
+                .vals
+                .get(l)
+                .and_then(Option::as_ref)
+                .map(Some)
+                .ok_or_else(|| ModelError::Input("graph produced no logits".into())),
+        }
+    }
+
     fn output_share(&self) -> Result<&AShare> {
         self.vals
             .get(self.graph.output)
@@ -870,13 +894,17 @@ impl<'a, C: Channel> Engine<'a, C> {
         let since = self.mark();
         let share = self.output_share()?.data().to_vec();
         self.ch.send_u64s(&share).map_err(at("output"))?;
+        if let Some(l) = self.logits_share()? {
+            let l = l.data().to_vec();
+            self.ch.send_u64s(&l).map_err(at("output"))?;
+        }
         self.ch.flush().map_err(at("output"))?;
         self.record("output", OpKind::Output, since, 1);
         Ok(self.report())
     }
 
     /// The client adds the server's share to its own and decodes.
-    pub(crate) fn finish_client(mut self) -> Result<(Matrix, SecureReport)> {
+    pub(crate) fn finish_client(mut self) -> Result<(SecureOutput, SecureReport)> {
         let since = self.mark();
         let mine = self.output_share()?.clone();
         let theirs = self.ch.recv_u64s_exact(mine.len()).map_err(at("output"))?;
@@ -885,13 +913,22 @@ impl<'a, C: Channel> Engine<'a, C> {
         let plain = mine.reconstruct(&theirs).map_err(at("output"))?;
         let fp = FixedPoint::new(self.ring, self.opts.frac).map_err(at("output"))?;
         let cols = mine.shape().get(1).copied().unwrap_or(1);
+        let logits = match self.logits_share()?.cloned() {
+            None => None,
+            Some(mine) => {
+                let theirs = self.ch.recv_u64s_exact(mine.len()).map_err(at("output"))?;
+                let theirs = AShare::new(mine.ring(), mine.shape().to_vec(), theirs)
+                    .map_err(at("output"))?;
+                Some(fp.decode_all(&mine.reconstruct(&theirs).map_err(at("output"))?))
+            }
+        };
         self.record("output", OpKind::Output, since, 1);
-        let m = Matrix {
+        let hidden = Matrix {
             rows: self.seq,
             cols,
             data: fp.decode_all(&plain),
         };
-        Ok((m, self.report()))
+        Ok((SecureOutput { hidden, logits }, self.report()))
     }
 }
 

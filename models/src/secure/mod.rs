@@ -18,7 +18,9 @@
 //!    products by [`HeMatMulShared`]; GELU / SiLU / tanh-GELU, SoftMax, LayerNorm / RMSNorm as
 //!    configured in [`ProtocolConfig`]; residual sums locally; rotary positions locally (public
 //!    angles) plus one truncation.
-//! 4. **Output.** The server sends its share of the last hidden state to the client only.
+//! 4. **Output.** The server sends its share of the last hidden state (and, for GPT-2 and
+//!    LLaMA, of the last position's logits: one more HE linear layer with the head's weights)
+//!    to the client only.
 //!
 //! Fixed point: activations in `Z_2^l` (`l = 37`) with `f = 12` fractional bits, weights with
 //! `f_w = 12`; every rescaling is a truncation of a value offset to be non-negative
@@ -173,6 +175,16 @@ pub struct SecureReport {
     pub nodes: Vec<OpRecord>,
 }
 
+/// What the client learns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SecureOutput {
+    /// The last hidden state (`seq x hidden`).
+    pub hidden: Matrix,
+    /// The last position's next-token logits (`vocab`), for graphs with a language-model
+    /// head (GPT-2, LLaMA).
+    pub logits: Option<Vec<f64>>,
+}
+
 /// One step of progress: `done` of `total` nodes, the node just finished.
 #[derive(Clone, Copy, Debug)]
 pub struct Progress<'a> {
@@ -259,6 +271,19 @@ pub fn run_client<C: Channel>(
     opts: &SecureOptions,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(Matrix, SecureReport)> {
+    let (out, report) = run_client_outputs(ch, graph, ids, opts, progress)?;
+    Ok((out.hidden, report))
+}
+
+/// [`run_client`] returning every output the client learns (the logits too, for graphs with
+/// a language-model head).
+pub fn run_client_outputs<C: Channel>(
+    ch: &mut C,
+    graph: &Graph,
+    ids: &[u32],
+    opts: &SecureOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<(SecureOutput, SecureReport)> {
     opts.check()?;
     check_ids(graph, ids)?;
     ch.send_msg(&public_view(graph, ids.len(), opts))
