@@ -331,6 +331,358 @@ pub fn mul_pos_cost(n: usize, ring: Ring, mx: u32, my: u32, cfg: NlConfig) -> Co
     t.cost()
 }
 
+/// `v / 2^j` rounded to nearest, ties up (`up`) or down (`v` itself for `j = 0`). On
+/// uniformly distributed low bits, ties up are `2^-(j+1)` too large on average and ties down
+/// as much too small.
+fn round_shift(v: u128, j: u32, up: bool) -> u128 {
+    if j == 0 {
+        v
+    } else {
+        (v + (1u128 << (j - 1)) - u128::from(!up)) >> j
+    }
+}
+
+/// The tie rule of a rounded COT correlation `x / 2^j`: down for `j = 1`, up otherwise, so
+/// that the average biases over `j = 1, 2, ..` nearly cancel (`-1/4 + 1/8 + 1/16 + ..`).
+fn tie_up(j: u32) -> bool {
+    j >= 2
+}
+
+fn square_trunc_applies(in_bits: u32, m: u32, lv: u32, d: u32) -> bool {
+    (2..=31).contains(&m)
+        && in_bits >= m
+        && 2 * m >= lv
+        && m + 1 < lv
+        && lv <= 62
+        && d <= m + 1
+        && lv >= d + 16
+}
+
+/// Shares of `x^2 / 2^d` in `Z_2^{lv - d}` for `x` known to lie in `[0, 2^{m-1})` (shares in
+/// any ring of at least `m` bits), with `m <= lv <= 2m`: the narrow square of [`square_pos`]
+/// taken in the virtual ring `Z_2^lv` and divided by `2^d` inside the products (a fused
+/// truncation). `d = 0` gives the exact `x^2 mod 2^lv`.
+///
+/// Protocol: as [`square_pos`] (shares kept mod `2^m`, wrap `w` of the share MSBs,
+/// `x^2 = x_0^2 + x_1^2 + 2 x_0 x_1 - 2^{m+1} w (x_0 + x_1) mod 2^lv`), with every term divided
+/// by `2^d` before it is shared: each party rounds its `x_i^2 / 2^d` locally; the cross term
+/// `2 x_S x_R / 2^d` by one-directional Gilboa where the COT for bit `k` of `x_R` carries
+/// `round(x_S / 2^{d-1-k})` over `Z_2^{lv-d}` when `k + 1 < d` and `x_S` over
+/// `Z_2^{lv-d-(k+1-d)}` (shifted by `k + 1 - d`) otherwise; the wrap term is a multiple of
+/// `2^{m+1} >= 2^d` and stays exact (one COT over `Z_2^{lv-m-1}` each way). So the COTs are
+/// at most `lv - d` bits wide instead of `lv - k` (and the doubled cross term costs one bit less
+/// per COT than [`square_pos`] even at `d = 0`).
+/// Error: the `max(d - 1, 0) + 2` rounded terms add at most `(d + 1) / 2` units of `2^d` in
+/// either direction (none for `d = 0`), on average `2^-d / 2` at most (ties: up at the server
+/// and down at the client for the local terms, down for `round(x_S / 2)` and up for the
+/// other correlations).
+/// Security: semi-honest, 128-bit. Cost: [`square_trunc_cost`].
+pub fn square_trunc<C: Channel>(
+    s: &mut NlSession,
+    ch: &mut C,
+    x: &AShare,
+    m: u32,
+    lv: u32,
+    d: u32,
+) -> Result<AShare> {
+    if !square_trunc_applies(x.ring().bits(), m, lv, d) {
+        return Err(bad(format!(
+            "square_trunc of {m}-bit values from Z_2^{} in Z_2^{lv} / 2^{d}",
+            x.ring().bits()
+        )));
+    }
+    let lo = lv - d;
+    let out = Ring::new(lo)?;
+    if x.is_empty() {
+        return AShare::new(out, x.shape().to_vec(), vec![]);
+    }
+    s.reserve(ch, square_trunc_cost(x.len(), m, lv, d, s.config()).cots)?;
+    let mm = (1u64 << m) - 1;
+    let xs: Vec<u64> = x.data().iter().map(|&v| v & mm).collect();
+    let msb: Vec<bool> = xs.iter().map(|&v| (v >> (m - 1)) & 1 == 1).collect();
+    let mu = m as usize;
+    let ww = lv - m - 1;
+    let wm = (1u64 << ww) - 1;
+    let shift = move |k: u32| (k + 1).saturating_sub(d);
+    let width1 = move |j: usize| {
+        let k = (j % (mu + 1)) as u32;
+        if k < m {
+            lo - shift(k)
+        } else {
+            ww
+        }
+    };
+    let width2 = move |_: usize| ww;
+    let first = s.config().ot_sender;
+    let me_first = s.role() == first;
+    let wrap_corr: Vec<u64> = xs
+        .iter()
+        .zip(&msb)
+        .map(|(&v, &b)| if b { 0 } else { v & wm })
+        .collect();
+    let fold = |c: &[u64], sign: bool| {
+        let t = c
+            .iter()
+            .take(mu)
+            .enumerate()
+            .fold(0u64, |acc, (k, &a)| acc.wrapping_add(a << shift(k as u32)));
+        if sign {
+            out.neg(out.reduce(t))
+        } else {
+            out.reduce(t)
+        }
+    };
+    let (cross_sh, wrap1): (Vec<u64>, Vec<u64>) = if me_first {
+        let corr: Vec<u64> = xs
+            .iter()
+            .zip(&wrap_corr)
+            .flat_map(|(&v, &w)| {
+                (0..m)
+                    .map(move |k| {
+                        let c = if k + 1 >= d {
+                            u128::from(v)
+                        } else {
+                            round_shift(u128::from(v), d - 1 - k, tie_up(d - 1 - k))
+                        };
+                        (c as u64) & (out.mask() >> shift(k))
+                    })
+                    .chain([w])
+            })
+            .collect();
+        let a = s.cot_send(ch, &corr, width1)?;
+        a.chunks(mu + 1)
+            .map(|c| {
+                let w = c.get(mu).copied().unwrap_or(0);
+                (fold(c, true), w.wrapping_neg() & wm)
+            })
+            .unzip()
+    } else {
+        let ch_bits: Vec<bool> = xs
+            .iter()
+            .zip(&msb)
+            .flat_map(|(&v, &b)| (0..mu).map(move |k| (v >> k) & 1 == 1).chain([b]))
+            .collect();
+        let r = s.cot_recv(ch, &ch_bits, width1)?;
+        r.chunks(mu + 1)
+            .map(|c| (fold(c, false), c.get(mu).copied().unwrap_or(0) & wm))
+            .unzip()
+    };
+    let wrap2: Vec<u64> = if me_first {
+        let r = s.cot_recv(ch, &msb, width2)?;
+        r.iter().map(|&v| v & wm).collect()
+    } else {
+        let a = s.cot_send(ch, &wrap_corr, width2)?;
+        a.iter().map(|&v| v.wrapping_neg() & wm).collect()
+    };
+    // the local terms: ties up at the server, down at the client (opposite average biases)
+    let up = s.role() == Role::Server;
+    let res = xs
+        .iter()
+        .zip(&msb)
+        .zip(cross_sh.iter().zip(wrap1.iter().zip(&wrap2)))
+        .map(|((&v, &b), (&c, (&w1, &w2)))| {
+            let t = (if b { v } else { 0 }).wrapping_add(w1).wrapping_add(w2) & wm;
+            let sq = out.reduce(round_shift(u128::from(v) * u128::from(v), d, up) as u64);
+            out.sub(out.add(sq, c), out.reduce(t << (m + 1 - d)))
+        })
+        .collect();
+    AShare::new(out, x.shape().to_vec(), res)
+}
+
+/// Exact cost of [`square_trunc`] on `n` elements (zero when the parameters are rejected).
+pub fn square_trunc_cost(n: usize, m: u32, lv: u32, d: u32, cfg: NlConfig) -> Cost {
+    if !square_trunc_applies(m, m, lv, d) {
+        return Cost::default();
+    }
+    let mu = m as usize;
+    let ww = lv - m - 1;
+    let lo = lv - d;
+    let mut t = Tape::with_config(cfg);
+    NlSession::tape_cot(&mut t, cfg.ot_sender, n * (mu + 1), move |j| {
+        let k = (j % (mu + 1)) as u32;
+        if k < m {
+            lo - (k + 1).saturating_sub(d)
+        } else {
+            ww
+        }
+    });
+    NlSession::tape_cot(&mut t, cfg.ot_sender.peer(), n, move |_| ww);
+    t.cost()
+}
+
+fn mul_trunc_applies(bx: u32, by: u32, mx: u32, my: u32, lv: u32, d: u32) -> bool {
+    (2..=31).contains(&mx)
+        && (2..=31).contains(&my)
+        && bx >= mx
+        && by >= my
+        && mx + 1 < lv
+        && my + 1 < lv
+        && mx + my >= lv
+        && lv <= 62
+        && d <= mx.min(my)
+        && lv >= d + 16
+}
+
+/// Shares of `x y / 2^d` in `Z_2^{lv - d}` for `x` in `[0, 2^{mx-1})` and `y` in
+/// `[0, 2^{my-1})` (shares in any rings of at least `mx` and `my` bits), `mx + my >= lv`:
+/// the narrow product of [`mul_pos`] in the virtual ring `Z_2^lv` with a fused truncation by
+/// `d <= min(mx, my)` bits.
+///
+/// Protocol: as [`mul_pos`] (`x y = sum_i x_i y_i + x_0 y_1 + x_1 y_0 - 2^my w_y (x_0 + x_1) -
+/// 2^mx w_x (y_0 + y_1) mod 2^lv`), every term divided by `2^d` before it is shared: the local
+/// products rounded locally; in each cross term (Gilboa, both directions, the bits of the
+/// narrower factor choose) the COT for bit `k` carries `round(y_S / 2^{d-k})` over
+/// `Z_2^{lv-d}` for `k < d` and `y_S` over `Z_2^{lv-k}` (shifted by `k - d`) otherwise; the
+/// wrap terms are multiples of `2^{min(mx,my)} >= 2^d` and stay exact. Error: at most
+/// `1 + min(d, mx, my)` units of `2^d` either way, on average below `2^-d` (ties as in
+/// [`square_trunc`]).
+/// Security: semi-honest, 128-bit. Cost: [`mul_trunc_cost`].
+#[allow(clippy::too_many_arguments)]
+pub fn mul_trunc<C: Channel>(
+    s: &mut NlSession,
+    ch: &mut C,
+    x: &AShare,
+    mx: u32,
+    y: &AShare,
+    my: u32,
+    lv: u32,
+    d: u32,
+) -> Result<AShare> {
+    if x.len() != y.len() {
+        return Err(MpcError::ShapeMismatch {
+            what: format!("product of {:?} and {:?}", x.shape(), y.shape()),
+        });
+    }
+    if !mul_trunc_applies(x.ring().bits(), y.ring().bits(), mx, my, lv, d) {
+        return Err(bad(format!(
+            "mul_trunc of {mx}- and {my}-bit values in Z_2^{lv} / 2^{d}"
+        )));
+    }
+    let (x, mx, y, my) = if mx <= my {
+        (x, mx, y, my)
+    } else {
+        (y, my, x, mx)
+    };
+    let lo = lv - d;
+    let out = Ring::new(lo)?;
+    if x.is_empty() {
+        return AShare::new(out, x.shape().to_vec(), vec![]);
+    }
+    s.reserve(ch, mul_trunc_cost(x.len(), mx, my, lv, d, s.config()).cots)?;
+    let (xm, ym) = ((1u64 << mx) - 1, (1u64 << my) - 1);
+    let (wy, wx) = (lv - my, lv - mx);
+    let (wym, wxm) = ((1u64 << wy) - 1, (1u64 << wx) - 1);
+    let mu = mx as usize;
+    let per = mu + 2;
+    let xs: Vec<u64> = x.data().iter().map(|&v| v & xm).collect();
+    let ys: Vec<u64> = y.data().iter().map(|&v| v & ym).collect();
+    let shift = move |k: u32| k.saturating_sub(d);
+    let mut corr = Vec::with_capacity(xs.len() * per);
+    let mut choices = Vec::with_capacity(xs.len() * per);
+    for (&xv, &yv) in xs.iter().zip(&ys) {
+        let (a, b) = ((xv >> (mx - 1)) & 1 == 1, (yv >> (my - 1)) & 1 == 1);
+        corr.extend((0..mx).map(|k| {
+            let c = if k >= d {
+                u128::from(yv)
+            } else {
+                round_shift(u128::from(yv), d - k, tie_up(d - k))
+            };
+            (c as u64) & (out.mask() >> shift(k))
+        }));
+        corr.push(if b { 0 } else { xv & wym });
+        corr.push(if a { 0 } else { yv & wxm });
+        choices.extend((0..mx).map(|k| (xv >> k) & 1 == 1));
+        choices.push(b);
+        choices.push(a);
+    }
+    let width = move |j: usize| {
+        let k = j % per;
+        if k < mu {
+            lo - shift(k as u32)
+        } else if k == mu {
+            wy
+        } else {
+            wx
+        }
+    };
+    let (sa, rr) = s.cot_both(ch, &corr, &choices, width)?;
+    let up = s.role() == Role::Server;
+    let res = sa
+        .chunks(per)
+        .zip(rr.chunks(per))
+        .zip(xs.iter().zip(&ys))
+        .map(|((sa, rr), (&xv, &yv))| {
+            let (a, b) = ((xv >> (mx - 1)) & 1 == 1, (yv >> (my - 1)) & 1 == 1);
+            let cross = sa
+                .iter()
+                .zip(rr)
+                .take(mu)
+                .enumerate()
+                .fold(0u64, |acc, (k, (&sv, &rv))| {
+                    acc.wrapping_add(rv.wrapping_sub(sv) << shift(k as u32))
+                });
+            let g = |k: usize| {
+                rr.get(k)
+                    .copied()
+                    .unwrap_or(0)
+                    .wrapping_sub(sa.get(k).copied().unwrap_or(0))
+            };
+            let ty = (if b { xv } else { 0 }).wrapping_add(g(mu)) & wym;
+            let tx = (if a { yv } else { 0 }).wrapping_add(g(mu + 1)) & wxm;
+            let p = out.reduce(round_shift(u128::from(xv) * u128::from(yv), d, up) as u64);
+            let v = out.add(p, out.reduce(cross));
+            out.sub(
+                out.sub(v, out.reduce(ty << (my - d))),
+                out.reduce(tx << (mx - d)),
+            )
+        })
+        .collect();
+    AShare::new(out, x.shape().to_vec(), res)
+}
+
+/// Exact cost of [`mul_trunc`] on `n` elements (zero when the parameters are rejected).
+pub fn mul_trunc_cost(n: usize, mx: u32, my: u32, lv: u32, d: u32, cfg: NlConfig) -> Cost {
+    if !mul_trunc_applies(mx.max(my), mx.max(my), mx, my, lv, d) {
+        return Cost::default();
+    }
+    let (mx, my) = (mx.min(my), mx.max(my));
+    let mu = mx as usize;
+    let per = mu + 2;
+    let lo = lv - d;
+    let mut t = Tape::with_config(cfg);
+    NlSession::tape_cot_both(&mut t, cfg.ot_sender, n * per, move |j| {
+        let k = j % per;
+        if k < mu {
+            lo - (k as u32).saturating_sub(d)
+        } else if k == mu {
+            lv - my
+        } else {
+            lv - mx
+        }
+    });
+    t.cost()
+}
+
+/// Unbiased rounding of `x / 2^f` for `x >= 1 - j 2^f` (shares, same ring; `x + j 2^f`
+/// below `2^{l-1}`): [`trunc_pos`] of `x + j 2^f - 1`, minus `j`. The result is
+/// `floor(x / 2^f)` or one more (so at least `-j`), and on uniformly random shares its
+/// expectation is exactly `x / 2^f` ([`trunc_pos`] alone is `2^-f` too large on average: its
+/// one-ulp correction comes with probability `(r + 1) / 2^f` for the remainder `r`).
+/// Security: semi-honest. Cost: [`trunc_pos_cost`].
+pub fn trunc_offset<C: Channel>(
+    s: &mut NlSession,
+    ch: &mut C,
+    x: &AShare,
+    f: u32,
+    j: i64,
+) -> Result<AShare> {
+    if f == 0 {
+        return Ok(x.clone());
+    }
+    let t = trunc_pos(s, ch, &add_const(x, s.role(), (j << f) - 1)?, f)?;
+    add_const(&t, s.role(), -j)
+}
+
 /// Shares of `c * x` (element-wise, no truncation) where the public-to-`holder` vector `c`
 /// (e.g. LayerNorm's gamma held by the server) is known to `holder` only: `holder` passes
 /// `Some(c)`, its peer `None`.
@@ -435,13 +787,44 @@ pub enum ExpMethod {
         /// Squarings after the polynomial.
         n: u32,
     },
+    /// Duet: `(1 - a s + c s^2)^(2^n)` with `s = -x / 2^n in [0, 1]` (clipped at `-2^n`),
+    /// `a = a_q / 1024` and `c = (g_q / 1024)^2 / 2`: a degree-2 base fitted for SoftMax
+    /// instead of Taylor's `a = 1, c = 1/2`. Taylor's base overestimates `e^t` by `|t|^3 / 6`,
+    /// a relative error that the squarings multiply by `2^n` and that, summed over a row,
+    /// shifts every SoftMax output the same way (the worst row, the max plus 127 logits 6
+    /// below it, is off by 3.6e-2 at `n = 4`); the fitted base spreads the relative error
+    /// over `t in [-1, 0]` with both signs (worst row 2.1e-3 at `n = 4` with
+    /// [`ExpMethod::DUET`]), so one squaring fewer than Taylor2 suffices. Costs one
+    /// truncation more than [`ExpMethod::Taylor2`] (the two scalings `a s` and `g s` share
+    /// one batched [`trunc_pos`]).
+    Fit2 {
+        /// Squarings after the polynomial.
+        n: u32,
+        /// `a` in units of `2^-10` (below 1024).
+        a_q: u16,
+        /// `sqrt(2 c)` in units of `2^-10` (below 1024).
+        g_q: u16,
+    },
 }
 
+/// Bits of the fixed-point coefficients of [`ExpMethod::Fit2`].
+const FIT_BITS: u32 = 10;
+
 impl ExpMethod {
+    /// Duet's SoftMax exp: [`ExpMethod::Fit2`] with 4 squarings and `a = 1012 / 1024`,
+    /// `c = (928 / 1024)^2 / 2 = 0.4106`, fitted (grid search over the quantised
+    /// coefficients) to minimise the worst SoftMax error over rows made of the max and
+    /// `m in {1, 4, 16, 127}` equal logits at any distance below it.
+    pub const DUET: Self = Self::Fit2 {
+        n: 4,
+        a_q: 1012,
+        g_q: 928,
+    };
+
     /// The number of squarings after the base.
     pub fn squarings(self) -> u32 {
         match self {
-            Self::Squaring { n } | Self::Taylor2 { n } => n,
+            Self::Squaring { n } | Self::Taylor2 { n } | Self::Fit2 { n, .. } => n,
         }
     }
 
@@ -450,6 +833,26 @@ impl ExpMethod {
         match self {
             Self::Squaring { n } => 0.271 / f64::from(1u32 << n.min(30)),
             Self::Taylor2 { n } => (0.224 / 4f64.powi(n as i32)).max(0.5f64.powi(1 << n.min(30))),
+            Self::Fit2 { n, a_q, g_q } => {
+                // the supremum over a grid of step 2^-10 on [-3 * 2^n, 0] (past the clipping
+                // bound the value is constant), plus the largest change of either function
+                // between grid points (both are increasing with slope at most
+                // max(1, 2^n p'(t) p^{2^n - 1} / 2^n) <= 2 here): 2 * 2^-10
+                let nn = f64::from(1u32 << n.min(16));
+                let q = f64::from(1u32 << FIT_BITS);
+                let (a, g) = (f64::from(a_q) / q, f64::from(g_q) / q);
+                let c = g * g / 2.0;
+                let steps = 3 * (1u32 << n.min(16)) * (1 << FIT_BITS);
+                let sup = (0..=steps)
+                    .map(|i| {
+                        let x = -f64::from(i) / q;
+                        let t = (x / nn).max(-1.0);
+                        let p = 1.0 + a * t + c * t * t;
+                        (p.powf(nn) - x.exp()).abs()
+                    })
+                    .fold(0.0, f64::max);
+                sup + 2.0 / q
+            }
         }
     }
 }
@@ -470,8 +873,17 @@ impl ExpParams {
     /// rounding.
     pub fn error_bound(self) -> f64 {
         let n = self.method.squarings();
+        // ulps of the base: 1 (Squaring, Taylor2) or below 3.3 (Fit2: `a s`, `g s` and
+        // `c s^2` rounded, the fused square within 0.3), amplified by at most `2^n`, plus one
+        // per squaring (Fit2: below 1.6 for a fused one); `2^n * base + 2` covers both:
+        // Fit2 at n = 4 needs 3.3 * 16 + 1.6 * (8 + 4 + 2 + 1) = 76.8 <= 5 * 16 + 2
+        let base = if matches!(self.method, ExpMethod::Fit2 { .. }) {
+            5.0
+        } else {
+            2.0
+        };
         self.method.approx_error()
-            + (f64::from(1u32 << n.min(30)) * 2.0 + 2.0) / (1u64 << self.frac) as f64
+            + (f64::from(1u32 << n.min(30)) * base + 2.0) / (1u64 << self.frac) as f64
     }
 
     fn check(self, ring: Ring, f_in: u32) -> Result<()> {
@@ -484,7 +896,82 @@ impl ExpParams {
                 self.frac
             )));
         }
+        if let ExpMethod::Fit2 { a_q, g_q, .. } = self.method {
+            let q = 1u16 << FIT_BITS;
+            if self.frac + FIT_BITS + 2 > l
+                || l > 2 * self.frac + 4
+                || self.frac < 7
+                || a_q >= q
+                || g_q >= q
+                || a_q == 0
+                || g_q == 0
+            {
+                return Err(bad(format!(
+                    "exp Fit2 with coefficients {a_q}, {g_q} (need 0 < q < 1024) and {} \
+                     fractional bits in Z_2^{l} (need F >= 7, F + 12 <= l <= 2F + 4)",
+                    self.frac
+                )));
+            }
+        }
         Ok(())
+    }
+}
+
+/// The fused squarings of [`ExpMethod::Fit2`]: virtual ring `2F + 2`, division by
+/// `2^d` inside the products ([`square_trunc`], `d = min(F - 2, 2F - 14)` so that the
+/// result ring has at least 16 bits: `d = 8` at `F = 11`), then an unbiased rounding by
+/// `F - d` bits.
+#[derive(Clone, Copy, Debug)]
+struct Fuse {
+    lv: u32,
+    d: u32,
+    frac: u32,
+    /// The smallest value of the base `1 - a s + c s^2` on `s in [0, 1]`.
+    p_min: f64,
+}
+
+impl Fuse {
+    fn new(params: ExpParams) -> Self {
+        let f = params.frac;
+        let p_min = match params.method {
+            ExpMethod::Fit2 { a_q, g_q, .. } => {
+                let q = f64::from(1u32 << FIT_BITS);
+                let (a, g) = (f64::from(a_q) / q, f64::from(g_q) / q);
+                let c = g * g / 2.0;
+                if a < 2.0 * c {
+                    1.0 - a * a / (4.0 * c)
+                } else {
+                    1.0 - a + c
+                }
+            }
+            _ => 0.0,
+        };
+        // the output ring Z_2^{lv - d} needs at least 16 bits
+        Self {
+            lv: 2 * f + 2,
+            d: f.saturating_sub(2).min((2 * f + 2).saturating_sub(16)),
+            frac: f,
+            p_min,
+        }
+    }
+
+    /// The offset (in units of the result) that keeps a fused square's value, at least
+    /// `-(d + 1) / 2` units of `2^d`, non-negative before a truncation by `f - d` bits.
+    fn j(&self, f: u32) -> i64 {
+        let e = i64::from(self.d + 2) / 2 + 1;
+        let u = 1i64 << (f - self.d);
+        (e + u - 1) / u
+    }
+
+    /// Whether squaring `i` (0-based) may be fused: its input is at least
+    /// `p_min^(2^i)` minus `4 * 2^i` ulps of rounding, and the square of that must exceed
+    /// `2 (d + 1)` units of `2^d`, so that the fused (slightly inexact) result stays
+    /// non-negative for the next narrow square (the last squarings, whose inputs may be near
+    /// 0, are therefore exact).
+    fn fused(&self, i: u32) -> bool {
+        let one = f64::from(1u32 << self.frac.min(30));
+        let lb = self.p_min.powi(1 << i.min(16)) * one - 4.0 * f64::from(1u32 << i.min(16));
+        lb > 0.0 && lb * lb / f64::from(1u32 << self.d.min(30)) >= 2.0 * f64::from(self.d + 1)
     }
 }
 
@@ -498,8 +985,16 @@ impl ExpParams {
 /// one [`trunc_pos`]); then `n` times `b <- trunc_pos(square(b), F)`. Every intermediate is
 /// non-negative, so each truncation is a single COT over `Z_2^F` ([`TruncMode::KnownMsb`]) and
 /// each square a single one-directional Gilboa product: the cheapest available products.
-/// Error: at most [`ExpParams::error_bound`]. Security: semi-honest, 128-bit.
-/// Cost: [`exp_cost`].
+/// For [`ExpMethod::Fit2`]: `s = 1 - b`, `a s` and `g s` (one batched [`trunc_pos`] by 10
+/// bits), `b <- 1 - a s + (g s)^2 / 2` and the squarings by [`square_trunc`]: with a fused
+/// truncation (`d = min(F - 2, 2F - 14)`, result ring `2F + 2 - d` bits, then an unbiased
+/// [`trunc_offset`] by `F - d` bits) where a proven lower bound of the input keeps the
+/// result non-negative (the base's square, and the first squarings), exact otherwise
+/// (the last ones; one COT bit narrower than [`square_pos`]), the result extended back to
+/// the input ring if it ended in the narrower one.
+/// Error: at most [`ExpParams::error_bound`] (for `Fit2`: rounding of the fused squares
+/// within `(d + 1) / 2` units of `2^d`, i.e. below one ulp each, counted in its base term).
+/// Security: semi-honest, 128-bit. Cost: [`exp_cost`].
 pub fn exp<C: Channel>(
     s: &mut NlSession,
     ch: &mut C,
@@ -529,6 +1024,50 @@ pub fn exp<C: Channel>(
         let t2 = trunc_pos(s, ch, &t2, ff + 1)?;
         b = b.add(&t2)?;
     }
+    if let ExpMethod::Fit2 { a_q, g_q, .. } = params.method {
+        // s = 1 - b in [0, 1] (one ulp more when the truncation above gave -1); `a s` and
+        // `g s` by public products and one batched truncation by 10 bits (both products
+        // stay below 2^{F + 11} <= 2^{l-1}); then `c s^2 = (g s)^2 / 2` by a fused square
+        // (exact to (d + 1) / 2 units of 2^d, possibly slightly negative near s = 0, which
+        // is harmless: it is added to 1 - a s >= 1 - a)
+        let fz = Fuse::new(params);
+        let sv = add_const(&b.neg(), s.role(), 1i64 << ff)?;
+        let both: Vec<u64> = sv
+            .mul_public(i64::from(a_q))
+            .data()
+            .iter()
+            .chain(sv.mul_public(i64::from(g_q)).data())
+            .copied()
+            .collect();
+        let tr = trunc_pos(
+            s,
+            ch,
+            &AShare::new(ring, vec![2 * x.len()], both)?,
+            FIT_BITS,
+        )?;
+        let (a_s, g_s) = tr.data().split_at(x.len());
+        let g_s = AShare::new(ring, vec![x.len()], g_s.to_vec())?;
+        let sq = square_trunc(s, ch, &g_s, ff + 2, fz.lv, fz.d)?;
+        let c_s2 = trunc_offset(s, ch, &sq, ff + 1 - fz.d, fz.j(ff + 1))?;
+        let a_s = nl::reduce(
+            &AShare::new(ring, vec![x.len()], a_s.to_vec())?,
+            c_s2.ring(),
+        )?;
+        b = add_const(&c_s2.sub(&a_s)?, s.role(), 1i64 << ff)?;
+        for i in 0..n {
+            b = if fz.fused(i) {
+                let sq = square_trunc(s, ch, &b, ff + 2, fz.lv, fz.d)?;
+                trunc_offset(s, ch, &sq, ff - fz.d, fz.j(ff))?
+            } else {
+                let sq = square_trunc(s, ch, &b, ff + 2, ring.bits(), 0)?;
+                trunc_pos(s, ch, &sq, ff)?
+            };
+        }
+        if b.ring() != ring {
+            b = extend_pos(s, ch, &b, ring)?;
+        }
+        return AShare::new(ring, x.shape().to_vec(), b.into_data());
+    }
     for _ in 0..n {
         let sq = square_pos(s, ch, &b, ff + 2)?;
         b = trunc_pos(s, ch, &sq, ff)?;
@@ -547,7 +1086,33 @@ pub fn exp_cost(n: usize, ring: Ring, f_in: u32, params: ExpParams, cfg: NlConfi
     if f_in + k > ff {
         c = c + nl::trunc_cost(n, ring, f_in + k - ff, TruncMode::KnownMsb(false), cfg);
     }
-    let squares = k + u32::from(matches!(params.method, ExpMethod::Taylor2 { .. }));
+    if matches!(params.method, ExpMethod::Fit2 { .. }) {
+        let fz = Fuse::new(params);
+        let lo = Ring::new(fz.lv - fz.d).unwrap_or(ring);
+        c = c
+            + trunc_pos_cost(2 * n, ring, FIT_BITS, cfg)
+            + square_trunc_cost(n, ff + 2, fz.lv, fz.d, cfg)
+            + trunc_pos_cost(n, lo, ff + 1 - fz.d, cfg);
+        let mut last = lo;
+        for i in 0..k {
+            if fz.fused(i) {
+                c = c
+                    + square_trunc_cost(n, ff + 2, fz.lv, fz.d, cfg)
+                    + trunc_pos_cost(n, lo, ff - fz.d, cfg);
+                last = lo;
+            } else {
+                c = c
+                    + square_trunc_cost(n, ff + 2, ring.bits(), 0, cfg)
+                    + trunc_pos_cost(n, ring, ff, cfg);
+                last = ring;
+            }
+        }
+        if last != ring {
+            c = c + extend_pos_cost(n, last, ring, cfg);
+        }
+        return c;
+    }
+    let squares = k + u32::from(!matches!(params.method, ExpMethod::Squaring { .. }));
     for i in 0..squares {
         let f = if i == 0 && squares > k { ff + 1 } else { ff };
         c = c + square_pos_cost(n, ring, ff + 2, cfg) + trunc_pos_cost(n, ring, f, cfg);
@@ -727,6 +1292,8 @@ mod tests {
             (ExpMethod::Squaring { n: 6 }, 14u32, 30u32),
             (ExpMethod::Taylor2 { n: 5 }, 11, 24),
             (ExpMethod::Squaring { n: 8 }, 16, 34),
+            (ExpMethod::DUET, 11, 24),
+            (ExpMethod::DUET, 10, 22),
         ];
         // inputs per case: a grid of [-40, 0], edge values, far below the clipping bound,
         // random values, all with uniformly random shares
@@ -779,6 +1346,154 @@ mod tests {
                 }
                 assert!(worst > 0.0);
             }
+            assert_eq!(cost.bytes, want.bytes);
+            assert!(cost.rounds <= want.rounds);
+        }
+    }
+
+    /// `v` of `ring` as a signed integer.
+    fn signed(ring: Ring, v: u64) -> i128 {
+        let v = i128::from(ring.reduce(v));
+        if v >= 1i128 << (ring.bits() - 1) {
+            v - (1i128 << ring.bits())
+        } else {
+            v
+        }
+    }
+
+    /// The fused products and the unbiased truncation: random narrow values plus the
+    /// extremes (0, 1, the largest allowed), uniformly random shares in rings wider than the
+    /// values; error bounds of the doc comments asserted (exact for `d = 0`), the average
+    /// error of [`trunc_offset`] on a constant asserted below 0.03 ulp, bytes equal to cost.
+    #[test]
+    fn fused_products_and_trunc_offset() {
+        let mut prg = Prg::from_seed([5; 32]);
+        // (input ring bits, m, virtual ring, d)
+        let sq_cases = [
+            (24u32, 13u32, 24u32, 8u32),
+            (16, 13, 24, 0),
+            (40, 20, 40, 13),
+        ];
+        // (ring bits of x, mx, ring bits of y, my, virtual ring, d)
+        let mul_cases = [
+            (24u32, 13u32, 24u32, 18u32, 28u32, 11u32),
+            (16, 13, 24, 18, 28, 0),
+            (24, 18, 16, 13, 28, 7),
+        ];
+        let narrow = |prg: &mut Prg, m: u32, n: usize| -> Vec<u64> {
+            let mut v: Vec<u64> = (0..n)
+                .map(|_| prg.ring_element(Ring::z64()) & ((1u64 << (m - 1)) - 1))
+                .collect();
+            v.extend([0, 1, (1u64 << (m - 1)) - 1, 1u64 << (m - 2)]);
+            v
+        };
+        let share = |prg: &mut Prg, bits: u32, v: &[u64]| {
+            AShare::share(Ring::new(bits).unwrap(), vec![v.len()], v, prg).unwrap()
+        };
+        let sq_in: Vec<_> = sq_cases
+            .iter()
+            .map(|&(b, m, _, _)| {
+                let v = narrow(&mut prg, m, 300);
+                let sh = share(&mut prg, b, &v);
+                (v, sh)
+            })
+            .collect();
+        let mul_in: Vec<_> = mul_cases
+            .iter()
+            .map(|&(bx, mx, by, my, _, _)| {
+                let (vx, vy) = (narrow(&mut prg, mx, 300), narrow(&mut prg, my, 300));
+                let (sx, sy) = (share(&mut prg, bx, &vx), share(&mut prg, by, &vy));
+                (vx, vy, sx, sy)
+            })
+            .collect();
+        // trunc_offset: x = 5 - 16 (j = 1, f = 4: the smallest allowed is 1 - 16) and x = 5,
+        // 2000 times each, in a 20-bit ring
+        let tr = Ring::new(20).unwrap();
+        let tv: Vec<u64> = (0..4000)
+            .map(|i| if i % 2 == 0 { tr.from_i64(-11) } else { 5 })
+            .collect();
+        let tsh = share(&mut prg, 20, &tv);
+        for cfg in cfgs() {
+            let mut want = trunc_pos_cost(tv.len(), tr, 4, cfg);
+            for (&(_, m, lv, d), (v, _)) in sq_cases.iter().zip(&sq_in) {
+                want = want + square_trunc_cost(v.len(), m, lv, d, cfg);
+            }
+            for (&(_, mx, _, my, lv, d), (v, _, _, _)) in mul_cases.iter().zip(&mul_in) {
+                want = want + mul_trunc_cost(v.len(), mx, my, lv, d, cfg);
+            }
+            let (a, b, cost) = run2(cfg, want.cots, |role, s, ch| {
+                let i = usize::from(role != Role::Server);
+                let sq: Vec<AShare> = sq_cases
+                    .iter()
+                    .zip(&sq_in)
+                    .map(|(&(_, m, lv, d), (_, sh))| {
+                        let x = if i == 0 { &sh.0 } else { &sh.1 };
+                        square_trunc(s, ch, x, m, lv, d).unwrap()
+                    })
+                    .collect();
+                let mu: Vec<AShare> = mul_cases
+                    .iter()
+                    .zip(&mul_in)
+                    .map(|(&(_, mx, _, my, lv, d), (_, _, sx, sy))| {
+                        let (x, y) = if i == 0 {
+                            (&sx.0, &sy.0)
+                        } else {
+                            (&sx.1, &sy.1)
+                        };
+                        mul_trunc(s, ch, x, mx, y, my, lv, d).unwrap()
+                    })
+                    .collect();
+                let x = if i == 0 { &tsh.0 } else { &tsh.1 };
+                let t = trunc_offset(s, ch, x, 4, 1).unwrap();
+                (sq, mu, t)
+            });
+            for (c, (&(_, _, lv, d), (v, _))) in sq_cases.iter().zip(&sq_in).enumerate() {
+                let out = Ring::new(lv - d).unwrap();
+                let got = a.0[c].reconstruct(&b.0[c]).unwrap();
+                let bound = f64::from(d + 1) / 2.0;
+                for (j, &x) in v.iter().enumerate() {
+                    let exact = (x as f64) * (x as f64) / 2f64.powi(d as i32);
+                    let fl = exact.floor();
+                    let err =
+                        (signed(out, got[j].wrapping_sub(fl as u64)) as f64 - (exact - fl)).abs();
+                    if d == 0 {
+                        assert_eq!(got[j], out.reduce(x.wrapping_mul(x)));
+                    }
+                    assert!(err <= bound, "square {x} d {d}: err {err}");
+                }
+            }
+            for (c, (&(_, mx, _, my, lv, d), (vx, vy, _, _))) in
+                mul_cases.iter().zip(&mul_in).enumerate()
+            {
+                let out = Ring::new(lv - d).unwrap();
+                let got = a.1[c].reconstruct(&b.1[c]).unwrap();
+                let bound = 1.0 + f64::from(d.min(mx).min(my));
+                for j in 0..vx.len() {
+                    let exact = (vx[j] as f64) * (vy[j] as f64) / 2f64.powi(d as i32);
+                    let fl = exact.floor();
+                    let err =
+                        (signed(out, got[j].wrapping_sub(fl as u64)) as f64 - (exact - fl)).abs();
+                    if d == 0 {
+                        assert_eq!(got[j], out.reduce(vx[j].wrapping_mul(vy[j])));
+                    }
+                    assert!(err <= bound, "{} * {} d {d}: err {err}", vx[j], vy[j]);
+                }
+            }
+            let t = a.2.reconstruct(&b.2).unwrap();
+            let (mut s0, mut s1) = (0i128, 0i128);
+            for (j, &v) in t.iter().enumerate() {
+                let v = signed(tr, v);
+                if j % 2 == 0 {
+                    assert!(v == -1 || v == 0, "{v}");
+                    s0 += v;
+                } else {
+                    assert!(v == 0 || v == 1, "{v}");
+                    s1 += v;
+                }
+            }
+            let (m0, m1) = (s0 as f64 / 2000.0, s1 as f64 / 2000.0);
+            assert!((m0 + 11.0 / 16.0).abs() < 0.03, "mean {m0}");
+            assert!((m1 - 5.0 / 16.0).abs() < 0.03, "mean {m1}");
             assert_eq!(cost.bytes, want.bytes);
             assert!(cost.rounds <= want.rounds);
         }

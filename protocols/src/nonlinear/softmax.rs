@@ -18,6 +18,11 @@
 //!    [`mul_known`](duet_mpc::fixed_math::exp::mul_known) does not apply, a full-width
 //!    [`nl::mul`] costs 25% more and an HE product more still below 40-bit rings), then a
 //!    truncation of a positive value (one COT); masked `y` set to 0 (local).
+//!    With [`SoftmaxConfig::fused_product`] (the Duet preset) instead: `e r / 2^{F_r - 4}`
+//!    by [`mul_trunc`] (the same narrow product with the truncation fused into the COTs,
+//!    which are then at most `out_bits - F_r + 4` bits wide; `e` and `r` are read mod
+//!    `2^m` from the operator ring, no extension), an unbiased rounding by 4 bits
+//!    ([`trunc_offset`]) and one extension of `y + 1 >= 0` to the output ring.
 //!
 //! Error: the exp error (see [`ExpParams::error_bound`]) divided by the row sum (at least
 //! about 1), plus the reciprocal's relative error and one ulp `2^-F`; measured per preset in
@@ -26,8 +31,8 @@
 
 use crate::{ProtocolError, Result};
 use duet_mpc::fixed_math::exp::{
-    exp, exp_cost, extend_pos, extend_pos_cost, mul_pos, mul_pos_cost, trunc_pos, trunc_pos_cost,
-    ExpMethod, ExpParams,
+    add_const, exp, exp_cost, extend_pos, extend_pos_cost, mul_pos, mul_pos_cost, mul_trunc,
+    mul_trunc_cost, trunc_offset, trunc_pos, trunc_pos_cost, ExpMethod, ExpParams,
 };
 use duet_mpc::fixed_math::recip::{recip, recip_cost, NewtonParams};
 use duet_mpc::nonlinear::{self as nl, Cost, NlConfig, NlSession};
@@ -37,10 +42,11 @@ use duet_transport::{Channel, Role};
 /// The published SoftMax styles (exp approximation, ring and precision) and Duet's default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum SoftmaxPreset {
-    /// Duet: degree-2 Taylor base on `x / 32` then 5 squarings ([`ExpMethod::Taylor2`]),
-    /// 11 fractional bits in a 24-bit ring, the product with `1/sum` (15 fractional bits) in
-    /// a 28-bit ring: the fewest bytes at the target accuracy
-    /// (`(1 + x/2^n)^(2^n)` needs `n = 8` and more fractional bits for the same error).
+    /// Duet: a fitted degree-2 base on `x / 16` then 4 squarings ([`ExpMethod::DUET`], the
+    /// early squarings with fused truncation), 11 fractional bits in a 24-bit ring, the
+    /// product with `1/sum` (15 fractional bits) by [`mul_trunc`] in a 28-bit ring: the
+    /// fewest bytes at the target accuracy (`(1 + x/2^n)^(2^n)` needs `n = 8` and more
+    /// fractional bits for the same error; Taylor's base needs `n = 5`).
     #[default]
     Duet,
     /// BumbleBee (NDSS'25): `(1 + x/2^n)^(2^n)` with clipping ([`ExpMethod::Squaring`]),
@@ -71,7 +77,7 @@ impl SoftmaxPreset {
     /// The operator configuration of this preset.
     pub fn config(self) -> SoftmaxConfig {
         let (method, frac, bits) = match self {
-            Self::Duet => (ExpMethod::Taylor2 { n: 5 }, 11, 24),
+            Self::Duet => (ExpMethod::DUET, 11, 24),
             Self::BumbleBee => (ExpMethod::Squaring { n: 8 }, 15, 32),
             Self::Puma => (ExpMethod::Squaring { n: 8 }, 17, 36),
             Self::Bolt => (ExpMethod::Taylor2 { n: 5 }, 14, 30),
@@ -87,6 +93,7 @@ impl SoftmaxPreset {
             recip_frac: frac + 4,
             ring_bits: bits,
             out_bits: bits.max(2 * frac + 6),
+            fused_product: self == Self::Duet,
         }
     }
 }
@@ -106,7 +113,17 @@ pub struct SoftmaxConfig {
     /// Width of the output ring, where the product `e r` is taken (at least `L` and
     /// `F + F_r + 2`).
     pub out_bits: u32,
+    /// Take `e r` by [`mul_trunc`] (the narrow product with a fused truncation by `F_r - 4`
+    /// bits, COTs at most `out_bits - F_r + 4` bits wide) instead of [`mul_pos`] followed by
+    /// a truncation by `F_r` bits (Duet's choice; the published presets keep the plain
+    /// product).
+    pub fused_product: bool,
 }
+
+/// The slack bits kept by the fused product of [`SoftmaxConfig::fused_product`]: `e r` is
+/// divided by `2^{F_r - PRODUCT_SLACK}` inside the product, then rounded by `PRODUCT_SLACK`
+/// bits.
+const PRODUCT_SLACK: u32 = 4;
 
 impl SoftmaxConfig {
     fn rings(&self) -> Result<(Ring, Ring)> {
@@ -114,6 +131,7 @@ impl SoftmaxConfig {
         if self.out_bits < self.ring_bits
             || self.out_bits < f + self.recip_frac + 2
             || self.recip_frac + 3 > self.ring_bits
+            || (self.fused_product && self.recip_frac < PRODUCT_SLACK + 1)
         {
             return Err(ProtocolError::Config(format!(
                 "softmax: output ring of {} bits, operator ring of {}, {} and {} fractional                  bits (need out >= L, out >= F + F_r + 2, F_r + 3 <= L)",
@@ -225,6 +243,27 @@ pub fn softmax<C: Channel>(
         cfg.recip,
     )?;
     // 5. y = e r in the output ring
+    if cfg.fused_product {
+        let rb: Vec<u64> = r
+            .data()
+            .iter()
+            .flat_map(|&v| std::iter::repeat_n(v, k))
+            .collect();
+        let rb = AShare::new(ring, vec![n], rb)?;
+        // e < 2^{F+1}, r <= 2 + ulp < 2^{F_r + 2}; y r / 2^d within 1 + d units of 2^d
+        let d = fr - PRODUCT_SLACK;
+        let p = mul_trunc(s, ch, &e, ff + 2, &rb, fr + 3, out_ring.bits(), d)?;
+        // |error| <= 1 + d units of 2^d, below 2^PRODUCT_SLACK - 1
+        let y = trunc_offset(s, ch, &p, PRODUCT_SLACK, 1)?;
+        // y >= -1 (tiny entries): extend y + 1 >= 0
+        let y = add_const(
+            &extend_pos(s, ch, &add_const(&y, role, 1)?, out_ring)?,
+            role,
+            -1,
+        )?;
+        let y = zero_masked(&y, &masked)?;
+        return Ok(AShare::new(out_ring, x.shape().to_vec(), y.into_data())?);
+    }
     let r = extend_pos(s, ch, &r, out_ring)?;
     let e = extend_pos(s, ch, &e, out_ring)?;
     let rb: Vec<u64> = r
@@ -277,6 +316,14 @@ pub fn softmax_cost(
     c = c + exp_cost(n, ring, f_in, cfg.exp, nl_cfg);
     let fr = cfg.recip_frac;
     c = c + recip_cost(rows, ring, ff, cfg.sum_range(k), fr, cfg.recip, nl_cfg)?;
+    if cfg.fused_product {
+        let d = fr - PRODUCT_SLACK;
+        let lo = Ring::new(out_ring.bits() - d)?;
+        return Ok(c
+            + mul_trunc_cost(n, ff + 2, fr + 3, out_ring.bits(), d, nl_cfg)
+            + trunc_pos_cost(n, lo, PRODUCT_SLACK, nl_cfg)
+            + extend_pos_cost(n, lo, out_ring, nl_cfg));
+    }
     c = c
         + extend_pos_cost(rows, ring, out_ring, nl_cfg)
         + extend_pos_cost(n, ring, out_ring, nl_cfg);
@@ -422,8 +469,10 @@ mod tests {
     /// measured bytes equal to the cost.
     #[test]
     fn every_preset_is_accurate_and_costs_what_it_says() {
+        let mut bytes = Vec::new();
         for preset in SoftmaxPreset::ALL {
             let (err, dev, got, cost) = measure(&preset.config());
+            bytes.push((preset, got.bytes));
             assert!(err <= 1e-2, "{preset:?}: max error {err}");
             assert!(dev <= 1e-2, "{preset:?}: a row sum is off by {dev}");
             assert!(err > 0.0);
@@ -433,6 +482,11 @@ mod tests {
                 "{preset:?}: max err {err:.2e}, row sums within {dev:.2e}, {} B",
                 got.bytes
             );
+        }
+        // the Duet default is the cheapest preset (and within the same bounds)
+        let duet = bytes.first().map(|b| b.1).unwrap();
+        for (preset, b) in &bytes {
+            assert!(duet <= *b, "Duet {duet} B vs {preset:?} {b} B");
         }
     }
 
@@ -445,6 +499,8 @@ mod tests {
             (ExpMethod::Taylor2 { n: 5 }, 11),
             (ExpMethod::Taylor2 { n: 4 }, 11),
             (ExpMethod::Squaring { n: 8 }, 13),
+            (ExpMethod::DUET, 10),
+            (ExpMethod::DUET, 11),
         ] {
             let cfg = SoftmaxConfig {
                 exp: ExpParams { method, frac },
@@ -452,6 +508,7 @@ mod tests {
                 recip_frac: frac + 4,
                 ring_bits: 2 * frac + 2,
                 out_bits: 2 * frac + 6,
+                fused_product: matches!(method, ExpMethod::Fit2 { .. }),
             };
             let (err, dev, got, _) = measure(&cfg);
             eprintln!(
