@@ -40,6 +40,7 @@ mod channel;
 mod error;
 mod memory;
 pub mod quic;
+pub mod relay;
 mod role;
 mod stats;
 
