@@ -13,6 +13,7 @@ pub mod ops_embedding;
 pub mod ops_he_mul;
 pub mod ops_mpc;
 pub mod ops_norm;
+pub mod relay_cmd;
 pub mod report;
 pub mod share_demo;
 pub mod transport_bench;

@@ -132,6 +132,22 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+    /// User-space network emulator between `duet connect` and `duet serve`: adds the profile's
+    /// delay and shapes its rate (UDP relay; reports that it is the shaping used).
+    Relay {
+        /// Address the client connects to.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// The server's address.
+        #[arg(long)]
+        upstream: SocketAddr,
+        /// Network profile: lan, wan, wan-slow, or `rate=400mbit,rtt=10ms`.
+        #[arg(long, default_value = "wan")]
+        net: String,
+        /// Stop after this many seconds (default: run until killed).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -324,6 +340,12 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             &protocol,
             peer_fingerprint.parse()?,
         ),
+        Command::Relay {
+            listen,
+            upstream,
+            net,
+            seconds,
+        } => duet_bench::relay_cmd::run_relay(listen, upstream, &net, seconds),
         Command::Fingerprint { state_dir: d } => {
             let dir = state_dir(d)?;
             let id = Identity::load_or_create(&dir)?;
