@@ -15,6 +15,7 @@ use duet_models::{
 };
 use duet_protocols::ProtocolConfig;
 use duet_transport::quic::{connect, Fingerprint, Identity, QuicConfig, QuicListener, QuicRuntime};
+use duet_transport::relay::{NetProfile, UdpRelay};
 use duet_transport::{Channel, Role, Session};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -702,20 +703,29 @@ pub struct BenchModelArgs {
     pub seq_len: usize,
     /// Protocol preset.
     pub protocol: String,
-    /// Network profile (`lan` only in this build).
+    /// Network profile: `lan` (loopback, unshaped), `wan`, `wan-slow` or a custom spec.
     pub net: String,
     /// Show a progress bar (stderr, terminals only).
     pub progress: bool,
 }
 
-/// Network profiles this build can run.
-pub fn check_net(net: &str) -> Result<&'static str, DuetError> {
-    match net {
-        "lan" => Ok("loopback QUIC, no shaping"),
-        other => Err(usage(format!(
-            "--net {other}: only lan (loopback, no shaping) is available in this build"
-        ))),
+/// How a run's network is shaped: `lan` is loopback QUIC without shaping; every other profile
+/// (`wan`, `wan-slow`, `rate=..,rtt=..`) goes through the user-space UDP relay
+/// ([`duet_transport::relay::UdpRelay`]) that adds the delay and enforces the rate.
+pub fn check_net(net: &str) -> Result<(Option<NetProfile>, String), DuetError> {
+    if net == "lan" {
+        return Ok((None, "loopback QUIC, no shaping".into()));
     }
+    let p = NetProfile::by_name(net).map_err(|e| usage(format!("--net {net}: {e}")))?;
+    let rate = p.rate_bits_per_s.map_or("unlimited rate".to_string(), |r| {
+        format!("{:.0} Mbit/s", r as f64 / 1e6)
+    });
+    let note = format!(
+        "loopback QUIC through the user-space UDP relay: {rate}, {:.1} ms RTT ({})",
+        p.rtt.as_secs_f64() * 1e3,
+        p.name
+    );
+    Ok((Some(p), note))
 }
 
 /// The reference is computed when parameters x tokens stays below this (bert-base at 128
@@ -815,7 +825,7 @@ fn child_failure(
 /// `duet bench model`: the server as a child process of `exe` (this executable), the client
 /// here; one report. The client's peak RSS is read before the reference executor runs.
 pub fn bench_model(args: &BenchModelArgs, exe: &Path) -> Result<ModelReport, DuetError> {
-    let note = check_net(&args.net)?;
+    let (profile, note) = check_net(&args.net)?;
     let opts = secure_options(&args.protocol)?;
     let client = ClientModel::open(&ModelArg::Builtin(args.builtin), false)?;
     let inputs = resolve_inputs(&client, &InputArg::SeqLen(args.seq_len))?;
@@ -847,11 +857,20 @@ pub fn bench_model(args: &BenchModelArgs, exe: &Path) -> Result<ModelReport, Due
         _ => return Err(child_failure(&mut guard, stderr)),
     };
     let server_fp: Fingerprint = hello.fingerprint.parse()?;
+    let relay = match profile {
+        Some(p) => Some(UdpRelay::start(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            hello.addr,
+            p,
+        )?),
+        None => None,
+    };
+    let server_addr = relay.as_ref().map_or(hello.addr, UdpRelay::local_addr);
     let rt = QuicRuntime::recommended()?;
     let t = Instant::now();
     let mut bar = ProgressLine::new(args.progress, "client");
     let run = (|| -> Result<_, DuetError> {
-        let session = connect(&rt, hello.addr, &id, server_fp, QuicConfig::default())?;
+        let session = connect(&rt, server_addr, &id, server_fp, QuicConfig::default())?;
         let out = client_runs(&session, &client, &inputs, &opts, &mut |p| bar.update(p))?;
         session.close()?;
         Ok(out)
@@ -894,7 +913,7 @@ pub fn bench_model(args: &BenchModelArgs, exe: &Path) -> Result<ModelReport, Due
         &merged,
         Role::Client,
     );
-    rep.network_note = note.into();
+    rep.network_note = note;
     rep.report.peak_rss_bytes = PeakRss {
         server: done.peak_rss_bytes,
         client: client_rss,

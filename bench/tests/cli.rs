@@ -474,8 +474,8 @@ fn bad_model_arguments_give_one_line_errors() {
     );
     fails_with_one_line(&["demo", "--builtin", "nope"], "unknown built-in model");
     fails_with_one_line(
-        &["bench", "model", "--builtin", "bert-tiny", "--net", "wan"],
-        "--net wan",
+        &["bench", "model", "--builtin", "bert-tiny", "--net", "moon"],
+        "--net moon",
     );
     fails_with_one_line(
         &[
@@ -522,6 +522,35 @@ fn bad_model_arguments_give_one_line_errors() {
         ],
         "model.safetensors",
     );
+}
+
+/// A shaped run goes through the relay, says so, and moves the same bytes as an unshaped one.
+#[test]
+fn bench_model_through_the_relay_names_its_shaping() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |net: &str| -> serde_json::Value {
+        let file = dir.path().join(format!("{}.json", net.len()));
+        let out = duet()
+            .args(["bench", "model", "--builtin", "bert-tiny", "--seq-len", "3"])
+            .args(["--net", net, "--json"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap()
+    };
+    let shaped = run("rate=400mbit:rtt=2ms");
+    let note = shaped["network_note"].as_str().unwrap();
+    assert!(
+        note.contains("relay") && note.contains("400 Mbit/s"),
+        "{note}"
+    );
+    let plain = run("lan");
+    assert_eq!(shaped["bytes"]["total"], plain["bytes"]["total"]);
 }
 
 #[test]

@@ -74,7 +74,8 @@ impl NetProfile {
         }
     }
 
-    /// Parses `key=value` pairs separated by commas: `rate=` a number with unit `bit`, `kbit`,
+    /// Parses `key=value` pairs separated by commas or colons (the CLI takes comma lists of
+    /// profiles, so `rate=400mbit:rtt=10ms` there): `rate=` a number with unit `bit`, `kbit`,
     /// `mbit` or `gbit` (powers of 1000, as `tc` spells them) or `none`; `rtt=` a number with
     /// unit `us`, `ms` or `s`. `rtt` is required, `rate` defaults to `none`. Decimals are
     /// allowed (`rtt=0.5ms`, `rate=1.5gbit`).
@@ -87,7 +88,7 @@ impl NetProfile {
         };
         let mut rate: Option<Option<u64>> = None;
         let mut rtt: Option<Duration> = None;
-        for part in spec.split(',') {
+        for part in spec.split([',', ':']) {
             let part = part.trim();
             let (key, value) = part
                 .split_once('=')
