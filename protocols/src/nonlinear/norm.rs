@@ -23,6 +23,14 @@
 //!    adds it locally); optionally an extension to a wider output ring (offset,
 //!    [`extend_pos`]: one COT per element).
 //!
+//! Duet variant of step 5 ([`NormConfig::mean_extra`] `= e > 0`, LayerNorm): the mean is
+//! also truncated to `f + e` fractional bits (per row), `m = mu r` per row by [`mul_pos`] in
+//! `Z_2^64` plus a truncation by `e` (one COT), and `y = (x + O) r - O r - m` (the same
+//! narrow product as `d r`: `|x| < 2^a` like `d`; the wrap of `x r` cancels mod `2^L`).
+//! Cost: two per-row truncations and one per-row product more, nothing per element.
+//! [`NormConfig::y_extra`] `= g` keeps `g` more fractional bits in `y` (truncation by
+//! `F_r - g`, then by `gamma_frac + g`: the same number of COTs).
+//!
 //! Error: dominated by the variance path's `2^-fv` rounding of `d` and the final truncations;
 //! measured per preset in the tests and in `protocols/NOTES-norm.md`. Cost: [`norm_cost`]
 //! (bytes exact, rounds an upper bound).
@@ -51,8 +59,11 @@ pub enum NormKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum NormPreset {
     /// Duet: variance from `d` rounded to 10 fractional bits (squares in a 38-bit ring), the
-    /// rest in a 36-bit ring (16 fractional bits for `1/sqrt(var)`), gamma with 8, two Newton
-    /// steps.
+    /// rest in a 36-bit ring (16 fractional bits for `1/sqrt(var)`), two Newton steps; the
+    /// product as `x r - mu r` with the mean at `f + 6` fractional bits (one narrow product
+    /// per row instead of a mean off by up to one ulp of `2^-f` times `r`), `y` kept with one
+    /// extra fractional bit and gamma with 12. Fewer bytes than every published preset and a
+    /// smaller error than each of them (`protocols/NOTES-norm.md`).
     #[default]
     Duet,
     /// BumbleBee (NDSS'25): full precision throughout a 37-bit ring (squares in a 42-bit
@@ -89,6 +100,8 @@ impl NormPreset {
             gamma_bits: 3,
             rsqrt: NewtonParams::default(),
             eps_pow2: 17,
+            mean_extra: 0,
+            y_extra: 0,
         };
         match self {
             Self::Duet => NormConfig {
@@ -96,7 +109,9 @@ impl NormPreset {
                 out_bits: 36,
                 var_frac: f.min(10),
                 rsqrt_frac: 16,
-                gamma_frac: 8,
+                gamma_frac: 12,
+                mean_extra: 6,
+                y_extra: 1,
                 ..base
             },
             Self::BumbleBee => base,
@@ -140,6 +155,13 @@ pub struct NormConfig {
     /// `eps = 2^-eps_pow2` (the `1e-5` of BERT/LLaMA is about `2^-17`; smaller eps is clamped
     /// to one ulp of the variance).
     pub eps_pow2: u32,
+    /// LayerNorm: extra fractional bits `e` of the mean in the product (0: `y = d r` with the
+    /// mean at `f` bits, the published way). With `e > 0`, `y = x r - (mu r)` where `mu` has
+    /// `f + e` fractional bits and `mu r` is one narrow product per row (Duet).
+    pub mean_extra: u32,
+    /// Extra fractional bits `g` of `y = d r` before the product with gamma (0: `f`, the
+    /// published way; the final truncation removes `gamma_frac + g`).
+    pub y_extra: u32,
 }
 
 /// Bits of `ceil(log2 k)`.
@@ -188,13 +210,19 @@ impl NormConfig {
         let fv = self.var_frac;
         let need = (da + f + 2)
             .max(ya + f + self.rsqrt_frac + 2)
-            .max(self.gamma_bits + ya + f + self.gamma_frac + 2);
+            .max(self.gamma_bits + ya + f + self.y_extra + self.gamma_frac + 2);
         let lv = 2 * (da + fv) + 2;
         if fv > f || need > self.ring_bits || self.out_bits < self.ring_bits || lv > 64 {
             return Err(ProtocolError::Config(format!(
                 "norm: {} fractional bits in, {fv} for the variance, a {}-bit ring (needs {need}), \
                  a {}-bit output ring, a {lv}-bit variance ring",
                 f, self.ring_bits, self.out_bits
+            )));
+        }
+        if self.mean_extra > 8 || self.y_extra > self.rsqrt_frac {
+            return Err(ProtocolError::Config(format!(
+                "norm: {} extra fractional bits of the mean (at most 8)",
+                self.mean_extra
             )));
         }
         let tv = lb;
@@ -281,6 +309,12 @@ pub fn norm<C: Channel>(
         nl::extend(s, ch, x, ring, true)?
     };
     // 2. centre
+    let e = if kind == NormKind::LayerNorm {
+        cfg.mean_extra
+    } else {
+        0
+    };
+    let mut mu_fine = None;
     let d = match kind {
         NormKind::RmsNorm => AShare::new(ring, vec![n], x.data().to_vec())?,
         NormKind::LayerNorm => {
@@ -294,6 +328,11 @@ pub fn norm<C: Channel>(
             let c = ((1u64 << MEAN_BITS) as f64 / k as f64).round() as i64;
             let off = 1i64 << (p.da + f + MEAN_BITS);
             let t = add_const(&wide.mul_public(c), role, off)?;
+            if e > 0 {
+                // the mean with f + e fractional bits, kept in the wide ring
+                let mf = trunc_pos(s, ch, &t, MEAN_BITS - e)?;
+                mu_fine = Some(add_const(&mf, role, -(off >> (MEAN_BITS - e)))?);
+            }
             let mu = trunc_pos(s, ch, &t, MEAN_BITS)?;
             let mu = add_const(&mu, role, -(off >> MEAN_BITS))?;
             let mu = nl::reduce(&mu, ring)?;
@@ -340,22 +379,49 @@ pub fn norm<C: Channel>(
     let r = rsqrt(s, ch, &v, fs, (0, p.hi), fr + SQRT_K_BITS, cfg.rsqrt)?;
     let sk = ((k as f64).sqrt() * (1u64 << SQRT_K_BITS) as f64).round() as i64;
     let r = trunc_pos(s, ch, &r.mul_public(sk), 2 * SQRT_K_BITS)?;
+    let my = p.r_bits + fr + 1;
+    // 5a. with the fine mean: m = mu r per row (narrow product in the wide ring, f + fr
+    //     fractional bits after a truncation by e), subtracted from x r below
+    let m_rows = match &mu_fine {
+        Some(mf) => {
+            let om = 1i64 << (p.da + f + e);
+            let mp = add_const(mf, role, om)?;
+            let m = mul_pos(s, ch, &mp, p.da + f + e + 2, &r, my)?;
+            let m = m.sub(&r.mul_public(om))?;
+            let mo = 1i64 << (p.da + f + e + my);
+            let m = trunc_pos(s, ch, &add_const(&m, role, mo)?, e)?;
+            Some(nl::reduce(&add_const(&m, role, -(mo >> e))?, ring)?)
+        }
+        None => None,
+    };
     let r = nl::reduce(&r, ring)?;
     // 5. y = d r, z = gamma y + beta
-    let rb: Vec<u64> = r
-        .data()
-        .iter()
-        .flat_map(|&v| std::iter::repeat_n(v, k))
-        .collect();
-    // (d + O) r by the narrow product, then d r = (d + O) r - O r (local)
-    let rb = AShare::new(ring, vec![n], rb)?;
+    let bcast = |v: &AShare| -> Result<AShare> {
+        let b: Vec<u64> = v
+            .data()
+            .iter()
+            .flat_map(|&v| std::iter::repeat_n(v, k))
+            .collect();
+        Ok(AShare::new(ring, vec![n], b)?)
+    };
+    let rb = bcast(&r)?;
+    // (d + O) r by the narrow product, then d r = (d + O) r - O r (local); with the fine
+    // mean, (x + O) r - O r - mu r instead (the same bound on x, the same cost)
     let od = 1i64 << (p.da + f);
-    let dpos = add_const(&d, role, od)?;
-    let y = mul_pos(s, ch, &dpos, p.da + f + 2, &rb, p.r_bits + fr + 1)?;
+    let dpos = match &m_rows {
+        Some(_) => add_const(&AShare::new(ring, vec![n], x.data().to_vec())?, role, od)?,
+        None => add_const(&d, role, od)?,
+    };
+    let y = mul_pos(s, ch, &dpos, p.da + f + 2, &rb, my)?;
     let y = y.sub(&rb.mul_public(od))?;
+    let y = match &m_rows {
+        Some(m) => y.sub(&bcast(m)?)?,
+        None => y,
+    };
     let yo = 1i64 << (p.ya + f + fr);
-    let y = trunc_pos(s, ch, &add_const(&y, role, yo)?, fr)?;
-    let y = add_const(&y, role, -(yo >> fr))?;
+    let g = cfg.y_extra;
+    let y = trunc_pos(s, ch, &add_const(&y, role, yo)?, fr - g)?;
+    let y = add_const(&y, role, -(yo >> (fr - g)))?;
     let gamma: Option<Vec<u64>> = w.map(|w| {
         (0..n)
             .map(|i| {
@@ -368,7 +434,7 @@ pub fn norm<C: Channel>(
             .collect()
     });
     let z = mul_known(s, ch, &y, Role::Server, gamma.as_deref())?;
-    let fg = cfg.gamma_frac;
+    let fg = cfg.gamma_frac + g;
     let zo = 1i64 << (cfg.gamma_bits + p.ya + f + fg);
     let z = trunc_pos(s, ch, &add_const(&z, role, zo)?, fg)?;
     let z = add_const(&z, role, -(zo >> fg))?;
@@ -406,8 +472,16 @@ pub fn norm_cost(
     if in_ring.bits() < ring.bits() {
         c = c + nl::extend_cost(n, in_ring, ring, nl_cfg);
     }
+    let e = if kind == NormKind::LayerNorm {
+        cfg.mean_extra
+    } else {
+        0
+    };
     if kind == NormKind::LayerNorm {
         c = c + nl::extend_cost(rows, ring, p.wide, nl_cfg);
+        if e > 0 {
+            c = c + trunc_pos_cost(rows, p.wide, MEAN_BITS - e, nl_cfg);
+        }
         c = c + trunc_pos_cost(rows, p.wide, MEAN_BITS, nl_cfg);
     }
     if cfg.var_frac < f {
@@ -430,12 +504,17 @@ pub fn norm_cost(
     )?;
     c = c + trunc_pos_cost(rows, p.wide, 2 * SQRT_K_BITS, nl_cfg);
     let my = p.r_bits + cfg.rsqrt_frac + 1;
+    if e > 0 {
+        c = c
+            + mul_pos_cost(rows, p.wide, p.da + f + e + 2, my, nl_cfg)
+            + trunc_pos_cost(rows, p.wide, e, nl_cfg);
+    }
     c = c
         + mul_pos_cost(n, ring, p.da + f + 2, my, nl_cfg)
-        + trunc_pos_cost(n, ring, cfg.rsqrt_frac, nl_cfg);
+        + trunc_pos_cost(n, ring, cfg.rsqrt_frac - cfg.y_extra, nl_cfg);
     c = c
         + mul_known_cost(n, ring, Role::Server, nl_cfg)
-        + trunc_pos_cost(n, ring, cfg.gamma_frac, nl_cfg);
+        + trunc_pos_cost(n, ring, cfg.gamma_frac + cfg.y_extra, nl_cfg);
     c = c + extend_pos_cost(n, ring, p.out, nl_cfg);
     Ok(c)
 }
@@ -530,6 +609,7 @@ mod tests {
                 wk.beta.clear();
             }
             let want = reference(kind, &xq, k, &wk);
+            let mut results = Vec::new();
             for preset in NormPreset::ALL {
                 let cfg = preset.config(f);
                 let cost =
@@ -553,7 +633,7 @@ mod tests {
                     }
                     worst = worst.max(err);
                     assert!(
-                        err <= 2e-2,
+                        err <= bound(kind, preset),
                         "{kind:?} {preset:?}: entry {i} = {} want {} (x = {})",
                         y[i],
                         want[i],
@@ -568,7 +648,238 @@ mod tests {
                     at / k,
                     got.bytes
                 );
+                results.push((preset, worst, got.bytes));
             }
+            duet_is_no_worse(kind, &results);
+        }
+    }
+
+    /// Per-preset bound of the relative error on the test rows: 2e-2 (the issue's) for the
+    /// published presets; the Duet preset's measured 3.5e-3 (LayerNorm, the sd-0.05 rows with
+    /// gamma up to 4) and 5.6e-4 (RMSNorm) with margin.
+    fn bound(kind: NormKind, preset: NormPreset) -> f64 {
+        match (preset, kind) {
+            (NormPreset::Duet, NormKind::LayerNorm) => 5e-3,
+            (NormPreset::Duet, NormKind::RmsNorm) => 1e-3,
+            _ => 2e-2,
+        }
+    }
+
+    /// Duet costs no more bytes than every other preset and is at least as accurate as the
+    /// cheapest other one.
+    fn duet_is_no_worse(kind: NormKind, results: &[(NormPreset, f64, u64)]) {
+        let duet = results.iter().find(|r| r.0 == NormPreset::Duet).unwrap();
+        let cheapest = results
+            .iter()
+            .filter(|r| r.0 != NormPreset::Duet)
+            .min_by_key(|r| r.2)
+            .unwrap();
+        for r in results {
+            assert!(
+                duet.2 <= r.2,
+                "{kind:?}: duet {} B, {:?} {} B",
+                duet.2,
+                r.0,
+                r.2
+            );
+        }
+        assert!(
+            duet.1 <= cheapest.1,
+            "{kind:?}: duet err {:.2e}, cheapest other ({:?}) {:.2e}",
+            duet.1,
+            cheapest.0,
+            cheapest.1
+        );
+    }
+
+    /// BERT-like rows of 768 as in `duet bench op layernorm|rmsnorm` (8 rows here): Duet at
+    /// most 8.4e-4 relative (measured 5.7e-4 .. 6.4e-4 LayerNorm, 5.0e-4 .. 5.2e-4 RMSNorm on
+    /// 128x768 in the bench), no more bytes than any other preset (at 128 x 768) and at least as
+    /// accurate as the cheapest other one on the same inputs.
+    #[test]
+    fn duet_is_no_worse_on_bench_rows() {
+        let mut prg = Prg::from_seed([31; 32]);
+        let k = 768;
+        let (x, w) = bench_rows(&mut prg, 8, k);
+        let in_ring = Ring::new(37).unwrap();
+        for kind in [NormKind::LayerNorm, NormKind::RmsNorm] {
+            let mut results = Vec::new();
+            for preset in [NormPreset::Duet, NormPreset::BumbleBee, NormPreset::Bolt] {
+                let cfg = preset.config(12);
+                let (err, _) = rel_err(kind, &x, k, &w, &cfg, 3);
+                let big = norm_cost(kind, &[128, k], in_ring, 12, &cfg, NlConfig::default())
+                    .unwrap()
+                    .bytes;
+                eprintln!(
+                    "{kind:?} {preset:?}: bench rows max rel err {err:.2e}, {big} B at 128x768"
+                );
+                results.push((preset, err, big));
+            }
+            // Puma and Iron cost more than BumbleBee and Bolt: their bytes only
+            for preset in [NormPreset::Puma, NormPreset::Iron] {
+                let cfg = preset.config(12);
+                let big = norm_cost(kind, &[128, k], in_ring, 12, &cfg, NlConfig::default())
+                    .unwrap()
+                    .bytes;
+                results.push((preset, f64::INFINITY, big));
+            }
+            let duet = results.first().unwrap().1;
+            assert!(duet <= 8.4e-4, "{kind:?}: duet {duet:.2e}");
+            duet_is_no_worse(kind, &results);
+        }
+    }
+
+    /// The main test's rows (8 x 32) and weights.
+    fn test_rows(prg: &mut Prg) -> (Vec<f64>, NormWeights) {
+        let (rows, k) = (8usize, 32usize);
+        let n = rows * k;
+        let unif =
+            |prg: &mut Prg| (prg.ring_element(Ring::z64()) >> 11) as f64 / (1u64 << 53) as f64;
+        let mut x = Vec::with_capacity(n);
+        for i in 0..n {
+            let (r, j) = (i / k, i % k);
+            let (u1, u2) = (unif(prg).max(1e-12), unif(prg));
+            let g = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+            x.push(match r {
+                0 | 1 => g + if j == 3 { 20.0 } else { 0.0 },
+                2 | 3 => 200.0 * unif(prg) - 100.0,
+                4 | 5 => 3.0 + 0.05 * g,
+                6 => -1.5 + 0.2 * g,
+                _ => 120.0 * (unif(prg) - 0.5),
+            });
+        }
+        let w = NormWeights {
+            gamma: (0..k).map(|_| 8.0 * unif(prg) - 4.0).collect(),
+            beta: (0..k).map(|_| 2.0 * unif(prg) - 1.0).collect(),
+        };
+        (x, w)
+    }
+
+    /// Bench-like rows (N(0, s^2) + offset, s in [0.5, 3], offset in [-2, 2], gamma in
+    /// [0.5, 1.5], beta in [-0.5, 0.5]), `rows x k`.
+    fn bench_rows(prg: &mut Prg, rows: usize, k: usize) -> (Vec<f64>, NormWeights) {
+        let unif =
+            |prg: &mut Prg| (prg.ring_element(Ring::z64()) >> 11) as f64 / (1u64 << 53) as f64;
+        let mut x = Vec::with_capacity(rows * k);
+        for _ in 0..rows {
+            let off = 4.0 * unif(prg) - 2.0;
+            let sc = 0.5 + 2.5 * unif(prg);
+            for _ in 0..k {
+                let (u1, u2) = (unif(prg).max(1e-12), unif(prg));
+                let g = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                x.push(off + sc * g);
+            }
+        }
+        let w = NormWeights {
+            gamma: (0..k).map(|_| 0.5 + unif(prg)).collect(),
+            beta: (0..k).map(|_| unif(prg) - 0.5).collect(),
+        };
+        (x, w)
+    }
+
+    /// Max relative error of `cfg` on `x` (`rows x k`) against the float reference.
+    fn rel_err(
+        kind: NormKind,
+        x: &[f64],
+        k: usize,
+        w: &NormWeights,
+        cfg: &NormConfig,
+        seed: u8,
+    ) -> (f64, u64) {
+        let mut prg = Prg::from_seed([seed; 32]);
+        let in_ring = Ring::new(37).unwrap();
+        let f = 12;
+        let fx = FixedPoint::new(in_ring, f).unwrap();
+        let rows = x.len() / k;
+        let enc = fx.encode_all(x);
+        let xq = fx.decode_all(&enc);
+        let mut wk = w.clone();
+        if kind == NormKind::RmsNorm {
+            wk.beta.clear();
+        }
+        let want = reference(kind, &xq, k, &wk);
+        let (x0, x1) = AShare::share(in_ring, vec![rows, k], &enc, &mut prg).unwrap();
+        let cost = norm_cost(kind, &[rows, k], in_ring, f, cfg, NlConfig::default()).unwrap();
+        let (a, b, got) = run2(cost.cots, |role, s, ch| {
+            let (x, wt) = if role == Role::Server {
+                (&x0, Some(&wk))
+            } else {
+                (&x1, None)
+            };
+            norm(s, ch, kind, x, f, wt, cfg).unwrap()
+        });
+        assert_eq!(got.bytes, cost.bytes);
+        let fo = FixedPoint::new(Ring::new(cfg.out_bits).unwrap(), f).unwrap();
+        let y = fo.decode_all(&a.reconstruct(&b).unwrap());
+        let worst = y
+            .iter()
+            .zip(&want)
+            .map(|(y, w)| (y - w).abs() / w.abs().max(1.0))
+            .fold(0.0, f64::max);
+        (worst, got.bytes)
+    }
+
+    #[test]
+    #[ignore = "exploration"]
+    fn explore_duet_norm() {
+        let mut prg = Prg::from_seed([5; 32]);
+        let k = 768;
+        let (x, w) = bench_rows(&mut prg, 32, k);
+        let in_ring = Ring::new(37).unwrap();
+        let d = NormPreset::Duet.config(12);
+        let mut cands = vec![("bumblebee", NormPreset::BumbleBee.config(12)), ("duet", d)];
+        for (fg, e, g, fv) in [
+            (12u32, 4u32, 0u32, 10u32),
+            (12, 4, 1, 10),
+            (11, 4, 2, 10),
+            (12, 6, 1, 10),
+            (12, 4, 1, 11),
+            (12, 4, 1, 12),
+        ] {
+            cands.push((
+                "var",
+                NormConfig {
+                    gamma_frac: fg,
+                    mean_extra: e,
+                    var_frac: fv,
+                    y_extra: g,
+                    ..d
+                },
+            ));
+        }
+        let mut tprg = Prg::from_seed([22; 32]);
+        let (tx, tw) = test_rows(&mut tprg);
+        for (name, c) in cands {
+            if c.plan(&[128, k], 12).is_err() {
+                continue;
+            }
+            let big = norm_cost(
+                NormKind::LayerNorm,
+                &[128, k],
+                in_ring,
+                12,
+                &c,
+                NlConfig::default(),
+            )
+            .unwrap();
+            let bigr = norm_cost(
+                NormKind::RmsNorm,
+                &[128, k],
+                in_ring,
+                12,
+                &c,
+                NlConfig::default(),
+            )
+            .unwrap();
+            let (e1, _) = rel_err(NormKind::LayerNorm, &x, k, &w, &c, 1);
+            let (e2, _) = rel_err(NormKind::RmsNorm, &x, k, &w, &c, 1);
+            let (e3, _) = rel_err(NormKind::LayerNorm, &tx, 32, &tw, &c, 1);
+            let (e4, _) = rel_err(NormKind::RmsNorm, &tx, 32, &tw, &c, 1);
+            eprintln!(
+                "{name} ring {} fv {} fr {} fg {} e {} g {}: LN {:.3} MB RMS {:.3} MB, bench-like LN {e1:.2e} RMS {e2:.2e}; test LN {e3:.2e} RMS {e4:.2e}",
+                c.ring_bits, c.var_frac, c.rsqrt_frac, c.gamma_frac, c.mean_extra, c.y_extra,
+                big.bytes as f64 / 1e6, bigr.bytes as f64 / 1e6
+            );
         }
     }
 

@@ -490,6 +490,36 @@ mod tests {
         }
     }
 
+    /// Max abs error on 2 x 128 x 128 logits uniform in [-20, 20] (the bench's inputs).
+    fn uniform_err(cfg: &SoftmaxConfig) -> f64 {
+        let mut prg = Prg::from_seed([44; 32]);
+        let in_ring = Ring::new(37).unwrap();
+        let f_in = 12;
+        let fx = FixedPoint::new(in_ring, f_in).unwrap();
+        let shape = [2usize, 128, 128];
+        let n = shape.iter().product::<usize>();
+        let x: Vec<f64> = (0..n)
+            .map(|_| {
+                40.0 * ((prg.ring_element(Ring::z64()) >> 11) as f64 / (1u64 << 53) as f64) - 20.0
+            })
+            .collect();
+        let mask = vec![false; n];
+        let enc = fx.encode_all(&x);
+        let want = reference(&fx.decode_all(&enc), 128, &mask);
+        let (x0, x1) = AShare::share(in_ring, shape.to_vec(), &enc, &mut prg).unwrap();
+        let cost = softmax_cost(&shape, in_ring, f_in, cfg, NlConfig::default()).unwrap();
+        let (a, b, _) = run2(cost.cots, |role, s, ch| {
+            let x = if role == Role::Server { &x0 } else { &x1 };
+            softmax(s, ch, x, f_in, None, cfg).unwrap()
+        });
+        let fo = FixedPoint::new(Ring::new(cfg.out_bits).unwrap(), cfg.exp.frac).unwrap();
+        let y = fo.decode_all(&a.reconstruct(&b).unwrap());
+        y.iter()
+            .zip(&want)
+            .map(|(y, w)| (y - w).abs())
+            .fold(0.0, f64::max)
+    }
+
     /// Exploration of other configurations (prints error and bytes per element).
     #[test]
     #[ignore = "exploration, prints"]
@@ -501,6 +531,24 @@ mod tests {
             (ExpMethod::Squaring { n: 8 }, 13),
             (ExpMethod::DUET, 10),
             (ExpMethod::DUET, 11),
+            (ExpMethod::DUET, 12),
+            (ExpMethod::DUET, 13),
+            (
+                ExpMethod::Fit2 {
+                    n: 5,
+                    a_q: 1020,
+                    g_q: 1000,
+                },
+                11,
+            ),
+            (
+                ExpMethod::Fit2 {
+                    n: 5,
+                    a_q: 1020,
+                    g_q: 1000,
+                },
+                12,
+            ),
         ] {
             let cfg = SoftmaxConfig {
                 exp: ExpParams { method, frac },
@@ -511,9 +559,20 @@ mod tests {
                 fused_product: matches!(method, ExpMethod::Fit2 { .. }),
             };
             let (err, dev, got, _) = measure(&cfg);
+            let uerr = uniform_err(&cfg);
+            eprintln!("{method:?} F={frac}: uniform [-20, 20] 2x128x128 max abs err {uerr:.2e}");
+            let big = softmax_cost(
+                &[12, 128, 128],
+                Ring::new(37).unwrap(),
+                12,
+                &cfg,
+                NlConfig::default(),
+            )
+            .unwrap();
             eprintln!(
-                "{method:?} F={frac}: err {err:.2e} sums {dev:.2e}, {:.1} B/elem",
-                got.bytes as f64 / 2048.0
+                "{method:?} F={frac}: err {err:.2e} sums {dev:.2e}, {:.1} B/elem, {:.2} MB at 12x128x128",
+                got.bytes as f64 / 2048.0,
+                big.bytes as f64 / 1e6
             );
         }
     }
