@@ -97,7 +97,8 @@ impl Default for SecureOptions {
 impl SecureOptions {
     /// The defaults for `protocol`: `l = 37`, `f = f_w = 12`, weights below 16, activation
     /// inputs below 64, normalisation inputs below 512 (all-MiniLM-L6-v2 reaches 221), norm
-    /// scales below 32, logits with 10 fractional bits.
+    /// scales below 8 (MiniLM's largest is 1.55; a wider bound needs a wider LayerNorm ring),
+    /// logits with 10 fractional bits.
     pub fn new(protocol: ProtocolConfig) -> Self {
         Self {
             protocol,
@@ -108,7 +109,7 @@ impl SecureOptions {
             weight_bits: 4,
             act_range_bits: 6,
             norm_in_bits: 9,
-            gamma_bits: 5,
+            gamma_bits: 3,
             score_frac: 10,
         }
     }
