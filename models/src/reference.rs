@@ -72,15 +72,9 @@ pub fn run_reference_outputs(
     Ok((hidden, logits))
 }
 
-/// [`run_reference`] calling `observe(node, inputs, output)` after every node: used to find
-/// the value ranges a fixed-point format must cover.
-pub fn run_reference_traced(
-    graph: &Graph,
-    weights: &impl WeightSource,
-    ids: &[u32],
-    observe: &mut dyn FnMut(&Node, &[&Matrix], &Matrix),
-) -> Result<Matrix> {
-    let c = &graph.config;
+/// Token ids a model with config `c` takes: at least one, at most `max_positions`, each in
+/// the vocabulary (both executors check them before anything else).
+pub(crate) fn check_ids(c: &crate::ModelConfig, ids: &[u32]) -> Result<()> {
     if ids.is_empty() {
         return Err(ModelError::Input("no tokens".into()));
     }
@@ -97,6 +91,19 @@ pub fn run_reference_traced(
             c.vocab_size
         )));
     }
+    Ok(())
+}
+
+/// [`run_reference`] calling `observe(node, inputs, output)` after every node: used to find
+/// the value ranges a fixed-point format must cover.
+pub fn run_reference_traced(
+    graph: &Graph,
+    weights: &impl WeightSource,
+    ids: &[u32],
+    observe: &mut dyn FnMut(&Node, &[&Matrix], &Matrix),
+) -> Result<Matrix> {
+    let c = &graph.config;
+    check_ids(c, ids)?;
     // last use of every node, so intermediate values are freed early
     let mut last_use = vec![0usize; graph.nodes.len()];
     for (i, n) in graph.nodes.iter().enumerate() {

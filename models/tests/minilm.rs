@@ -8,46 +8,11 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
+use common::{reference, shared};
 use duet_models::reference::cosine;
 use duet_models::{run_reference, sentence_embedding, ModelDir};
-use std::path::PathBuf;
-
-/// The shared folder: `DUET_SHARED_DIR`, else `../shared` beside the repository. On CI
-/// (`CI=true`) a missing folder is a failure, elsewhere the test says it is skipped.
-fn shared() -> Option<PathBuf> {
-    let dir = std::env::var_os("DUET_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    if dir
-        .join("models/all-MiniLM-L6-v2/model.safetensors")
-        .exists()
-    {
-        return Some(dir);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "shared models not found at {} (set DUET_SHARED_DIR)",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED: MiniLM weights not found at {} (set DUET_SHARED_DIR)",
-        dir.display()
-    );
-    None
-}
-
-#[derive(serde::Deserialize)]
-struct RefEntry {
-    text: String,
-    input_ids: Vec<u32>,
-    embedding: Vec<f64>,
-}
-
-fn reference(shared: &std::path::Path) -> Vec<RefEntry> {
-    let text = std::fs::read_to_string(shared.join("reference/minilm/reference.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
 
 #[test]
 fn tokenizer_matches_the_reference_ids() {

@@ -9,6 +9,9 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
+use common::{reference, shared};
 use duet_models::reference::cosine;
 use duet_models::secure::{
     run_client, run_client_outputs, run_server, EmbeddingMode, SecureOptions, SecureOutput,
@@ -19,7 +22,6 @@ use duet_models::{
     ModelConfig, ModelDir, RandomWeights, WeightSource,
 };
 use duet_transport::run_two_party;
-use std::path::PathBuf;
 
 fn secure_outputs<W: WeightSource + Sync>(
     graph: &Graph,
@@ -193,40 +195,11 @@ fn bad_ids_fail_before_anything_is_sent() {
         .contains("outside the vocabulary"));
 }
 
-/// `DUET_SHARED_DIR`, else `../shared` beside the repository; on CI a missing folder fails.
-fn shared() -> Option<PathBuf> {
-    let dir = std::env::var_os("DUET_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    if dir
-        .join("models/all-MiniLM-L6-v2/model.safetensors")
-        .exists()
-    {
-        return Some(dir);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "shared models not found at {} (set DUET_SHARED_DIR)",
-            dir.display()
-        );
-    }
-    eprintln!("SKIPPED: MiniLM weights not found at {}", dir.display());
-    None
-}
-
-#[derive(serde::Deserialize)]
-struct RefEntry {
-    text: String,
-    input_ids: Vec<u32>,
-    embedding: Vec<f64>,
-}
-
 fn minilm(count: usize) {
     let Some(shared) = shared() else { return };
     let model = ModelDir::open(&shared.join("models/all-MiniLM-L6-v2")).unwrap();
     let weights = model.open_weights().unwrap();
-    let text = std::fs::read_to_string(shared.join("reference/minilm/reference.json")).unwrap();
-    let refs: Vec<RefEntry> = serde_json::from_str(&text).unwrap();
+    let refs = reference(&shared);
     let opts = SecureOptions::default();
     for r in refs.iter().take(count) {
         let (hidden, _, c) = secure(&model.graph, &weights, &r.input_ids, &opts);

@@ -203,23 +203,7 @@ fn public_view(graph: &Graph, seq: usize, opts: &SecureOptions) -> String {
 }
 
 fn check_ids(graph: &Graph, ids: &[u32]) -> Result<()> {
-    let c = &graph.config;
-    if ids.is_empty() {
-        return Err(ModelError::Input("no tokens".into()));
-    }
-    if ids.len() > c.max_positions {
-        return Err(ModelError::Input(format!(
-            "{} tokens, the model takes at most {}",
-            ids.len(),
-            c.max_positions
-        )));
-    }
-    if let Some(&bad) = ids.iter().find(|&&t| t as usize >= c.vocab_size) {
-        return Err(ModelError::Input(format!(
-            "token id {bad} outside the vocabulary of {}",
-            c.vocab_size
-        )));
-    }
+    crate::reference::check_ids(&graph.config, ids)?;
     if !graph
         .nodes
         .iter()
