@@ -3,14 +3,14 @@
 //! machines). The client only ever reads `config.json` and `tokenizer.json`.
 
 use crate::model_bench::{
-    client_runs, merge_reports, resolve_inputs, secure_options, serve_runs, top_logits,
-    ClientModel, Input, InputArg, ModelArg, ModelReport, Output, ProgressLine, ServerModel,
-    BUILTIN_SEED,
+    builtin_references, client_runs, merge_reports, resolve_inputs, secure_options, serve_runs,
+    top_logits, ClientModel, Input, InputArg, ModelArg, ModelReport, Output, ProgressLine,
+    ServerModel,
 };
 use crate::report::{peak_rss_bytes, PeakRss};
 use crate::DuetError;
 use duet_models::secure::{SecureOutput, SecureReport};
-use duet_models::{run_reference, sentence_embedding, BuiltinModel, Matrix, RandomWeights};
+use duet_models::{run_reference, sentence_embedding, BuiltinModel, Matrix};
 use duet_transport::quic::{connect, Fingerprint, Identity, QuicConfig, QuicListener, QuicRuntime};
 use duet_transport::Role;
 use std::net::SocketAddr;
@@ -189,11 +189,7 @@ pub fn connect_model(
     rep.runs = results.len();
     let refs = match model {
         ModelArg::Builtin(_) => {
-            let w = RandomWeights { seed: BUILTIN_SEED };
-            let refs = inputs
-                .iter()
-                .map(|i| run_reference(&client.graph, &w, &i.ids))
-                .collect::<Result<Vec<_>, _>>()?;
+            let refs = builtin_references(&client.graph, inputs.iter())?;
             rep.set_accuracy(results.iter().map(|(o, _)| &o.hidden).zip(&refs));
             rep.reference = "f64 reference executor on the public seeded weights".into();
             Some(refs)

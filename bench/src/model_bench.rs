@@ -449,6 +449,18 @@ pub fn merge_reports(reports: &[SecureReport]) -> SecureReport {
     m
 }
 
+/// The f64 reference executor's last hidden states for a built-in model's public seeded
+/// weights ([`BUILTIN_SEED`]), one per input.
+pub fn builtin_references<'a>(
+    graph: &duet_models::Graph,
+    inputs: impl Iterator<Item = &'a Input>,
+) -> Result<Vec<Matrix>, DuetError> {
+    let w = RandomWeights { seed: BUILTIN_SEED };
+    Ok(inputs
+        .map(|i| run_reference(graph, &w, &i.ids))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
 /// One output of `duet infer` / `duet connect`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Output {
@@ -925,11 +937,7 @@ pub fn bench_model(args: &BenchModelArgs, exe: &Path) -> Result<ModelReport, Due
         .map(|(_, s)| s.iter().product::<usize>() as f64)
         .sum();
     if params * args.seq_len as f64 <= REFERENCE_BUDGET {
-        let w = RandomWeights { seed: BUILTIN_SEED };
-        let refs = inputs
-            .iter()
-            .map(|i| run_reference(&client.graph, &w, &i.ids))
-            .collect::<Result<Vec<_>, _>>()?;
+        let refs = builtin_references(&client.graph, inputs.iter())?;
         rep.set_accuracy(results.iter().map(|(o, _)| &o.hidden).zip(&refs));
         rep.reference =
             "f64 reference executor on the same seeded weights (after the RSS was read)".into();

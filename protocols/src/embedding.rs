@@ -89,7 +89,9 @@ pub struct EmbeddingTable {
     params: Arc<RlweParameters>,
     vocab: usize,
     hidden: usize,
-    table: Vec<i64>,
+    /// The table as the matmul's weights (`vocab x hidden`), kept once: each lookup prepares
+    /// its weight polynomials on the fly from it.
+    weights: HeWeights,
 }
 
 impl EmbeddingTable {
@@ -120,11 +122,12 @@ impl EmbeddingTable {
                 "table entry {bad} exceeds the parameters' weight bound {bound}"
             )));
         }
+        let weights = HeWeights::new(params, vocab, hidden, table, None)?;
         Ok(Self {
             params: Arc::clone(params),
             vocab,
             hidden,
-            table,
+            weights,
         })
     }
 
@@ -225,14 +228,7 @@ impl PrivateEmbedding {
         }
         // weight polynomials are prepared on the fly (a cache would take N L 8 bytes per
         // block: far over the table itself for the fewest-bytes layout)
-        let weights = HeWeights::new(
-            &table.params,
-            table.vocab,
-            table.hidden,
-            table.table.clone(),
-            None,
-        )?;
-        HeMatMul::run_server(ch, setup, &weights, seq, None, rng)
+        HeMatMul::run_server(ch, setup, &table.weights, seq, None, rng)
     }
 }
 

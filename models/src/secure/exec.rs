@@ -412,7 +412,7 @@ impl<'a, C: Channel> Engine<'a, C> {
                     Activation::Silu => silu(&mut self.nl, self.ch, &x, fmt, p.silu),
                 }
                 .map_err(at(name))?;
-                (OpKind::Activation, self.convert_signed(name, y)?)
+                (OpKind::Activation, self.convert(name, y, false)?)
             }
             Op::LastRow => {
                 let x = self.input(node, 0)?;
@@ -470,27 +470,19 @@ impl<'a, C: Channel> Engine<'a, C> {
         add_const(&t, self.role, -(off >> f)).map_err(at(node))
     }
 
-    /// A signed value from another ring into the activation ring (exact within range).
-    fn convert_signed(&mut self, node: &str, x: AShare) -> Result<AShare> {
+    /// A value from another ring into the activation ring (exact within range): a local
+    /// reduction from a wider ring; from a narrower one a signed extension, or the cheaper
+    /// known-sign extension (one COT) when `nonneg` (the value is below half its ring).
+    fn convert(&mut self, node: &str, x: AShare, nonneg: bool) -> Result<AShare> {
         let (from, to) = (x.ring().bits(), self.ring.bits());
         if from == to {
             Ok(x)
         } else if from > to {
             nl::reduce(&x, self.ring).map_err(at(node))
+        } else if nonneg {
+            extend_nonneg(&mut self.nl, self.ch, &x, self.ring).map_err(at(node))
         } else {
             nl::extend(&mut self.nl, self.ch, &x, self.ring, true).map_err(at(node))
-        }
-    }
-
-    /// A non-negative value (below half its ring) into the activation ring.
-    fn convert_nonneg(&mut self, node: &str, x: AShare) -> Result<AShare> {
-        let (from, to) = (x.ring().bits(), self.ring.bits());
-        if from == to {
-            Ok(x)
-        } else if from > to {
-            nl::reduce(&x, self.ring).map_err(at(node))
-        } else {
-            extend_nonneg(&mut self.nl, self.ch, &x, self.ring).map_err(at(node))
         }
     }
 
@@ -678,7 +670,7 @@ impl<'a, C: Channel> Engine<'a, C> {
         cfg.gamma_bits = self.opts.gamma_bits;
         cfg.out_bits = cfg.ring_bits.max(self.ring.bits());
         let y = norm(&mut self.nl, self.ch, kind, x, self.opts.frac, w, &cfg).map_err(at(node))?;
-        self.convert_signed(node, y)
+        self.convert(node, y, false)
     }
 
     /// `x` (`n x heads*hd`, row-major) to `heads x n x hd` (`transpose`: `heads x hd x n`),
@@ -818,7 +810,7 @@ impl<'a, C: Channel> Engine<'a, C> {
         let cfg = self.opts.protocol.softmax.config();
         let p = softmax(&mut self.nl, self.ch, &s, fs, mask.as_deref(), &cfg).map_err(at(node))?;
         let fp = cfg.exp.frac;
-        let p = self.convert_nonneg(node, p)?;
+        let p = self.convert(node, p, true)?;
         self.record(&format!("{node}.softmax"), OpKind::Softmax, since, 1);
         let since = self.mark();
         let yv = Self::per_head(v, n, heads, group, hd, false);

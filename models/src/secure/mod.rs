@@ -125,8 +125,12 @@ impl SecureOptions {
                 self.frac, self.weight_frac, self.ring_bits
             ));
         }
-        if self.weight_frac + self.weight_bits > 30 || self.score_frac > 2 * self.frac {
-            return bad("weight or score precision out of range".into());
+        if self.weight_frac + self.weight_bits > 30
+            || self.frac + self.weight_bits > 40
+            || self.gamma_bits > 16
+            || self.score_frac > 2 * self.frac
+        {
+            return bad("weight, norm-scale or score precision out of range".into());
         }
         Ok(())
     }
