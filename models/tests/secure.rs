@@ -13,6 +13,7 @@ mod common;
 
 use common::{reference, shared};
 use duet_models::reference::cosine;
+use duet_models::secure::MulBackend;
 use duet_models::secure::{
     run_client, run_client_outputs, run_server, EmbeddingMode, SecureOptions, SecureOutput,
     SecureReport,
@@ -21,6 +22,7 @@ use duet_models::{
     run_reference, run_reference_outputs, sentence_embedding, Arch, BuiltinModel, Graph, Matrix,
     ModelConfig, ModelDir, RandomWeights, WeightSource,
 };
+use duet_protocols::{LayoutPolicy, Preset, ProtocolConfig};
 use duet_transport::run_two_party;
 
 fn secure_outputs<W: WeightSource + Sync>(
@@ -83,13 +85,21 @@ fn compare(a: &Matrix, b: &Matrix) -> (f64, f64) {
 }
 
 fn check_random(b: BuiltinModel, max_err: f64) {
+    check_random_with(b, max_err, &SecureOptions::default());
+}
+
+fn node_bytes(r: &SecureReport, name: &str) -> u64 {
+    r.nodes.iter().find(|n| n.name == name).unwrap().bytes
+}
+
+fn check_random_with(b: BuiltinModel, max_err: f64, opts: &SecureOptions) -> SecureReport {
     let c = small(b);
     let g = Graph::build(&c);
     let w = RandomWeights { seed: 7 };
     // extreme ids: first, last, repeated
     let ids: Vec<u32> = vec![0, 999, 5, 5, 123, 998, 1, 500];
     let (plain, plain_logits) = run_reference_outputs(&g, &w, &ids).unwrap();
-    let (out, s, cl) = secure_outputs(&g, &w, &ids, &SecureOptions::default());
+    let (out, s, cl) = secure_outputs(&g, &w, &ids, opts);
     let (err, cos) = compare(&out.hidden, &plain);
     println!(
         "{}: max abs err {err:.3e}, cosine {cos:.6}, online {} B (server view {} B)",
@@ -119,6 +129,7 @@ fn check_random(b: BuiltinModel, max_err: f64) {
         b.name()
     );
     assert!(cos >= 0.999, "{}: cosine {cos}", b.name());
+    cl
 }
 
 #[test]
@@ -134,6 +145,28 @@ fn gpt2_secure_matches_reference() {
 #[test]
 fn llama_secure_matches_reference() {
     check_random(BuiltinModel::Llama7bShape, 0.1);
+}
+
+/// The plan's other layouts and backends: LLaMA with HE element-wise gate products and
+/// extraction-only attention; BERT with Iron's preset (IKNP, extraction-only layouts) and one
+/// linear layer with the fewest key switches.
+#[test]
+fn plan_variants_match_reference() {
+    let mut opts = SecureOptions::default();
+    opts.plan.elementwise = MulBackend::He;
+    opts.plan.attention = LayoutPolicy::ExtractionOnly;
+    check_random_with(BuiltinModel::Llama7bShape, 0.1, &opts);
+    let mut iron = SecureOptions::new(ProtocolConfig::preset(Preset::Iron));
+    iron.plan.set_linear(
+        "layer1.ffn.up",
+        LayoutPolicy::FewestKeySwitches { max_bytes: 1 << 30 },
+    );
+    let r = check_random_with(BuiltinModel::BertTiny, 0.1, &iron);
+    // the override took effect: same shape, other layout, other traffic
+    assert_ne!(
+        node_bytes(&r, "layer0.ffn.up"),
+        node_bytes(&r, "layer1.ffn.up")
+    );
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! The node-by-node engine of the secure executor (both parties run the same walk).
 
-use super::{EmbeddingMode, OpRecord, Progress, SecureOptions, SecureOutput, SecureReport};
+use super::{
+    EmbeddingMode, MulBackend, OpRecord, Progress, SecureOptions, SecureOutput, SecureReport,
+};
 use crate::config::Activation;
 use crate::graph::{Graph, Node, NodeId, Op, WeightLayout};
 use crate::reference::{Matrix, WeightSource};
 use crate::{ModelError, Result};
-use duet_fhe::{Preset, RingBits, RlweParameters, WeightBound};
+use duet_fhe::{Preset, RingBits, RlweParameters, SlotParameters, WeightBound};
 use duet_mpc::fixed_math::exp::add_const;
 use duet_mpc::fixed_math::poly::extend_nonneg;
 use duet_mpc::nonlinear::{self as nl, NlSession, TruncMode};
@@ -14,9 +16,9 @@ use duet_protocols::nonlinear::activation::{gelu, gelu_new, silu, ActFormat};
 use duet_protocols::nonlinear::norm::{norm, NormKind, NormWeights};
 use duet_protocols::nonlinear::softmax::softmax;
 use duet_protocols::{
-    EmbeddingServerKeys, EmbeddingTable, HeClientSetup, HeMatMul, HeMatMulShared, HeServerSetup,
-    HeWeights, LayoutPolicy, MatmulShape, PrepareMode, PrivateEmbedding, ProtocolError,
-    ServerKeyEmbedding, SharedShape,
+    EmbeddingServerKeys, EmbeddingTable, HeClientSetup, HeElementwiseMul, HeMatMul, HeMatMulShared,
+    HeMulClientSetup, HeMulServerSetup, HeServerSetup, HeWeights, MatmulShape, PrepareMode,
+    PrivateEmbedding, ProtocolError, ServerKeyEmbedding, SharedShape,
 };
 use duet_transport::{Channel, ChannelStats, Role, TransportError};
 use rand_chacha::ChaCha20Rng;
@@ -76,6 +78,12 @@ fn at<E: Into<ProtocolError>>(node: &str) -> impl FnOnce(E) -> ModelError + '_ {
     }
 }
 
+/// The keys of the HE element-wise product, set up at the first such product.
+enum HeMulKeys {
+    Client(HeMulClientSetup),
+    Server(HeMulServerSetup),
+}
+
 enum Keys {
     Client {
         lin: HeClientSetup,
@@ -96,6 +104,7 @@ pub(crate) struct Engine<'a, C: Channel> {
     ring: Ring,
     nl: NlSession,
     keys: Keys,
+    he_mul: Option<HeMulKeys>,
     lin_params: Arc<RlweParameters>,
     rng: ChaCha20Rng,
     vals: Vec<Option<AShare>>,
@@ -173,10 +182,11 @@ impl<'a, C: Channel> Engine<'a, C> {
             role,
             graph,
             seq,
-            opts: *opts,
+            opts: opts.clone(),
             ring,
             nl,
             keys,
+            he_mul: None,
             lin_params,
             rng,
             vals: vec![None; graph.nodes.len()],
@@ -431,7 +441,10 @@ impl<'a, C: Channel> Engine<'a, C> {
             }
             Op::Mul => {
                 let (a, b) = (self.input(node, 0)?.clone(), self.input(node, 1)?.clone());
-                let p = nl::mul(&mut self.nl, self.ch, &a, &b).map_err(at(name))?;
+                let p = match self.opts.plan.elementwise {
+                    MulBackend::Cot => nl::mul(&mut self.nl, self.ch, &a, &b).map_err(at(name))?,
+                    MulBackend::He => self.he_mul(name, &a, &b)?,
+                };
                 (
                     OpKind::Elementwise,
                     self.trunc_signed(name, &p, self.opts.frac)?,
@@ -440,6 +453,31 @@ impl<'a, C: Channel> Engine<'a, C> {
         };
         self.record(name, kind, since, 1);
         Ok(Some(out))
+    }
+
+    /// `a * b` by slot-encoded HE, setting up the client's product key the first time.
+    fn he_mul(&mut self, node: &str, a: &AShare, b: &AShare) -> Result<AShare> {
+        if self.he_mul.is_none() {
+            let params = SlotParameters::new(RingBits(self.ring.bits())).map_err(at(node))?;
+            self.he_mul = Some(match self.role {
+                Role::Client => HeMulKeys::Client(
+                    HeMulClientSetup::run(self.ch, &params, &mut self.rng).map_err(at(node))?,
+                ),
+                Role::Server => {
+                    HeMulKeys::Server(HeMulServerSetup::run(self.ch, &params).map_err(at(node))?)
+                }
+            });
+        }
+        match &self.he_mul {
+            Some(HeMulKeys::Client(k)) => {
+                HeElementwiseMul::run_client(self.ch, k, a, b, &mut self.rng)
+            }
+            Some(HeMulKeys::Server(k)) => {
+                HeElementwiseMul::run_server(self.ch, k, a, b, &mut self.rng)
+            }
+            None => Err(ProtocolError::Config("no HE product keys".into())),
+        }
+        .map_err(at(node))
     }
 
     fn norm_scale<W: WeightSource>(&self, gamma: &str, weights: Option<&W>) -> Result<Vec<f64>> {
@@ -608,7 +646,7 @@ impl<'a, C: Channel> Engine<'a, C> {
                 self.ch,
                 lin,
                 MatmulShape::new(n, d, k),
-                LayoutPolicy::MinBytes,
+                self.opts.plan.linear_policy(node),
                 x.data(),
                 &mut self.rng,
             )
@@ -648,7 +686,7 @@ impl<'a, C: Channel> Engine<'a, C> {
                 };
                 let mut hw = HeWeights::new(&self.lin_params, d, k, wq, bias.as_deref())
                     .map_err(at(node))?;
-                hw.prepare(n, LayoutPolicy::MinBytes, PrepareMode::OnTheFly)
+                hw.prepare(n, self.opts.plan.linear_policy(node), PrepareMode::OnTheFly)
                     .map_err(at(node))?;
                 HeMatMul::run_server(self.ch, lin, &hw, n, Some(x.data()), &mut self.rng)
                     .map_err(at(node))?
@@ -754,9 +792,9 @@ impl<'a, C: Channel> Engine<'a, C> {
         x: &[u64],
         y: &[u64],
     ) -> Result<Vec<u64>> {
-        // fewest bytes (BERT-base attention: 19.1 MB per layer against 23.7 MB for the
-        // fewest key switches within 1.25x of it, at 1.5x the key switches)
-        let policy = LayoutPolicy::MinBytes;
+        // the plan's layout (fewest bytes by default: BERT-base attention 19.1 MB per layer
+        // against 23.7 MB for the fewest key switches within 1.25x of it)
+        let policy = self.opts.plan.attention;
         match &self.keys {
             Keys::Client { shared, .. } => {
                 HeMatMulShared::run_client(self.ch, shared, shape, policy, x, y, &mut self.rng)

@@ -39,6 +39,7 @@
 //! [`NlSession`]: duet_mpc::nonlinear::NlSession
 
 mod exec;
+pub mod plan;
 
 use crate::graph::{Graph, Op};
 use crate::reference::{Matrix, WeightSource};
@@ -48,6 +49,7 @@ use duet_transport::{Channel, Role};
 use serde::Serialize;
 
 pub use exec::OpKind;
+pub use plan::{MulBackend, Plan};
 
 /// How the private embedding lookup runs (both hide the ids from the server and the table
 /// from the client).
@@ -63,10 +65,12 @@ pub enum EmbeddingMode {
 }
 
 /// Public fixed-point and range choices of a secure run (both parties the same).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SecureOptions {
-    /// Protocol choices (preset).
+    /// Protocol choices (preset): OT backend and approximation variants.
     pub protocol: ProtocolConfig,
+    /// Per-operator layouts and backends.
+    pub plan: Plan,
     /// The embedding lookup.
     pub embedding: EmbeddingMode,
     /// Ring width `l` of the activations and linear layers.
@@ -101,6 +105,7 @@ impl SecureOptions {
     /// logits with 10 fractional bits.
     pub fn new(protocol: ProtocolConfig) -> Self {
         Self {
+            plan: Plan::for_preset(protocol.preset),
             protocol,
             embedding: EmbeddingMode::HeLookup,
             ring_bits: 37,
