@@ -12,6 +12,7 @@
 //! | [`trunc`] | `x >> f` (faithful, one-bit error, known MSB) | a millionaire + one table OT |
 //! | [`relu`], [`max_axis`] | ReLU, max over the last axis | DReLU + mux |
 //! | [`extend`], [`reduce`] | ring-width change `l1 -> l2` | a millionaire + table OT / local |
+//! | [`lut`] | `T[i]` for an index shared mod `2^m` (table public or the OT sender's) | one 1-of-`2^m` OT of `2^m` entries |
 //!
 //! Every protocol runs batched over a whole tensor and has an exact `*_cost` function giving
 //! [`Cost`] `{ bytes, rounds }` (both parties' payload bytes and flights summed, as counted
@@ -39,6 +40,7 @@ mod boolean;
 mod compare;
 mod cost;
 mod cots;
+mod lut;
 mod millionaire;
 mod otx;
 mod relu;
@@ -55,6 +57,7 @@ pub use compare::{
 };
 pub use cost::{Cost, Tape};
 pub use cots::{CotBackend, CotCount};
+pub use lut::{lut, lut_cost, LutTable};
 pub use millionaire::{millionaire, millionaire_cost, CmpMode};
 pub use relu::{max_axis, max_axis_cost, relu, relu_cost};
 pub use trunc::{extend, extend_cost, reduce, trunc, trunc_cost, TruncMode};
