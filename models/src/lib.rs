@@ -6,6 +6,7 @@ pub mod builtin;
 pub mod config;
 mod error;
 pub mod graph;
+pub mod planner;
 pub mod reference;
 pub mod secure;
 pub mod tokenizer;

@@ -54,12 +54,14 @@
 //! ```
 
 pub mod config;
+pub mod cost_model;
 pub mod elementwise;
 mod error;
 pub mod matmul;
 pub mod nonlinear;
 
 pub use config::{Preset, ProtocolConfig};
+pub use cost_model::{Estimate, MachineProfile, Work};
 pub use elementwise::{HeElementwiseClient, HeElementwiseMul, HeMulClientSetup, HeMulServerSetup};
 pub use error::{ProtocolError, Result};
 pub use matmul::{

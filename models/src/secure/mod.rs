@@ -40,6 +40,7 @@
 
 mod exec;
 pub mod plan;
+pub mod predict;
 
 use crate::graph::{Graph, Op};
 use crate::reference::{Matrix, WeightSource};
@@ -50,6 +51,7 @@ use serde::Serialize;
 
 pub use exec::OpKind;
 pub use plan::{MulBackend, Plan};
+pub use predict::{predict, Prediction};
 
 /// How the private embedding lookup runs (both hide the ids from the server and the table
 /// from the client).
