@@ -3,18 +3,22 @@
 //! The binary `duet` (see `main.rs`) parses arguments; everything it runs lives here so that
 //! tests and other programs can call it.
 
+pub mod calibrate;
 pub mod demo;
 pub mod infer;
 pub mod linear_demo;
 pub mod model_bench;
+pub mod netns;
 pub mod ops;
 pub mod ops_act;
 pub mod ops_embedding;
 pub mod ops_he_mul;
 pub mod ops_mpc;
 pub mod ops_norm;
+pub mod plan_cmd;
 pub mod relay_cmd;
 pub mod report;
+pub mod results;
 pub mod share_demo;
 pub mod transport_bench;
 

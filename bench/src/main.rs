@@ -4,6 +4,8 @@ use clap::{Parser, Subcommand};
 use duet_bench::demo::{self, Builtin, RemoteSide};
 use duet_bench::infer::{self, InferArgs, Link};
 use duet_bench::model_bench::{self, BenchModelArgs, InputArg, ModelArg, ModelReport};
+use duet_bench::netns::Shaping;
+use duet_bench::results;
 use duet_bench::transport_bench::{self, TransportBenchArgs};
 use duet_bench::DuetError;
 use duet_models::BuiltinModel;
@@ -77,6 +79,48 @@ enum Command {
         protocol: String,
         #[arg(long)]
         peer_fingerprint: String,
+        /// Address to listen on (an address inside the network namespace under netns shaping).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// With `--net`: plan the `duet` preset for this many tokens (as the client does).
+        #[arg(long)]
+        seq_len: Option<usize>,
+        /// With `--seq-len`: the network profile the plan is made for.
+        #[arg(long)]
+        net: Option<String>,
+    },
+    /// The planner's per-operator choices (backend, layout, approximation) for a model on a
+    /// network, with predicted bytes, flights, compute and latency per operator kind, beside
+    /// the fixed presets' predictions.
+    Plan {
+        /// A HuggingFace folder (only `config.json` is read).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// A built-in shape: bert-tiny, bert-base, bert-large, gpt2, llama-7b-shape.
+        #[arg(long)]
+        builtin: Option<String>,
+        /// Tokens.
+        #[arg(long, default_value_t = 128)]
+        seq_len: usize,
+        /// Network profile: lan, wan, wan-slow or rate=400mbit:rtt=10ms.
+        #[arg(long, default_value = "lan")]
+        net: String,
+        /// A machine profile written by `duet calibrate` (default: the shipped one).
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measures this machine's compute constants for the cost model (micro-benchmarks of HE
+    /// products, key switches, COTs, ...) and writes a machine profile.
+    Calibrate {
+        /// Write the profile (JSON) here; without it, print it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Fewer and smaller repetitions (seconds instead of a minute; noisier).
+        #[arg(long)]
+        quick: bool,
     },
     /// Print this party's certificate fingerprint (creating the identity if needed).
     Fingerprint {
@@ -187,12 +231,28 @@ enum BenchCommand {
         /// Protocol presets, comma-separated: duet, iron, bolt, bumblebee, puma.
         #[arg(long, default_value = "duet")]
         protocol: String,
-        /// Network profiles, comma-separated (this build: lan = loopback, no shaping).
+        /// Network profiles, comma-separated: lan (3 Gbit/s, 1 ms RTT), wan (400 Mbit/s,
+        /// 10 ms), wan-slow (100 Mbit/s, 80 ms) or rate=400mbit:rtt=10ms.
         #[arg(long, default_value = "lan")]
         net: String,
+        /// How the network is emulated: auto (netns when root and tc work, else relay),
+        /// netns (namespace + veth + kernel tbf; delay by netem, or by the relay without it),
+        /// relay (user-space UDP relay), none (loopback, unshaped).
+        #[arg(long, default_value = "auto")]
+        shaping: String,
         /// Write the report(s) as JSON to this file (an array when several runs).
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Write one JSON per run (<model>-<seq>-<protocol>-<net>.json), then results.md and
+        /// SVG plots of bytes and time per operator kind, into this folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Rebuild results.md and the SVG plots from the run JSON files in a folder.
+    Table {
+        /// The folder (as written by `duet bench model --out DIR`).
+        #[arg(long)]
+        dir: PathBuf,
     },
     /// One operator between two parties (both in this process) on random inputs, e.g.
     /// `duet bench op matmul --shape 128x768x768`.
@@ -335,10 +395,15 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             builtin,
             protocol,
             peer_fingerprint,
+            listen,
+            seq_len,
+            net,
         } => model_bench::bench_server_child(
             BuiltinModel::from_name(&builtin)?,
             &protocol,
             peer_fingerprint.parse()?,
+            listen,
+            seq_len.zip(net.as_deref()),
         ),
         Command::Relay {
             listen,
@@ -346,6 +411,43 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             net,
             seconds,
         } => duet_bench::relay_cmd::run_relay(listen, upstream, &net, seconds),
+        Command::Plan {
+            model,
+            builtin,
+            seq_len,
+            net,
+            profile,
+            json,
+        } => {
+            let m = ModelArg::from_cli(model, builtin.as_deref())?;
+            let r = duet_bench::plan_cmd::run_plan(&m, seq_len, &net, profile.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", r.text());
+            }
+            Ok(())
+        }
+        Command::Calibrate { out, quick } => {
+            let (profile, checks) = duet_bench::calibrate::calibrate_with_checks(quick)?;
+            for c in &checks {
+                eprintln!(
+                    "check {:<36} predicted {:>8.3} s, measured {:>8.3} s (x{:.2})",
+                    c.name,
+                    c.predicted_s,
+                    c.measured_s,
+                    c.ratio()
+                );
+            }
+            let text = serde_json::to_string_pretty(&profile)? + "\n";
+            match out {
+                Some(path) => std::fs::write(&path, text).map_err(|e| {
+                    DuetError::Usage(format!("cannot write {}: {e}", path.display()))
+                })?,
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
         Command::Fingerprint { state_dir: d } => {
             let dir = state_dir(d)?;
             let id = Identity::load_or_create(&dir)?;
@@ -458,10 +560,18 @@ fn run(cli: Cli) -> Result<(), DuetError> {
                     seq_len,
                     protocol,
                     net,
+                    shaping,
                     json,
+                    out,
                 },
         } => {
             let builtin = BuiltinModel::from_name(&builtin)?;
+            let shaping: Shaping = shaping.parse()?;
+            if shaping == Shaping::Netns {
+                duet_bench::netns::netns_available().map_err(|why| {
+                    DuetError::Usage(format!("--shaping netns is unavailable: {why}"))
+                })?;
+            }
             let protocols: Vec<&str> = protocol.split(',').map(str::trim).collect();
             let nets: Vec<&str> = net.split(',').map(str::trim).collect();
             // refuse bad values before any run
@@ -481,11 +591,16 @@ fn run(cli: Cli) -> Result<(), DuetError> {
                             seq_len,
                             protocol: (*p).to_string(),
                             net: (*n).to_string(),
+                            shaping,
                             progress: true,
                         },
                         &exe,
                     )?;
                     print!("{}", r.summary(true));
+                    if let Some(dir) = &out {
+                        let path = results::write_run(dir, &r)?;
+                        println!("wrote {}", path.display());
+                    }
                     reports.push(r);
                 }
             }
@@ -497,6 +612,20 @@ fn run(cli: Cli) -> Result<(), DuetError> {
                 std::fs::write(&path, text + "\n").map_err(|e| {
                     DuetError::Usage(format!("cannot write {}: {e}", path.display()))
                 })?;
+            }
+            if let Some(dir) = &out {
+                for f in results::write_results(dir, &reports)? {
+                    println!("wrote {}", f.display());
+                }
+            }
+            Ok(())
+        }
+        Command::Bench {
+            what: BenchCommand::Table { dir },
+        } => {
+            let reports = results::read_dir(&dir)?;
+            for f in results::write_results(&dir, &reports)? {
+                println!("wrote {}", f.display());
             }
             Ok(())
         }

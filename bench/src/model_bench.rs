@@ -4,8 +4,11 @@
 //! its own.
 
 use crate::demo::{accuracy, check_payload};
+use crate::netns::{ShapedNet, Shaping};
 use crate::report::{human_bytes, peak_rss_bytes, Accuracy, Bytes, OpReport, PeakRss, Report};
 use crate::DuetError;
+use duet_models::planner::{plan, AccuracyBudget};
+use duet_models::secure::predict::predict;
 use duet_models::secure::{
     run_client_outputs, run_server, OpRecord, Progress, SecureOptions, SecureOutput, SecureReport,
 };
@@ -13,16 +16,17 @@ use duet_models::{
     run_reference, BuiltinModel, Graph, Matrix, ModelDir, ModelWeights, RandomWeights,
     TextTokenizer, WeightSource,
 };
-use duet_protocols::ProtocolConfig;
+use duet_protocols::cost_model::MachineProfile;
+use duet_protocols::{Preset, ProtocolConfig};
 use duet_transport::quic::{connect, Fingerprint, Identity, QuicConfig, QuicListener, QuicRuntime};
-use duet_transport::relay::{NetProfile, UdpRelay};
+use duet_transport::relay::NetProfile;
 use duet_transport::{Channel, Role, Session};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Instant;
 
 /// Seed of the built-in models' random weights. It is public: the weights of a built-in model
@@ -285,9 +289,52 @@ pub fn resolve_inputs(model: &ClientModel, arg: &InputArg) -> Result<Vec<Input>,
     Ok(out)
 }
 
-/// The protocol options of `--protocol P`.
+/// The protocol options of `--protocol P`: the preset's fixed choices.
 pub fn secure_options(protocol: &str) -> Result<SecureOptions, DuetError> {
     Ok(SecureOptions::new(ProtocolConfig::from_name(protocol)?))
+}
+
+/// The options of a `duet bench model` run: `duet` runs the planner's choices for the graph,
+/// the sequence length and the network on the shipped machine profile (both processes compute
+/// the same plan: the planner is deterministic); the other presets their fixed choices.
+pub fn planned_options(
+    protocol: &str,
+    graph: &Graph,
+    seq: usize,
+    net: &NetProfile,
+) -> Result<(SecureOptions, Vec<String>), DuetError> {
+    let opts = secure_options(protocol)?;
+    if opts.protocol.preset != Preset::Duet {
+        return Ok((opts, Vec::new()));
+    }
+    let profile = MachineProfile::default_profile()?;
+    let run = plan(graph, seq, &opts, net, &profile, &AccuracyBudget::default())?;
+    let choices = run
+        .decisions
+        .iter()
+        .map(|d| format!("{}: {}", d.target, d.chosen))
+        .collect();
+    Ok((run.opts, choices))
+}
+
+/// Fills each operator row's `predicted_bytes` and `predicted_s` (latency on `net`: compute
+/// on the shipped machine profile plus bytes over the rate plus half an RTT per flight) from
+/// the cost model, matching rows to predicted nodes by name.
+pub fn add_predictions(
+    rep: &mut ModelReport,
+    graph: &Graph,
+    opts: &SecureOptions,
+    net: &NetProfile,
+) -> Result<(), DuetError> {
+    let profile = MachineProfile::default_profile()?;
+    let p = predict(graph, rep.report.seq_len, opts, &profile)?;
+    for op in &mut rep.report.ops {
+        if let Some(e) = p.node(&op.name) {
+            op.predicted_bytes = e.bytes;
+            op.predicted_s = e.latency(net);
+        }
+    }
+    Ok(())
 }
 
 /// A one-line progress bar on stderr, shown only when stderr is a terminal (the `indicatif`
@@ -500,12 +547,19 @@ pub struct ModelReport {
     pub report: Report,
     /// What the network profile means in this build.
     pub network_note: String,
+    /// What shaped the network of the run, in short: `netns+tbf+netem`, `netns+tbf, relay
+    /// delay`, `relay` or `none` (empty for runs without a network profile).
+    #[serde(default)]
+    pub shaping: String,
     /// Whether (and why not) the accuracy was measured.
     pub reference: String,
     /// Secure runs (input lines) summed in this report.
     pub runs: usize,
     /// Totals per operator kind (name = kind).
     pub kinds: Vec<KindTotal>,
+    /// The planner's choices (`duet` under `bench model`: target, then the chosen variant).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<String>,
     /// One per input (infer, connect, demo).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<Output>,
@@ -603,9 +657,11 @@ impl ModelReport {
                 ops,
             },
             network_note: String::new(),
+            shaping: String::new(),
             reference: "not measured".into(),
             runs: 1,
             kinds,
+            plan: Vec::new(),
             outputs: Vec::new(),
         }
     }
@@ -715,29 +771,19 @@ pub struct BenchModelArgs {
     pub seq_len: usize,
     /// Protocol preset.
     pub protocol: String,
-    /// Network profile: `lan` (loopback, unshaped), `wan`, `wan-slow` or a custom spec.
+    /// Network profile: `lan`, `wan`, `wan-slow` or a custom spec.
     pub net: String,
+    /// How the profile is emulated.
+    pub shaping: Shaping,
     /// Show a progress bar (stderr, terminals only).
     pub progress: bool,
 }
 
-/// How a run's network is shaped: `lan` is loopback QUIC without shaping; every other profile
-/// (`wan`, `wan-slow`, `rate=..,rtt=..`) goes through the user-space UDP relay
-/// ([`duet_transport::relay::UdpRelay`]) that adds the delay and enforces the rate.
-pub fn check_net(net: &str) -> Result<(Option<NetProfile>, String), DuetError> {
-    if net == "lan" {
-        return Ok((None, "loopback QUIC, no shaping".into()));
-    }
-    let p = NetProfile::by_name(net).map_err(|e| usage(format!("--net {net}: {e}")))?;
-    let rate = p.rate_bits_per_s.map_or("unlimited rate".to_string(), |r| {
-        format!("{:.0} Mbit/s", r as f64 / 1e6)
-    });
-    let note = format!(
-        "loopback QUIC through the user-space UDP relay: {rate}, {:.1} ms RTT ({})",
-        p.rtt.as_secs_f64() * 1e3,
-        p.name
-    );
-    Ok((Some(p), note))
+/// The network profile `--net NET` names: `lan` (3 Gbit/s, 1 ms RTT), `wan` (400 Mbit/s,
+/// 10 ms), `wan-slow` (100 Mbit/s, 80 ms) or a custom `rate=..:rtt=..`. How it is emulated is
+/// [`Shaping`]'s choice (see [`crate::netns`]).
+pub fn check_net(net: &str) -> Result<NetProfile, DuetError> {
+    NetProfile::by_name(net).map_err(|e| usage(format!("--net {net}: {e}")))
 }
 
 /// The reference is computed when parameters x tokens stays below this (bert-base at 128
@@ -774,24 +820,24 @@ impl Drop for ChildGuard {
     }
 }
 
-/// The hidden `duet bench-server` child: binds 127.0.0.1:0, prints its address and
-/// fingerprint as one JSON line, serves one client pinned to `peer`, prints [`ChildDone`].
+/// The hidden `duet bench-server` child: binds `listen` (127.0.0.1:0 by default; an address in
+/// its network namespace under netns shaping), prints its address and fingerprint as one JSON
+/// line, serves one client pinned to `peer`, prints [`ChildDone`].
 pub fn bench_server_child(
     builtin: BuiltinModel,
     protocol: &str,
     peer: Fingerprint,
+    listen: SocketAddr,
+    planned_for: Option<(usize, &str)>,
 ) -> Result<(), DuetError> {
-    let opts = secure_options(protocol)?;
     let model = ServerModel::open(&ModelArg::Builtin(builtin))?;
+    let opts = match planned_for {
+        Some((seq, net)) => planned_options(protocol, &model.graph, seq, &check_net(net)?)?.0,
+        None => secure_options(protocol)?,
+    };
     let rt = QuicRuntime::recommended()?;
     let id = Identity::generate()?;
-    let listener = QuicListener::bind(
-        &rt,
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        &id,
-        peer,
-        QuicConfig::default(),
-    )?;
+    let listener = QuicListener::bind(&rt, listen, &id, peer, QuicConfig::default())?;
     let hello = ChildHello {
         addr: listener.local_addr()?,
         fingerprint: id.fingerprint().to_string(),
@@ -837,15 +883,20 @@ fn child_failure(
 /// `duet bench model`: the server as a child process of `exe` (this executable), the client
 /// here; one report. The client's peak RSS is read before the reference executor runs.
 pub fn bench_model(args: &BenchModelArgs, exe: &Path) -> Result<ModelReport, DuetError> {
-    let (profile, note) = check_net(&args.net)?;
-    let opts = secure_options(&args.protocol)?;
+    let profile = check_net(&args.net)?;
     let client = ClientModel::open(&ModelArg::Builtin(args.builtin), false)?;
+    let (opts, choices) = planned_options(&args.protocol, &client.graph, args.seq_len, &profile)?;
     let inputs = resolve_inputs(&client, &InputArg::SeqLen(args.seq_len))?;
     let id = Identity::generate()?;
-    let mut child = Command::new(exe)
+    // declared before the child's guard: the namespace and relay outlive the child
+    let mut net = ShapedNet::setup(&profile, args.shaping)?;
+    let mut child = net
+        .server_command(exe)
         .args(["bench-server", "--builtin", args.builtin.name()])
         .args(["--protocol", &args.protocol])
+        .args(["--seq-len", &args.seq_len.to_string(), "--net", &args.net])
         .args(["--peer-fingerprint", &id.fingerprint().to_string()])
+        .args(["--listen", &net.server_listen().to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -869,15 +920,7 @@ pub fn bench_model(args: &BenchModelArgs, exe: &Path) -> Result<ModelReport, Due
         _ => return Err(child_failure(&mut guard, stderr)),
     };
     let server_fp: Fingerprint = hello.fingerprint.parse()?;
-    let relay = match profile {
-        Some(p) => Some(UdpRelay::start(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            hello.addr,
-            p,
-        )?),
-        None => None,
-    };
-    let server_addr = relay.as_ref().map_or(hello.addr, UdpRelay::local_addr);
+    let server_addr = net.client_target(hello.addr)?;
     let rt = QuicRuntime::recommended()?;
     let t = Instant::now();
     let mut bar = ProgressLine::new(args.progress, "client");
@@ -925,7 +968,10 @@ pub fn bench_model(args: &BenchModelArgs, exe: &Path) -> Result<ModelReport, Due
         &merged,
         Role::Client,
     );
-    rep.network_note = note;
+    rep.network_note.clone_from(&net.note);
+    rep.shaping.clone_from(&net.shaping);
+    rep.plan = choices;
+    add_predictions(&mut rep, &client.graph, &opts, &profile)?;
     rep.report.peak_rss_bytes = PeakRss {
         server: done.peak_rss_bytes,
         client: client_rss,
