@@ -240,6 +240,10 @@ enum BenchCommand {
         /// relay (user-space UDP relay), none (loopback, unshaped).
         #[arg(long, default_value = "auto")]
         shaping: String,
+        /// planned: `duet` runs the planner's choices for each network; fixed: the preset's
+        /// fewest-bytes choices (the other presets always run their fixed choices).
+        #[arg(long, default_value = "planned")]
+        plan: String,
         /// Write the report(s) as JSON to this file (an array when several runs).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -429,16 +433,8 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             Ok(())
         }
         Command::Calibrate { out, quick } => {
-            let (profile, checks) = duet_bench::calibrate::calibrate_with_checks(quick)?;
-            for c in &checks {
-                eprintln!(
-                    "check {:<36} predicted {:>8.3} s, measured {:>8.3} s (x{:.2})",
-                    c.name,
-                    c.predicted_s,
-                    c.measured_s,
-                    c.ratio()
-                );
-            }
+            // prints each check (predicted against measured seconds) on stderr
+            let profile = duet_bench::calibrate::calibrate(quick)?;
             let text = serde_json::to_string_pretty(&profile)? + "\n";
             match out {
                 Some(path) => std::fs::write(&path, text).map_err(|e| {
@@ -561,10 +557,20 @@ fn run(cli: Cli) -> Result<(), DuetError> {
                     protocol,
                     net,
                     shaping,
+                    plan,
                     json,
                     out,
                 },
         } => {
+            let planned = match plan.as_str() {
+                "planned" => true,
+                "fixed" => false,
+                other => {
+                    return Err(DuetError::Usage(format!(
+                        "--plan {other}: expected planned or fixed"
+                    )))
+                }
+            };
             let builtin = BuiltinModel::from_name(&builtin)?;
             let shaping: Shaping = shaping.parse()?;
             if shaping == Shaping::Netns {
@@ -592,6 +598,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
                             protocol: (*p).to_string(),
                             net: (*n).to_string(),
                             shaping,
+                            planned,
                             progress: true,
                         },
                         &exe,

@@ -775,6 +775,9 @@ pub struct BenchModelArgs {
     pub net: String,
     /// How the profile is emulated.
     pub shaping: Shaping,
+    /// `duet` runs the planner's choices for the network (else the preset's fixed
+    /// fewest-bytes choices); other presets always run their fixed choices.
+    pub planned: bool,
     /// Show a progress bar (stderr, terminals only).
     pub progress: bool,
 }
@@ -885,7 +888,11 @@ fn child_failure(
 pub fn bench_model(args: &BenchModelArgs, exe: &Path) -> Result<ModelReport, DuetError> {
     let profile = check_net(&args.net)?;
     let client = ClientModel::open(&ModelArg::Builtin(args.builtin), false)?;
-    let (opts, choices) = planned_options(&args.protocol, &client.graph, args.seq_len, &profile)?;
+    let (opts, choices) = if args.planned {
+        planned_options(&args.protocol, &client.graph, args.seq_len, &profile)?
+    } else {
+        (secure_options(&args.protocol)?, Vec::new())
+    };
     let inputs = resolve_inputs(&client, &InputArg::SeqLen(args.seq_len))?;
     let id = Identity::generate()?;
     // declared before the child's guard: the namespace and relay outlive the child
@@ -894,7 +901,16 @@ pub fn bench_model(args: &BenchModelArgs, exe: &Path) -> Result<ModelReport, Due
         .server_command(exe)
         .args(["bench-server", "--builtin", args.builtin.name()])
         .args(["--protocol", &args.protocol])
-        .args(["--seq-len", &args.seq_len.to_string(), "--net", &args.net])
+        .args(if args.planned {
+            vec![
+                "--seq-len".to_string(),
+                args.seq_len.to_string(),
+                "--net".into(),
+                args.net.clone(),
+            ]
+        } else {
+            Vec::new()
+        })
         .args(["--peer-fingerprint", &id.fingerprint().to_string()])
         .args(["--listen", &net.server_listen().to_string()])
         .stdin(Stdio::null())

@@ -171,8 +171,24 @@ impl PlanReport {
             self.machine
         );
         s += "choices (predicted latency on this network, bytes):\n";
+        // decisions with the same candidates and choice (layers of one shape) print once
+        let mut groups: Vec<(&Decision, usize)> = Vec::new();
         for d in &self.decisions {
-            s += &format!("  {:<34} -> {}\n", d.target, d.chosen);
+            match groups
+                .iter_mut()
+                .find(|(g, _)| g.chosen == d.chosen && g.candidates == d.candidates)
+            {
+                Some((_, n)) => *n += 1,
+                None => groups.push((d, 1)),
+            }
+        }
+        for (d, n) in groups {
+            let target = if n > 1 {
+                format!("{} (and {} alike)", d.target, n - 1)
+            } else {
+                d.target.clone()
+            };
+            s += &format!("  {target:<34} -> {}\n", d.chosen);
             for (label, lat, bytes) in &d.candidates {
                 let mark = if *label == d.chosen { "*" } else { " " };
                 s += &format!(
