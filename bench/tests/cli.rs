@@ -559,7 +559,15 @@ fn bench_model_reports_each_partys_peak_rss() {
     let file = dir.path().join("report.json");
     let out = duet()
         .args(["bench", "model", "--builtin", "bert-tiny", "--seq-len", "4"])
-        .args(["--protocol", "duet", "--net", "lan", "--shaping", "none", "--json"])
+        .args([
+            "--protocol",
+            "duet",
+            "--net",
+            "lan",
+            "--shaping",
+            "none",
+            "--json",
+        ])
         .arg(&file)
         .output()
         .unwrap();
