@@ -524,7 +524,8 @@ fn bad_model_arguments_give_one_line_errors() {
     );
 }
 
-/// A shaped run goes through the relay, says so, and moves the same bytes as an unshaped one.
+/// A shaped run goes through the relay, says so, and moves the same bytes as an unshaped one
+/// (with the preset's fixed choices: the planner may choose otherwise per network).
 #[test]
 fn bench_model_through_the_relay_names_its_shaping() {
     let dir = tempfile::tempdir().unwrap();
@@ -532,7 +533,7 @@ fn bench_model_through_the_relay_names_its_shaping() {
         let file = dir.path().join(format!("{}.json", net.len()));
         let out = duet()
             .args(["bench", "model", "--builtin", "bert-tiny", "--seq-len", "3"])
-            .args(["--net", net, "--json"])
+            .args(["--net", net, "--plan", "fixed", "--json"])
             .arg(&file)
             .output()
             .unwrap();
@@ -606,4 +607,50 @@ fn bench_model_reports_each_partys_peak_rss() {
         .sum();
     assert_eq!(kinds, rows);
     assert!(v["accuracy"]["cosine_vs_reference"].as_f64().unwrap() >= 0.999);
+}
+
+/// `duet plan` prints the planner's choices and the predicted totals of the planned run and of
+/// every preset; a bad network is refused in one line.
+#[test]
+fn plan_prints_choices_and_predicted_totals() {
+    let out = duet()
+        .args([
+            "plan",
+            "--builtin",
+            "bert-tiny",
+            "--seq-len",
+            "8",
+            "--net",
+            "wan",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["network"], "wan");
+    let decisions = v["decisions"].as_array().unwrap();
+    assert!(decisions
+        .iter()
+        .any(|d| d["target"] == "COT backend (every OT-based protocol)"));
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 6, "the planned run and five presets");
+    let planned = runs[0]["latency_s"].as_f64().unwrap();
+    for r in runs {
+        assert!(r["online_bytes"].as_u64().unwrap() > 0);
+        // the planner's run is predicted no slower than any fixed preset
+        assert!(planned <= r["latency_s"].as_f64().unwrap() + 1e-9, "{r}");
+    }
+    let bad = duet()
+        .args(["plan", "--builtin", "bert-tiny", "--net", "moon"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--net moon"), "{err}");
 }
