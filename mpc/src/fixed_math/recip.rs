@@ -331,7 +331,7 @@ mod tests {
     use crate::fixed_math::rsqrt::{rsqrt, rsqrt_cost};
     use crate::nonlinear::CotCount;
     use crate::{FixedPoint, Prg};
-    use duet_transport::{run_two_party, Channel, MemoryChannel};
+    use duet_transport::MemoryChannel;
 
     /// The one traffic-measuring helper of this file.
     fn run2<T: Send>(
@@ -339,22 +339,7 @@ mod tests {
         need: CotCount,
         f: impl Fn(Role, &mut NlSession, &mut MemoryChannel) -> T + Sync,
     ) -> (T, T, Cost) {
-        let party = |role: Role, mut ch: MemoryChannel| {
-            let mut rng = Prg::from_seed([role.index() as u8 + 9; 32]);
-            let mut s = NlSession::setup(&mut ch, role, &mut rng, cfg).unwrap();
-            s.reserve(&mut ch, need).unwrap();
-            let before = ch.stats();
-            let out = f(role, &mut s, &mut ch);
-            (out, ch.stats() - before)
-        };
-        let ((a, sa), (b, sb)) =
-            run_two_party(|ch| party(Role::Server, ch), |ch| party(Role::Client, ch));
-        let c = Cost {
-            bytes: sa.bytes_sent + sb.bytes_sent,
-            rounds: sa.rounds + sb.rounds,
-            ..Cost::default()
-        };
-        (a, b, c)
+        crate::nonlinear::run_measured(9, cfg, need, f)
     }
 
     #[test]

@@ -129,7 +129,7 @@ mod tests {
     use super::*;
     use crate::nonlinear::CotCount;
     use crate::Prg;
-    use duet_transport::{run_two_party, ChannelStats, MemoryChannel, Role};
+    use duet_transport::{MemoryChannel, Role};
 
     /// The one traffic-measuring helper of this file: runs `f` for both parties after setup
     /// and the COT reservation.
@@ -138,22 +138,7 @@ mod tests {
         need: CotCount,
         f: impl Fn(Role, &mut NlSession, &mut MemoryChannel) -> T + Sync,
     ) -> (T, T, Cost) {
-        let party = |role: Role, mut ch: MemoryChannel| {
-            let mut rng = Prg::from_seed([role.index() as u8 + 21; 32]);
-            let mut s = NlSession::setup(&mut ch, role, &mut rng, cfg).unwrap();
-            s.reserve(&mut ch, need).unwrap();
-            let before = ch.stats();
-            let out = f(role, &mut s, &mut ch);
-            (out, ch.stats() - before)
-        };
-        let ((a, sa), (b, sb)): ((T, ChannelStats), (T, ChannelStats)) =
-            run_two_party(|ch| party(Role::Server, ch), |ch| party(Role::Client, ch));
-        let c = Cost {
-            bytes: sa.bytes_sent + sb.bytes_sent,
-            rounds: sa.rounds + sb.rounds,
-            ..Cost::default()
-        };
-        (a, b, c)
+        crate::nonlinear::run_measured(21, cfg, need, f)
     }
 
     fn configs() -> Vec<NlConfig> {

@@ -332,3 +332,33 @@ fn ot_cost(c: OtCost) -> Cost {
         cots: CotCount::default(),
     }
 }
+
+/// Test helper of the protocols built on [`NlSession`]: sets up both parties (generators
+/// seeded from `seed` and the role), reserves `need` COTs, then runs `f` for both over the
+/// in-memory pair and returns both results with the traffic of `f` alone (bytes sent by both,
+/// flights seen by both).
+#[cfg(test)]
+pub(crate) fn run_measured<T: Send>(
+    seed: u8,
+    cfg: NlConfig,
+    need: CotCount,
+    f: impl Fn(Role, &mut NlSession, &mut duet_transport::MemoryChannel) -> T + Sync,
+) -> (T, T, Cost) {
+    use duet_transport::{run_two_party, MemoryChannel};
+    let party = |role: Role, mut ch: MemoryChannel| {
+        let mut rng = Prg::from_seed([role.index() as u8 + seed; 32]);
+        let mut s = NlSession::setup(&mut ch, role, &mut rng, cfg).unwrap();
+        s.reserve(&mut ch, need).unwrap();
+        let before = ch.stats();
+        let out = f(role, &mut s, &mut ch);
+        (out, ch.stats() - before)
+    };
+    let ((a, sa), (b, sb)) =
+        run_two_party(|ch| party(Role::Server, ch), |ch| party(Role::Client, ch));
+    let c = Cost {
+        bytes: sa.bytes_sent + sb.bytes_sent,
+        rounds: sa.rounds + sb.rounds,
+        ..Cost::default()
+    };
+    (a, b, c)
+}
