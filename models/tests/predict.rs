@@ -11,35 +11,15 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
+use common::small;
 use duet_models::secure::{
     predict, run_client, run_server, EmbeddingMode, MulBackend, SecureOptions, SecureReport,
 };
-use duet_models::{Arch, BuiltinModel, Graph, ModelConfig, RandomWeights};
+use duet_models::{BuiltinModel, Graph, RandomWeights};
 use duet_protocols::{LayoutPolicy, MachineProfile, Preset, ProtocolConfig};
 use duet_transport::run_two_party;
-
-/// The small shapes of `tests/secure.rs`.
-fn small(b: BuiltinModel) -> ModelConfig {
-    let mut c = b.config();
-    c.layers = 2;
-    c.vocab_size = 1000;
-    c.max_positions = c.max_positions.min(64);
-    match c.arch {
-        Arch::Llama => {
-            c.hidden = 128;
-            c.heads = 4;
-            c.kv_heads = 2;
-            c.intermediate = 256;
-        }
-        _ => {
-            c.hidden = 128;
-            c.heads = 2;
-            c.kv_heads = 2;
-            c.intermediate = 512;
-        }
-    }
-    c
-}
 
 fn run(g: &Graph, ids: &[u32], opts: &SecureOptions) -> (SecureReport, SecureReport) {
     let w = RandomWeights { seed: 5 };

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{reference, shared};
+use common::{reference, shared, small};
 use duet_models::reference::cosine;
 use duet_models::secure::MulBackend;
 use duet_models::secure::{
@@ -19,8 +19,8 @@ use duet_models::secure::{
     SecureReport,
 };
 use duet_models::{
-    run_reference, run_reference_outputs, sentence_embedding, Arch, BuiltinModel, Graph, Matrix,
-    ModelConfig, ModelDir, RandomWeights, WeightSource,
+    run_reference, run_reference_outputs, sentence_embedding, BuiltinModel, Graph, Matrix,
+    ModelDir, RandomWeights, WeightSource,
 };
 use duet_protocols::{LayoutPolicy, Preset, ProtocolConfig};
 use duet_transport::run_two_party;
@@ -48,28 +48,6 @@ fn secure<W: WeightSource + Sync>(
 ) -> (Matrix, SecureReport, SecureReport) {
     let (o, s, c) = secure_outputs(graph, w, ids, opts);
     (o.hidden, s, c)
-}
-
-fn small(b: BuiltinModel) -> ModelConfig {
-    let mut c = b.config();
-    c.layers = 2;
-    c.vocab_size = 1000;
-    c.max_positions = c.max_positions.min(64);
-    match c.arch {
-        Arch::Llama => {
-            c.hidden = 128;
-            c.heads = 4;
-            c.kv_heads = 2;
-            c.intermediate = 256;
-        }
-        _ => {
-            c.hidden = 128;
-            c.heads = 2;
-            c.kv_heads = 2;
-            c.intermediate = 512;
-        }
-    }
-    c
 }
 
 /// Max abs error and cosine of the flattened outputs.

@@ -1,8 +1,9 @@
-//! Helpers shared by the integration tests that need ../shared (MiniLM weights and the
-//! independent reference embeddings).
+//! Helpers shared by the integration tests: the small model shapes of the secure-executor
+//! tests, and the ../shared folder (MiniLM weights and the independent reference embeddings).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use duet_models::{Arch, BuiltinModel, ModelConfig};
 use std::path::{Path, PathBuf};
 
 /// The shared folder: `DUET_SHARED_DIR`, else `../shared` beside the repository. On CI
@@ -45,4 +46,28 @@ pub struct RefEntry {
 pub fn reference(shared: &Path) -> Vec<RefEntry> {
     let text = std::fs::read_to_string(shared.join("reference/minilm/reference.json")).unwrap();
     serde_json::from_str(&text).unwrap()
+}
+
+/// The small shapes the secure-executor tests run: 2 layers, vocabulary 1000, hidden 128
+/// (BERT / GPT-2: 2 heads, FFN 512; LLaMA: 4 query heads over 2 key heads, FFN 256).
+pub fn small(b: BuiltinModel) -> ModelConfig {
+    let mut c = b.config();
+    c.layers = 2;
+    c.vocab_size = 1000;
+    c.max_positions = c.max_positions.min(64);
+    match c.arch {
+        Arch::Llama => {
+            c.hidden = 128;
+            c.heads = 4;
+            c.kv_heads = 2;
+            c.intermediate = 256;
+        }
+        _ => {
+            c.hidden = 128;
+            c.heads = 2;
+            c.kv_heads = 2;
+            c.intermediate = 512;
+        }
+    }
+    c
 }
