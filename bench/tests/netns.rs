@@ -262,10 +262,23 @@ fn within_10pct(got: f64, want: f64) -> bool {
 /// Measures up to 3 times and checks the first attempt whose RTT and goodput are both within
 /// 10% of the profile (the last attempt when none is). On this 2-core machine the user-space
 /// delay (no netem in the kernel) is sometimes descheduled and then floods the tbf queue: one
-/// attempt in four lost goodput that way under load. A wrong rate or delay fails every attempt.
+/// attempt in four lost goodput that way under load, and once (1 CI run in 2) the burst of
+/// drops left more gaps than quinn's stream reassembly accepts, which ended the connection
+/// ("too many gaps in stream buffer"); such an attempt counts as failed too. A wrong rate or
+/// delay fails every attempt.
 fn measure_and_check(profile: &str, chunks: usize, warmup: usize, rtt: f64, rate: f64) {
     for attempt in 1..=3 {
-        let m = measure(profile, chunks, warmup);
+        let m = if attempt < 3 {
+            match std::panic::catch_unwind(|| measure(profile, chunks, warmup)) {
+                Ok(m) => m,
+                Err(_) => {
+                    eprintln!("{profile}: attempt {attempt} lost its connection, measuring again");
+                    continue;
+                }
+            }
+        } else {
+            measure(profile, chunks, warmup)
+        };
         assert!(m.shaping.starts_with("netns+tbf"), "{}", m.shaping);
         let goodput = m.goodput.unwrap();
         if attempt == 3 || (within_10pct(m.rtt_added, rtt) && within_10pct(goodput, rate)) {
