@@ -68,25 +68,17 @@ pub struct PlanReport {
 
 /// Per-kind totals of a prediction on `net`.
 pub fn summarize(protocol: &str, p: &Prediction, net: &NetProfile) -> RunPrediction {
-    let mut kinds: Vec<KindPrediction> = Vec::new();
-    for (_, kind, e) in &p.nodes {
-        let lat = e.latency(net);
-        match kinds.iter_mut().find(|k| k.kind == kind.name()) {
-            Some(k) => {
-                k.bytes += e.bytes;
-                k.flights += e.flights;
-                k.compute_s += e.compute_s;
-                k.latency_s += lat;
-            }
-            None => kinds.push(KindPrediction {
-                kind: kind.name().into(),
-                bytes: e.bytes,
-                flights: e.flights,
-                compute_s: e.compute_s,
-                latency_s: lat,
-            }),
-        }
-    }
+    let kinds = p
+        .kinds
+        .iter()
+        .map(|(kind, e)| KindPrediction {
+            kind: kind.name().into(),
+            bytes: e.bytes,
+            flights: e.flights,
+            compute_s: e.compute_s,
+            latency_s: e.latency(net),
+        })
+        .collect();
     RunPrediction {
         protocol: protocol.into(),
         online_bytes: total_bytes(p),

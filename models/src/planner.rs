@@ -142,23 +142,17 @@ fn cot_label(c: CotBackend) -> &'static str {
 
 /// Online bytes of a prediction (every node).
 pub fn total_bytes(p: &Prediction) -> u64 {
-    p.nodes.iter().map(|n| n.2.bytes).sum()
+    p.nodes_total().bytes
 }
 
-/// Latency of a whole prediction (setup plus nodes).
+/// Latency of a whole prediction (setup plus nodes; latency is linear in an estimate's parts,
+/// so the latency of a sum is the sum of the latencies).
 pub fn total_latency(p: &Prediction, net: &NetProfile) -> f64 {
-    p.setup.latency(net) + p.nodes.iter().map(|n| n.2.latency(net)).sum::<f64>()
+    p.setup.latency(net) + p.nodes_total().latency(net)
 }
 
 fn kind_latency(p: &Prediction, kind: OpKind, net: &NetProfile) -> (f64, u64) {
-    p.nodes
-        .iter()
-        .filter(|n| n.1 == kind)
-        .fold((0.0, 0), |(s, b), n| (s + n.2.latency(net), b + n.2.bytes))
-}
-
-fn node_estimate<'a>(p: &'a Prediction, name: &str) -> Option<&'a Estimate> {
-    p.nodes.iter().find(|n| n.0 == name).map(|n| &n.2)
+    p.kind(kind).map_or((0.0, 0), |e| (e.latency(net), e.bytes))
 }
 
 struct Ctx<'a> {
@@ -341,7 +335,7 @@ fn plan_for_backend(
         for f in [1.25, 1.5, 2.0] {
             let mut o = opts.clone();
             for name in &linear {
-                let b = node_estimate(&min, name).map_or(0, |e| e.bytes);
+                let b = min.node(name).map_or(0, |e| e.bytes);
                 o.plan.set_linear(
                     name,
                     LayoutPolicy::FewestKeySwitches {
@@ -353,16 +347,16 @@ fn plan_for_backend(
         }
         let mut plan = opts.plan.clone();
         for name in &linear {
-            let base_bytes = node_estimate(&min, name).map_or(0, |e| e.bytes);
+            let base_bytes = min.node(name).map_or(0, |e| e.bytes);
             let mut cands: Vec<(LayoutPolicy, Estimate)> = Vec::new();
-            if let Some(e) = node_estimate(&min, name) {
+            if let Some(e) = min.node(name) {
                 cands.push((LayoutPolicy::MinBytes, *e));
             }
-            if let Some(e) = node_estimate(&ext, name) {
+            if let Some(e) = ext.node(name) {
                 cands.push((LayoutPolicy::ExtractionOnly, *e));
             }
             for (o, p) in &per_factor {
-                if let Some(e) = node_estimate(p, name) {
+                if let Some(e) = p.node(name) {
                     cands.push((o.plan.linear_policy(name), *e));
                 }
             }
