@@ -289,7 +289,7 @@ fn cell(s: &str) -> String {
 }
 
 /// The Markdown of `results.md`: runs, bytes per kind, seconds per kind, shaping notes and
-/// the published figures for the models present.
+/// the published figures for the models and the systems present.
 pub fn markdown(runs: &[ModelReport]) -> String {
     let kinds = kinds_of(runs);
     let mut s = String::from("# Results\n\n");
@@ -412,9 +412,15 @@ pub fn markdown(runs: &[ModelReport]) -> String {
          threat models).\n\n| system | model | tokens | communication | time | setting | source |\n\
          |---|---|---:|---|---|---|---|\n",
     );
+    // every figure for a model that ran, and every figure of a system that ran (PUMA, for
+    // one, publishes no two-party BERT figure DESIGN.md quotes: its LLaMA one is listed)
     let models: Vec<&str> = runs.iter().map(|r| r.report.model.as_str()).collect();
+    let systems: Vec<&str> = runs.iter().map(|r| r.report.protocol.as_str()).collect();
     let mut quoted = 0;
-    for f in PUBLISHED.iter().filter(|f| models.contains(&f.model)) {
+    for f in PUBLISHED
+        .iter()
+        .filter(|f| models.contains(&f.model) || systems.contains(&f.system))
+    {
         quoted += 1;
         s.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} |\n",

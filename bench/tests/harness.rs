@@ -201,8 +201,17 @@ fn the_table_and_plots_show_every_run_and_kind() {
     );
     assert!(md.contains("Cells are `predicted / measured`"));
     assert!(md.contains("- bert-tiny 4 tokens, iron on wan: note of iron/wan"));
-    // no published figure for bert-tiny; bert-base has them
-    assert!(md.contains("(none published for these models)"));
+    // no published figure for bert-tiny, but iron ran: its figures are quoted
+    assert!(
+        md.contains("| iron | bert-base | 128 | about 281 GB |"),
+        "{md}"
+    );
+    assert!(!md.contains("| bolt | bert-base |"), "{md}");
+    let md = results::markdown(&[fake("duet", "lan", 1, false)]);
+    assert!(md.contains("(none published for these models)"), "{md}");
+    // PUMA has no BERT figure in DESIGN.md; a PUMA run quotes its LLaMA one
+    let md = results::markdown(&[fake("puma", "lan", 1, false)]);
+    assert!(md.contains("| puma | llama-7b-shape | 1 |"), "{md}");
     let mut base = fake("iron", "lan", 1, false);
     base.report.model = "bert-base".into();
     base.report.seq_len = 128;
