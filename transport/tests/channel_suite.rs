@@ -269,3 +269,41 @@ fn quic_channel_inside_an_async_runtime_is_an_error_not_a_panic() {
     let r = rt.block_on(async { ch.recv_bytes() });
     assert!(matches!(r, Err(TransportError::Config(_))), "{r:?}");
 }
+
+#[test]
+fn a_send_window_below_the_minimum_is_refused() {
+    use duet_transport::quic::{Identity, QuicListener, QuicRuntime, MIN_SEND_WINDOW};
+    let rt = QuicRuntime::new(1).unwrap();
+    let (id, peer) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    for w in [0, MIN_SEND_WINDOW - 1] {
+        let cfg = QuicConfig {
+            send_window: w,
+            ..QuicConfig::default()
+        };
+        let err = QuicListener::bind(
+            &rt,
+            "127.0.0.1:0".parse().unwrap(),
+            &id,
+            peer.fingerprint(),
+            cfg,
+        )
+        .err()
+        .expect("a tiny send window must be refused");
+        assert!(
+            matches!(&err, TransportError::Config(m) if m.contains("send window")),
+            "{err}"
+        );
+    }
+    let cfg = QuicConfig {
+        send_window: MIN_SEND_WINDOW,
+        ..QuicConfig::default()
+    };
+    assert!(QuicListener::bind(
+        &rt,
+        "127.0.0.1:0".parse().unwrap(),
+        &id,
+        peer.fingerprint(),
+        cfg
+    )
+    .is_ok());
+}

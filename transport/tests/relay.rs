@@ -188,10 +188,14 @@ fn measure(profile: &str, chunks: usize, warmup: usize) -> Measured {
     m
 }
 
+fn within_10pct(got: f64, want: f64) -> bool {
+    (got - want).abs() / want <= 0.10
+}
+
 fn assert_within_10pct(what: &str, got: f64, want: f64) {
     let err = (got - want).abs() / want;
     assert!(
-        err <= 0.10,
+        within_10pct(got, want),
         "{what}: measured {got:.6}, profile {want:.6}, off by {:.1}%",
         err * 100.0
     );
@@ -205,8 +209,7 @@ fn wan_rtt_and_throughput_match_the_profile() {
     for attempt in 1..=3 {
         let m = measure("wan", 48, 12);
         let g = m.goodput.unwrap();
-        let ok = |got: f64, want: f64| (got - want).abs() / want <= 0.10;
-        if attempt == 3 || (ok(m.rtt_added, 0.010) && ok(g, 400e6)) {
+        if attempt == 3 || (within_10pct(m.rtt_added, 0.010) && within_10pct(g, 400e6)) {
             assert_within_10pct("wan rtt (s)", m.rtt_added, 0.010);
             assert_within_10pct("wan goodput (bit/s)", g, 400e6);
             return;

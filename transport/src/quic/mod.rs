@@ -70,6 +70,9 @@ pub struct QuicConfig {
     pub max_udp_payload: u16,
 }
 
+/// Smallest accepted [`QuicConfig::send_window`] (64 KiB).
+pub const MIN_SEND_WINDOW: u32 = 64 << 10;
+
 impl Default for QuicConfig {
     fn default() -> Self {
         Self {
@@ -93,6 +96,13 @@ impl QuicConfig {
         t.keep_alive_interval(Some(self.idle_timeout / 4));
         t.stream_receive_window(VarInt::from_u32(self.stream_window));
         t.receive_window(VarInt::from_u32(self.connection_window));
+        if self.send_window < MIN_SEND_WINDOW {
+            // a window below a few datagrams would stall every large message
+            return Err(TransportError::Config(format!(
+                "send window of {} bytes: at least {MIN_SEND_WINDOW} bytes",
+                self.send_window
+            )));
+        }
         t.send_window(u64::from(self.send_window));
         t.max_concurrent_uni_streams(VarInt::from_u32(4096));
         t.max_concurrent_bidi_streams(VarInt::from_u32(0));
