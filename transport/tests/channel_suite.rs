@@ -280,15 +280,15 @@ fn a_send_window_below_the_minimum_is_refused() {
             send_window: w,
             ..QuicConfig::default()
         };
-        let err = QuicListener::bind(
+        let Err(err) = QuicListener::bind(
             &rt,
             "127.0.0.1:0".parse().unwrap(),
             &id,
             peer.fingerprint(),
             cfg,
-        )
-        .err()
-        .expect("a tiny send window must be refused");
+        ) else {
+            panic!("a send window of {w} bytes must be refused");
+        };
         assert!(
             matches!(&err, TransportError::Config(m) if m.contains("send window")),
             "{err}"
