@@ -2,14 +2,19 @@
 //! ([`MachineProfile`]) with micro-benchmarks, then checks the fitted model on a few operators.
 //!
 //! Every benchmark runs both parties in this process on two threads over the in-memory pair
-//! (no network), starts both clocks after a barrier and takes the slower party's time; each
-//! figure is the median of a few repetitions. The constants are fitted one group at a time,
+//! (no network; `--link quic`: a fresh loopback QUIC connection per run instead), starts both
+//! clocks after a barrier and takes the slower party's time; each figure is the median of a
+//! few repetitions. The deployment constants (two processes, a shaped network) are fitted
+//! separately by `duet calibrate --harness` ([`crate::calibrate_harness`]); this step writes
+//! them neutral (factor 1, no transport cost). The constants are fitted one group at a time,
 //! each on what is left after the constants already known:
 //! 1. `flight_s`: ping-pong of one-byte messages (seconds per one-way flight);
 //! 2. `byte_s`: one-way bulk transfer of 1 MiB messages (seconds per payload byte);
 //! 3. `ferret_iteration_s`: a reservation that runs exactly one main iteration per direction;
 //! 4. `cot_s` (Ferret, COTs pooled ahead) and `iknp_cot_s`: truncations, comparisons and
 //!    products, `(t - bytes byte_s - flights flight_s) / COTs` summed over the runs;
+//!    then `ot_matmul_word_s`: OT-based matrix products (Ferret COTs pooled ahead) on what
+//!    the constants before leave;
 //! 5. `he_product_s`, `key_switch_s`, `he_encrypt_s`, `he_decrypt_s`: HE matmuls of several
 //!    shapes and layouts (the server's weights encoded on the fly, as the executor does),
 //!    fitted by non-negative least squares;
@@ -37,9 +42,11 @@ use duet_protocols::{
     HeWeights, LayoutPolicy, MatmulPlan, MatmulShape, PrepareMode, Preset, PrivateEmbedding,
     ProtocolConfig,
 };
-use duet_transport::{run_two_party, Channel, ChannelStats, MemoryChannel, Role};
+use duet_transport::quic::{connect, Identity, QuicChannel, QuicConfig, QuicListener, QuicRuntime};
+use duet_transport::{run_two_party, Channel, ChannelStats, MemoryChannel, Role, Session};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -68,7 +75,7 @@ fn ring() -> Result<Ring, DuetError> {
     Ok(Ring::new(BITS)?)
 }
 
-fn barrier(ch: &mut MemoryChannel) -> Result<(), DuetError> {
+fn barrier(ch: &mut Ch) -> Result<(), DuetError> {
     ch.send_bytes(&[0])?;
     ch.flush()?;
     ch.recv_bytes()?;
@@ -77,8 +84,8 @@ fn barrier(ch: &mut MemoryChannel) -> Result<(), DuetError> {
 
 /// Runs `f` after a barrier; its seconds and traffic.
 fn timed<T>(
-    ch: &mut MemoryChannel,
-    f: impl FnOnce(&mut MemoryChannel) -> Result<T, DuetError>,
+    ch: &mut Ch,
+    f: impl FnOnce(&mut Ch) -> Result<T, DuetError>,
 ) -> Result<(f64, ChannelStats, T), DuetError> {
     barrier(ch)?;
     let before = ch.stats();
@@ -89,15 +96,129 @@ fn timed<T>(
 
 type Timed = Result<(f64, ChannelStats), DuetError>;
 
+/// The channel of a benchmark party: the in-memory pair or a loopback QUIC connection.
+enum Ch {
+    Memory(MemoryChannel),
+    Quic(QuicChannel),
+}
+
+/// Forwards a call to the channel inside a [`Ch`].
+macro_rules! on_ch {
+    ($self:expr, $c:ident => $e:expr) => {
+        match $self {
+            Ch::Memory($c) => $e,
+            Ch::Quic($c) => $e,
+        }
+    };
+}
+
+impl Channel for Ch {
+    fn send_bytes(&mut self, data: &[u8]) -> duet_transport::Result<()> {
+        on_ch!(self, c => c.send_bytes(data))
+    }
+    fn recv_bytes(&mut self) -> duet_transport::Result<Vec<u8>> {
+        on_ch!(self, c => c.recv_bytes())
+    }
+    fn flush(&mut self) -> duet_transport::Result<()> {
+        on_ch!(self, c => c.flush())
+    }
+    fn stats(&self) -> ChannelStats {
+        on_ch!(self, c => c.stats())
+    }
+    fn peer(&self) -> &str {
+        on_ch!(self, c => c.peer())
+    }
+    fn send_u64s(&mut self, data: &[u64]) -> duet_transport::Result<()> {
+        on_ch!(self, c => c.send_u64s(data))
+    }
+    fn recv_u64s(&mut self) -> duet_transport::Result<Vec<u64>> {
+        on_ch!(self, c => c.recv_u64s())
+    }
+}
+
+/// Where the two parties of every calibration benchmark talk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Link {
+    /// The in-memory pair (two threads, no transport).
+    #[default]
+    Memory,
+    /// A QUIC connection over loopback between two threads of this process (a fresh
+    /// connection per benchmark run): the transport's CPU per byte and per flight are in
+    /// every measured time, as in a run between two processes.
+    QuicLoopback,
+}
+
+impl Link {
+    /// The name used on the command line and in the profile.
+    pub fn name(self) -> &'static str {
+        match self {
+            Link::Memory => "memory",
+            Link::QuicLoopback => "quic",
+        }
+    }
+
+    /// Parses a `--link` value.
+    pub fn from_name(s: &str) -> Result<Self, DuetError> {
+        match s {
+            "memory" => Ok(Link::Memory),
+            "quic" => Ok(Link::QuicLoopback),
+            other => Err(DuetError::Usage(format!(
+                "unknown calibration link {other:?} (memory or quic)"
+            ))),
+        }
+    }
+}
+
 /// Both parties; the slower party's seconds and the client's view of the traffic.
-fn pair<S, C>(server: S, client: C) -> Result<(f64, ChannelStats), DuetError>
+fn pair<S, C>(link: Link, server: S, client: C) -> Result<(f64, ChannelStats), DuetError>
 where
-    S: FnOnce(MemoryChannel) -> Timed + Send,
-    C: FnOnce(MemoryChannel) -> Timed + Send,
+    S: FnOnce(Ch) -> Timed + Send,
+    C: FnOnce(Ch) -> Timed + Send,
 {
-    let (s, c) = run_two_party(server, client);
+    let (s, c) = match link {
+        Link::Memory => run_two_party(|ch| server(Ch::Memory(ch)), |ch| client(Ch::Memory(ch))),
+        Link::QuicLoopback => quic_pair(server, client)?,
+    };
     let ((ts, _), (tc, stats)) = (s?, c?);
     Ok((ts.max(tc), stats))
+}
+
+/// Runs `server` and `client` on two threads joined by a fresh loopback QUIC connection
+/// (Duet's transport with its default configuration), then closes it.
+fn quic_pair<S, C>(server: S, client: C) -> Result<(Timed, Timed), DuetError>
+where
+    S: FnOnce(Ch) -> Timed + Send,
+    C: FnOnce(Ch) -> Timed + Send,
+{
+    let rt = QuicRuntime::recommended()?;
+    let (sid, cid) = (Identity::generate()?, Identity::generate()?);
+    let cfg = QuicConfig::default();
+    let listener = QuicListener::bind(
+        &rt,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        &sid,
+        cid.fingerprint(),
+        cfg.clone(),
+    )?;
+    let addr = listener.local_addr()?;
+    std::thread::scope(|scope| {
+        let s = scope.spawn(move || -> Result<Timed, DuetError> {
+            let session = listener.accept()?;
+            let out = server(Ch::Quic(session.channel(0)?));
+            session.close()?;
+            Ok(out)
+        });
+        let c = (|| -> Result<Timed, DuetError> {
+            let session = connect(&rt, addr, &cid, sid.fingerprint(), cfg)?;
+            let out = client(Ch::Quic(session.channel(0)?));
+            session.close()?;
+            Ok(out)
+        })();
+        let s = s
+            .join()
+            .map_err(|_| DuetError::ThreadPanicked("calibration server"))?;
+        Ok((s?, c?))
+    })
 }
 
 /// Median seconds of `reps` runs of `run` (and the traffic of the last).
@@ -148,10 +269,10 @@ fn seed_of(s: u64) -> duet_mpc::Seed {
     b
 }
 
-fn flight_s(reps: usize) -> Result<f64, DuetError> {
+fn flight_s(link: Link, reps: usize) -> Result<f64, DuetError> {
     const N: usize = 2000;
     let ping = |first: bool| {
-        move |mut ch: MemoryChannel| -> Timed {
+        move |mut ch: Ch| -> Timed {
             let (t, s, _) = timed(&mut ch, |ch| {
                 for _ in 0..N {
                     if first {
@@ -169,15 +290,16 @@ fn flight_s(reps: usize) -> Result<f64, DuetError> {
             Ok((t, s))
         }
     };
-    let (t, _) = med(reps, || pair(ping(true), ping(false)))?;
+    let (t, _) = med(reps, || pair(link, ping(true), ping(false)))?;
     Ok(t / (2 * N) as f64)
 }
 
-fn byte_s(reps: usize, flight: f64) -> Result<f64, DuetError> {
+fn byte_s(link: Link, reps: usize, flight: f64) -> Result<f64, DuetError> {
     const MSG: usize = 1 << 20;
     const COUNT: usize = 64;
     let (t, s) = med(reps, || {
         pair(
+            link,
             |mut ch| {
                 let buf = vec![7u8; MSG];
                 let (t, s, _) = timed(&mut ch, |ch| {
@@ -207,13 +329,18 @@ fn byte_s(reps: usize, flight: f64) -> Result<f64, DuetError> {
 }
 
 /// A fresh session with `cfg`, then `op` timed (after reserving `reserve` COTs untimed).
-fn nl_pair<F>(cfg: NlConfig, reserve: CotCount, op: F) -> Result<(f64, ChannelStats), DuetError>
+fn nl_pair<F>(
+    link: Link,
+    cfg: NlConfig,
+    reserve: CotCount,
+    op: F,
+) -> Result<(f64, ChannelStats), DuetError>
 where
-    F: Fn(Role, &mut NlSession, &mut MemoryChannel) -> Result<(), DuetError> + Sync,
+    F: Fn(Role, &mut NlSession, &mut Ch) -> Result<(), DuetError> + Sync,
 {
     let party = |role: Role| {
         let op = &op;
-        move |mut ch: MemoryChannel| -> Timed {
+        move |mut ch: Ch| -> Timed {
             let mut rng = ChaCha20Rng::from_entropy();
             let mut s = NlSession::setup(&mut ch, role, &mut rng, cfg)?;
             s.reserve(&mut ch, reserve)?;
@@ -221,10 +348,10 @@ where
             Ok((t, st))
         }
     };
-    pair(party(Role::Server), party(Role::Client))
+    pair(link, party(Role::Server), party(Role::Client))
 }
 
-fn ferret_iteration_s(reps: usize) -> Result<f64, DuetError> {
+fn ferret_iteration_s(link: Link, reps: usize) -> Result<f64, DuetError> {
     let cfg = NlConfig::default();
     let CotBackend::Ferret(p) = cfg.cot else {
         return Ok(0.0);
@@ -235,7 +362,7 @@ fn ferret_iteration_s(reps: usize) -> Result<f64, DuetError> {
         client_sends: c,
     };
     let (t, _) = med(reps, || {
-        nl_pair(cfg, CotCount::default(), |_, s, ch| {
+        nl_pair(link, cfg, CotCount::default(), |_, s, ch| {
             s.reserve(ch, need)?;
             Ok(())
         })
@@ -297,7 +424,7 @@ impl NlOp {
         })
     }
 
-    fn run(self, role: Role, s: &mut NlSession, ch: &mut MemoryChannel) -> Result<(), DuetError> {
+    fn run(self, role: Role, s: &mut NlSession, ch: &mut Ch) -> Result<(), DuetError> {
         let r = ring()?;
         let pick = |(a, b): (AShare, AShare)| if role == Role::Server { a } else { b };
         match self {
@@ -334,7 +461,12 @@ impl NlOp {
 
 /// Samples of the non-linear operators with `cfg` (COTs pooled ahead, so no Ferret
 /// iteration is timed): seconds and work.
-fn nl_samples(cfg: NlConfig, quick: bool, reps: usize) -> Result<Vec<(f64, Work)>, DuetError> {
+fn nl_samples(
+    link: Link,
+    cfg: NlConfig,
+    quick: bool,
+    reps: usize,
+) -> Result<Vec<(f64, Work)>, DuetError> {
     let s = if quick { 1 } else { 2 };
     let ops = [
         NlOp::Trunc(s << 18),
@@ -346,7 +478,7 @@ fn nl_samples(cfg: NlConfig, quick: bool, reps: usize) -> Result<Vec<(f64, Work)
     for op in ops {
         let (c, w) = nl_work(cfg, |nc| op.cost(nc).map_err(to_protocol))?;
         let (t, st) = med(reps, || {
-            nl_pair(cfg, c.cots, |role, s, ch| op.run(role, s, ch))
+            nl_pair(link, cfg, c.cots, |role, s, ch| op.run(role, s, ch))
         })?;
         eprintln!(
             "calibrate: {} ({}): {t:.3} s, {} COTs, {} KK13 leaves, {} B",
@@ -372,8 +504,57 @@ fn nl_samples(cfg: NlConfig, quick: bool, reps: usize) -> Result<Vec<(f64, Work)
     Ok(out)
 }
 
+/// OT-based matrix products (the server holds the matrix, COTs pooled ahead as the
+/// executor's reservation does): seconds and work, for fitting `ot_matmul_word_s`.
+fn ot_matmul_samples(link: Link, quick: bool, reps: usize) -> Result<Vec<(f64, Work)>, DuetError> {
+    let cfg = NlConfig::default();
+    let r = ring()?;
+    let shapes: &[(usize, usize, usize)] = if quick {
+        &[(4, 768, 768), (16, 128, 128)]
+    } else {
+        &[(8, 768, 768), (2, 768, 3072), (64, 128, 128)]
+    };
+    let mut out = Vec::new();
+    for &(n, d, k) in shapes {
+        let shape = nl::MatShape::new(1, n, d, k)?;
+        let c = nl::matmul_known_cost(shape, r, cfg, Role::Server);
+        let (_, w) = nl_work(cfg, |nc| {
+            Ok(nl::matmul_known_cost(shape, r, nc, Role::Server))
+        })?;
+        let (xs, _) = shares(n * d, 4.0, FRAC, 31)?;
+        let (ws, _) = shares(d * k, 4.0, FRAC, 32)?;
+        let (t, st) = med(reps, || {
+            nl_pair(link, cfg, c.cots, |role, s, ch| {
+                if role == Role::Server {
+                    nl::matmul_known_holder(s, ch, shape, ws.data(), r)?;
+                } else {
+                    nl::matmul_known_chooser(s, ch, shape, xs.data(), r)?;
+                }
+                Ok(())
+            })
+        })?;
+        let words = nl::matmul_known_words(shape, r) as f64;
+        eprintln!(
+            "calibrate: ot matmul {n}x{d}x{k}: {t:.3} s, {} COTs, {words} words, {} B",
+            c.cots.total(),
+            st.total_bytes()
+        );
+        out.push((
+            t,
+            Work {
+                bytes: st.total_bytes() as f64,
+                flights: st.total_rounds() as f64,
+                ot_matmul_words: words,
+                ..w
+            },
+        ));
+    }
+    Ok(out)
+}
+
 /// One HE matmul of `shape` with `policy`: seconds, traffic and the HE counts.
 fn he_matmul_sample(
+    link: Link,
     params: &Arc<RlweParameters>,
     shape: MatmulShape,
     policy: LayoutPolicy,
@@ -388,6 +569,7 @@ fn he_matmul_sample(
         .collect();
     let (t, st) = med(reps, || {
         pair(
+            link,
             |mut ch| {
                 let setup = HeServerSetup::run(&mut ch, params)?;
                 let mut rng = ChaCha20Rng::from_entropy();
@@ -529,12 +711,13 @@ fn solve(mut a: Vec<Vec<f64>>) -> Vec<f64> {
         .collect()
 }
 
-fn slot_sample(n: usize, reps: usize) -> Result<(f64, Work), DuetError> {
+fn slot_sample(link: Link, n: usize, reps: usize) -> Result<(f64, Work), DuetError> {
     let params =
         SlotParameters::new(RingBits(BITS)).map_err(duet_protocols::ProtocolError::from)?;
     let (xs, xc) = shares(n, 4.0, FRAC, 9)?;
     let (t, st) = med(reps, || {
         pair(
+            link,
             |mut ch| {
                 let k = HeMulServerSetup::run(&mut ch, &params)?;
                 let mut rng = ChaCha20Rng::from_entropy();
@@ -593,12 +776,12 @@ fn to_protocol(e: DuetError) -> duet_protocols::ProtocolError {
 }
 
 /// The operators of the check, with Ferret and with IKNP.
-fn checks(profile: &MachineProfile, reps: usize) -> Result<Vec<Check>, DuetError> {
+fn checks(link: Link, profile: &MachineProfile, reps: usize) -> Result<Vec<Check>, DuetError> {
     let mut out = Vec::new();
     // matmul 128x768x768 (fewest bytes, as `duet`)
     let params = lin_params()?;
     let shape = MatmulShape::new(128, 768, 768);
-    let (t, _) = he_matmul_sample(&params, shape, LayoutPolicy::MinBytes, reps)?;
+    let (t, _) = he_matmul_sample(link, &params, shape, LayoutPolicy::MinBytes, reps)?;
     let plan = MatmulPlan::new(&params, shape, LayoutPolicy::MinBytes)?;
     let c = plan.cost();
     let pw = he_work(&plan)
@@ -620,7 +803,9 @@ fn checks(profile: &MachineProfile, reps: usize) -> Result<Vec<Check>, DuetError
         ] {
             // from a fresh session: the Ferret iterations it triggers are timed and predicted
             let (t, _) = med(reps, || {
-                nl_pair(cfg, CotCount::default(), |role, s, ch| op.run(role, s, ch))
+                nl_pair(link, cfg, CotCount::default(), |role, s, ch| {
+                    op.run(role, s, ch)
+                })
             })?;
             let w = fresh_work(op, cfg)?;
             eprintln!(
@@ -643,7 +828,10 @@ fn checks(profile: &MachineProfile, reps: usize) -> Result<Vec<Check>, DuetError
 
 /// Measures this machine's profile (`quick`: fewer repetitions and smaller samples) and runs
 /// the check; prints progress and the check's ratios to stderr.
-pub fn calibrate_with_checks(quick: bool) -> Result<(MachineProfile, Vec<Check>), DuetError> {
+pub fn calibrate_with_checks(
+    link: Link,
+    quick: bool,
+) -> Result<(MachineProfile, Vec<Check>), DuetError> {
     let reps = if quick { 1 } else { 3 };
     let mut v = [0.0; WORK_FEATURES];
     let set = |v: &mut [f64; WORK_FEATURES], name: &str, x: f64| {
@@ -654,18 +842,28 @@ pub fn calibrate_with_checks(quick: bool) -> Result<(MachineProfile, Vec<Check>)
         }
         eprintln!("calibrate: {name} = {x:.3e}");
     };
-    let flight = flight_s(reps.max(3))?;
+    let flight = flight_s(link, reps.max(3))?;
     set(&mut v, "flight_s", flight);
-    set(&mut v, "byte_s", byte_s(reps.max(3), flight)?);
-    set(&mut v, "ferret_iteration_s", ferret_iteration_s(reps)?);
+    set(&mut v, "byte_s", byte_s(link, reps.max(3), flight)?);
+    set(
+        &mut v,
+        "ferret_iteration_s",
+        ferret_iteration_s(link, reps)?,
+    );
     let known = MachineProfile::from_constants(v);
-    let ferret = nl_samples(NlConfig::default(), quick, reps)?;
+    let ferret = nl_samples(link, NlConfig::default(), quick, reps)?;
     for (name, x) in ["cot_s"].iter().zip(fit(&ferret, &known, &["cot_s"])) {
         set(&mut v, name, x);
     }
-    let iknp = nl_samples(NlConfig::iknp(), quick, reps)?;
+    let iknp = nl_samples(link, NlConfig::iknp(), quick, reps)?;
     let names = ["iknp_cot_s", "kk13_leaf_s"];
     for (name, x) in names.iter().zip(fit(&iknp, &known, &names)) {
+        set(&mut v, name, x);
+    }
+    let known = MachineProfile::from_constants(v);
+    let ot = ot_matmul_samples(link, quick, reps)?;
+    let names = ["ot_matmul_word_s"];
+    for (name, x) in names.iter().zip(fit(&ot, &known, &names)) {
         set(&mut v, name, x);
     }
     let known = MachineProfile::from_constants(v);
@@ -688,7 +886,7 @@ pub fn calibrate_with_checks(quick: bool) -> Result<(MachineProfile, Vec<Check>)
     };
     let mut samples = Vec::new();
     for (shape, policy) in shapes {
-        samples.push(he_matmul_sample(&params, shape, policy, reps)?);
+        samples.push(he_matmul_sample(link, &params, shape, policy, reps)?);
     }
     for (name, x) in HE_NAMES.iter().zip(fit(&samples, &known, &HE_NAMES)) {
         set(&mut v, name, x);
@@ -698,6 +896,7 @@ pub fn calibrate_with_checks(quick: bool) -> Result<(MachineProfile, Vec<Check>)
     let emb = PrivateEmbedding::params(BITS, 1 << 16, 1 << 15)?;
     let vocab = if quick { 4096 } else { 8192 };
     let sample = he_matmul_sample(
+        link,
         &emb,
         MatmulShape::new(8, vocab, 768),
         EMBEDDING_POLICY,
@@ -711,19 +910,20 @@ pub fn calibrate_with_checks(quick: bool) -> Result<(MachineProfile, Vec<Check>)
         set(&mut v, name, x);
     }
     let known = MachineProfile::from_constants(v);
-    let (t, w) = slot_sample(if quick { 1 << 14 } else { 1 << 16 }, reps)?;
+    let (t, w) = slot_sample(link, if quick { 1 << 14 } else { 1 << 16 }, reps)?;
     let slot = ((t - known.seconds(&w)) / w.slot_products.max(1.0)).max(0.0);
     set(&mut v, "slot_product_s", slot);
     let mut profile = MachineProfile::from_constants(v);
     profile.machine = machine_name();
     profile.measured = format!(
-        "{} by `duet calibrate`{} (release build: {}), load average at start {}",
+        "{} by `duet calibrate --link {}`{} (release build: {}), load average at start {}",
         today(),
+        link.name(),
         if quick { " --quick" } else { "" },
         !cfg!(debug_assertions),
         load_average()
     );
-    let checks = checks(&profile, reps)?;
+    let checks = checks(link, &profile, reps)?;
     for c in &checks {
         eprintln!(
             "check: {:28} predicted {:8.3} s measured {:8.3} s ratio {:.2}",
@@ -737,8 +937,8 @@ pub fn calibrate_with_checks(quick: bool) -> Result<(MachineProfile, Vec<Check>)
 }
 
 /// `duet calibrate [--quick]`: this machine's [`MachineProfile`] (see the module docs).
-pub fn calibrate(quick: bool) -> Result<MachineProfile, DuetError> {
-    Ok(calibrate_with_checks(quick)?.0)
+pub fn calibrate(link: Link, quick: bool) -> Result<MachineProfile, DuetError> {
+    Ok(calibrate_with_checks(link, quick)?.0)
 }
 
 fn machine_name() -> String {
@@ -828,7 +1028,7 @@ mod tests {
     #[ignore = "minutes of benchmarks; run in release on a quiet machine"]
     fn run_calibration() {
         let quick = std::env::var("DUET_CALIBRATE_QUICK").is_ok();
-        let (p, checks) = calibrate_with_checks(quick).unwrap();
+        let (p, checks) = calibrate_with_checks(Link::Memory, quick).unwrap();
         println!("{}", p.to_json());
         for c in &checks {
             println!("{}: ratio {:.2}", c.name, c.ratio());

@@ -4,6 +4,7 @@
 //! tests and other programs can call it.
 
 pub mod calibrate;
+pub mod calibrate_harness;
 pub mod demo;
 pub mod infer;
 pub mod linear_demo;
@@ -18,6 +19,7 @@ pub mod ops_norm;
 pub mod plan_cmd;
 pub mod relay_cmd;
 pub mod report;
+pub mod repredict;
 pub mod results;
 pub mod share_demo;
 pub mod transport_bench;

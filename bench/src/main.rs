@@ -121,6 +121,25 @@ enum Command {
         /// Fewer and smaller repetitions (seconds instead of a minute; noisier).
         #[arg(long)]
         quick: bool,
+        /// Where the two benchmark parties talk: memory (the in-memory pair, no transport) or
+        /// quic (a loopback QUIC connection, whose CPU per byte then enters the constants).
+        #[arg(long, default_value = "memory")]
+        link: String,
+        /// Instead of the compute constants, fit the deployment constants (two-process compute
+        /// factor, transport time per byte and per flight) on short `duet bench model` runs
+        /// over --net, onto --profile's compute constants.
+        #[arg(long)]
+        harness: bool,
+        /// With --harness: the network profile of the runs.
+        #[arg(long, default_value = "lan")]
+        net: String,
+        /// With --harness: how the network is emulated (auto, netns, relay, none).
+        #[arg(long, default_value = "auto")]
+        shaping: String,
+        /// With --harness: the profile whose compute constants are kept (default: the
+        /// shipped one).
+        #[arg(long)]
+        profile: Option<PathBuf>,
     },
     /// Print this party's certificate fingerprint (creating the identity if needed).
     Fingerprint {
@@ -257,6 +276,10 @@ enum BenchCommand {
         /// The folder (as written by `duet bench model --out DIR`).
         #[arg(long)]
         dir: PathBuf,
+        /// Re-predict every run with this machine profile first (the measured figures stay;
+        /// the run reports are rewritten with the new predictions).
+        #[arg(long)]
+        profile: Option<PathBuf>,
     },
     /// One operator between two parties (both in this process) on random inputs, e.g.
     /// `duet bench op matmul --shape 128x768x768`.
@@ -432,9 +455,42 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             }
             Ok(())
         }
-        Command::Calibrate { out, quick } => {
+        Command::Calibrate {
+            out,
+            quick,
+            link,
+            harness,
+            net,
+            shaping,
+            profile,
+        } => {
             // prints each check (predicted against measured seconds) on stderr
-            let profile = duet_bench::calibrate::calibrate(quick)?;
+            let profile = if harness {
+                let base = match &profile {
+                    Some(p) => duet_protocols::cost_model::MachineProfile::load(p)?,
+                    None => duet_protocols::cost_model::MachineProfile::default_profile()?,
+                };
+                let shaping: Shaping = shaping.parse()?;
+                let (p, fit) = duet_bench::calibrate_harness::calibrate_harness(
+                    &base,
+                    &net,
+                    shaping,
+                    &std::env::current_exe()?,
+                )?;
+                for (label, r) in &fit.ratios {
+                    eprintln!("calibrate --harness: {label:28} measured / predicted {r:.2}");
+                }
+                eprintln!(
+                    "calibrate --harness: party_factor {:.2}, transport {:.2} ns/B, {:.3} ms/flight",
+                    p.party_factor,
+                    p.transport_byte_s * 1e9,
+                    p.transport_flight_s * 1e3
+                );
+                p
+            } else {
+                let link = duet_bench::calibrate::Link::from_name(&link)?;
+                duet_bench::calibrate::calibrate(link, quick)?
+            };
             let text = serde_json::to_string_pretty(&profile)? + "\n";
             match out {
                 Some(path) => std::fs::write(&path, text).map_err(|e| {
@@ -628,9 +684,17 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             Ok(())
         }
         Command::Bench {
-            what: BenchCommand::Table { dir },
+            what: BenchCommand::Table { dir, profile },
         } => {
-            let reports = results::read_dir(&dir)?;
+            let mut reports = results::read_dir(&dir)?;
+            if let Some(p) = profile {
+                let profile = duet_protocols::cost_model::MachineProfile::load(&p)?;
+                for r in &mut reports {
+                    duet_bench::repredict::repredict(r, &profile)?;
+                    let path = results::write_run(&dir, r)?;
+                    println!("re-predicted {}", path.display());
+                }
+            }
             for f in results::write_results(&dir, &reports)? {
                 println!("wrote {}", f.display());
             }

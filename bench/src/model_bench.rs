@@ -334,6 +334,7 @@ pub fn add_predictions(
             op.predicted_s = e.latency(net);
         }
     }
+    rep.profile.clone_from(&profile.measured);
     Ok(())
 }
 
@@ -560,6 +561,9 @@ pub struct ModelReport {
     /// The planner's choices (`duet` under `bench model`: target, then the chosen variant).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<String>,
+    /// The machine profile of the predictions (its `measured` line; empty: not recorded).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub profile: String,
     /// One per input (infer, connect, demo).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<Output>,
@@ -662,6 +666,7 @@ impl ModelReport {
             runs: 1,
             kinds,
             plan: Vec::new(),
+            profile: String::new(),
             outputs: Vec::new(),
         }
     }

@@ -345,6 +345,18 @@ pub fn markdown(runs: &[ModelReport]) -> String {
             s.push_str(
                 "Cells are `predicted / measured` where the cost model predicted the kind.\n\n",
             );
+            let mut profiles: Vec<&str> = runs
+                .iter()
+                .map(|r| r.profile.as_str())
+                .filter(|p| !p.is_empty())
+                .collect();
+            profiles.sort_unstable();
+            profiles.dedup();
+            for p in profiles {
+                s.push_str(&format!(
+                    "Predicted with the machine profile measured {p}.\n\n"
+                ));
+            }
         } else {
             s.push_str(
                 "Measured (the cost model's predictions will show as `predicted / measured`).\n\n",

@@ -10,11 +10,19 @@
 //! 1. the COT backend of every OT-based protocol: Ferret silent OT (few bytes, GGM-tree and
 //!    LPN compute per iteration) or IKNP (about 16 bytes per COT, little compute); the whole
 //!    plan is made for both and the faster kept;
+//! 1. the ring width `l` of the activations and linear layers: every width from the narrowest
+//!    the declared value ranges allow ([`SecureOptions::min_ring_bits`], 35 with the defaults)
+//!    plus [`AccuracyBudget::ring_headroom_bits`] (1 by default) up to the base options' width
+//!    (37 by default), compared on the whole model's predicted latency (the OT-based protocols' bytes grow with `l`, and so do the HE outputs' and the
+//!    truncations');
 //! 2. the approximation of each non-linear kind (GELU, SoftMax, LayerNorm/RMSNorm): every
 //!    variant whose measured maximum error ([`measured_error`]) is within the budget;
-//! 3. the HE layout of the attention products and, per linear layer, of each matmul: fewest
-//!    bytes, fewest key switches within 1.25x / 1.5x / 2x of the fewest bytes, or
-//!    extraction-only outputs;
+//! 3. the backend of the attention products and, per linear layer, of each matmul: HE with
+//!    the fewest bytes, the fewest key switches within 1.25x / 1.5x / 2x of the fewest bytes,
+//!    or extraction-only outputs, or OT-based products
+//!    ([`duet_mpc::nonlinear::matmul_known_holder`], [`duet_mpc::nonlinear::matmul_shared`]:
+//!    no HE compute, but `n d k l(l+1)/16` bytes, so they win only for small products on fast
+//!    networks);
 //! 4. element-wise products (LLaMA's gate): Gilboa products from COTs or slot-encoded HE.
 //!
 //! Choices are evaluated node by node where nodes are independent (linear layers) and kind by
@@ -45,6 +53,10 @@ pub struct AccuracyBudget {
     pub softmax: f64,
     /// LayerNorm / RMSNorm, max relative error.
     pub norm: f64,
+    /// Bits of headroom above [`SecureOptions::min_ring_bits`] the ring width keeps, for
+    /// values beyond the declared ranges (queries, keys, scores and logits have no declared
+    /// range of their own).
+    pub ring_headroom_bits: u32,
 }
 
 impl Default for AccuracyBudget {
@@ -53,6 +65,7 @@ impl Default for AccuracyBudget {
             gelu: 1.5e-2,
             softmax: 1e-2,
             norm: 2e-2,
+            ring_headroom_bits: 1,
         }
     }
 }
@@ -132,6 +145,9 @@ fn layout_label(p: LayoutPolicy, base: u64) -> String {
         LayoutPolicy::ExtractionOnly => "he extraction-only".into(),
     }
 }
+
+/// The label of an OT-based matrix product among the candidates.
+pub const OT_LABEL: &str = "ot (correlated OT, no HE)";
 
 fn cot_label(c: CotBackend) -> &'static str {
     match c {
@@ -248,6 +264,35 @@ fn plan_for_backend(
 ) -> Result<PlannedRun> {
     let mut decisions = Vec::new();
     let has = |f: &dyn Fn(&Op) -> bool| ctx.graph.nodes.iter().any(|n| f(&n.op));
+    // 1. ring width: the whole model's latency at each admissible width
+    {
+        let lowest = (opts.min_ring_bits() + budget.ring_headroom_bits)
+            .max(24)
+            .max(opts.frac + opts.weight_frac + 10);
+        let widths = lowest.min(opts.ring_bits)..=opts.ring_bits.max(lowest);
+        let mut best: Option<(f64, u32)> = None;
+        let mut listed = Vec::new();
+        for l in widths {
+            let o = SecureOptions {
+                ring_bits: l,
+                ..opts.clone()
+            };
+            let p = ctx.predict(&o)?;
+            let lat = total_latency(&p, ctx.net);
+            listed.push((format!("{l} bits"), lat, total_bytes(&p)));
+            if best.is_none_or(|(b, _)| lat < b) {
+                best = Some((lat, l));
+            }
+        }
+        if let Some((_, l)) = best {
+            opts.ring_bits = l;
+            decisions.push(Decision {
+                target: "ring width (activations and linear layers)".into(),
+                candidates: listed,
+                chosen: format!("{l} bits"),
+            });
+        }
+    }
     // 2. approximations
     if has(&|op| matches!(op, Op::Activation(crate::config::Activation::GeluErf))) {
         let c = GeluApprox::ALL
@@ -287,7 +332,10 @@ fn plan_for_backend(
     }
     // 3. attention layout
     if has(&|op| matches!(op, Op::Attention { .. })) {
-        // the budget is per product call: the larger of the first layer's two products
+        // the budget is per product call: the larger of the first layer's two products at
+        // their fewest bytes
+        opts.plan.attention = LayoutPolicy::MinBytes;
+        opts.plan.attention_ot = false;
         let min = ctx.predict(&opts)?;
         let base_bytes = min
             .nodes
@@ -297,14 +345,18 @@ fn plan_for_backend(
             .map(|n| n.2.bytes)
             .max()
             .unwrap_or(0);
-        let c = layout_candidates(base_bytes)
+        let mut c: Vec<(String, SecureOptions)> = layout_candidates(base_bytes)
             .into_iter()
             .map(|(label, p)| {
                 let mut o = opts.clone();
                 o.plan.attention = p;
+                o.plan.attention_ot = false;
                 (label, o)
             })
             .collect();
+        let mut o = opts.clone();
+        o.plan.attention_ot = true;
+        c.push((OT_LABEL.into(), o));
         ctx.choose_kind(
             &mut opts,
             OpKind::AttentionMatmul,
@@ -324,6 +376,7 @@ fn plan_for_backend(
     if !linear.is_empty() {
         opts.plan.default_linear = LayoutPolicy::MinBytes;
         opts.plan.linear.clear();
+        opts.plan.ot_linear.clear();
         let min = ctx.predict(&opts)?;
         // per node: its fewest-bytes traffic sets the budgets of the other candidates
         let ext = {
@@ -345,24 +398,36 @@ fn plan_for_backend(
             }
             per_factor.push((o.clone(), ctx.predict(&o)?));
         }
+        let by_ot = {
+            let mut o = opts.clone();
+            o.plan.ot_linear = linear.iter().map(|n| n.to_string()).collect();
+            ctx.predict(&o)?
+        };
         let mut plan = opts.plan.clone();
         for name in &linear {
             let base_bytes = min.node(name).map_or(0, |e| e.bytes);
-            let mut cands: Vec<(LayoutPolicy, Estimate)> = Vec::new();
+            // `None`: the product by OT
+            let mut cands: Vec<(Option<LayoutPolicy>, Estimate)> = Vec::new();
             if let Some(e) = min.node(name) {
-                cands.push((LayoutPolicy::MinBytes, *e));
+                cands.push((Some(LayoutPolicy::MinBytes), *e));
             }
             if let Some(e) = ext.node(name) {
-                cands.push((LayoutPolicy::ExtractionOnly, *e));
+                cands.push((Some(LayoutPolicy::ExtractionOnly), *e));
             }
             for (o, p) in &per_factor {
                 if let Some(e) = p.node(name) {
-                    cands.push((o.plan.linear_policy(name), *e));
+                    cands.push((Some(o.plan.linear_policy(name)), *e));
                 }
+            }
+            if let Some(e) = by_ot.node(name) {
+                cands.push((None, *e));
             }
             let listed: Vec<(String, f64, u64)> = cands
                 .iter()
-                .map(|(p, e)| (layout_label(*p, base_bytes), e.latency(ctx.net), e.bytes))
+                .map(|(p, e)| {
+                    let label = p.map_or(OT_LABEL.into(), |p| layout_label(p, base_bytes));
+                    (label, e.latency(ctx.net), e.bytes)
+                })
                 .collect();
             let Some((i, _)) = listed
                 .iter()
@@ -372,8 +437,10 @@ fn plan_for_backend(
                 continue;
             };
             if let (Some((p, _)), Some(l)) = (cands.get(i), listed.get(i)) {
-                if *p != LayoutPolicy::MinBytes {
-                    plan.set_linear(name, *p);
+                match p {
+                    None => plan.set_linear_ot(name, true),
+                    Some(LayoutPolicy::MinBytes) => {}
+                    Some(p) => plan.set_linear(name, *p),
                 }
                 decisions.push(Decision {
                     target: (*name).to_string(),

@@ -9,7 +9,7 @@
 )]
 
 use duet_models::planner::{plan, AccuracyBudget, Decision, PlannedRun};
-use duet_models::secure::{run_client, run_server, MulBackend, SecureOptions};
+use duet_models::secure::{run_client, run_server, MulBackend, OpKind, SecureOptions};
 use duet_models::{run_reference, Arch, BuiltinModel, Graph, ModelConfig, RandomWeights};
 use duet_protocols::cost_model::MachineProfile;
 use duet_transport::relay::NetProfile;
@@ -61,20 +61,19 @@ fn chosen<'a>(ds: &'a [Decision], target: &str) -> &'a Decision {
 }
 
 /// LLaMA's gate product: slot-encoded HE has a fixed cost per batch of 8192 elements (a fixed
-/// compute time and about a megabyte), Gilboa products from COTs cost bytes and compute per
-/// element (IKNP many bytes and little compute, Ferret few bytes and more). So for some sizes
-/// one backend is the fewer bytes and the other the less compute: the slow network must take
-/// the first, the fast network the second. The test finds such a size among a few sequence
-/// lengths and checks the planner's choices on both networks against the formulas: each
-/// decision is the candidate of least predicted latency on its network, the slow network's
-/// choice has the fewer bytes, and the fast network's choice won despite more bytes. Which
-/// backend wins where depends on the machine profile (the shipped one: COTs on lan, HE on
-/// wan-slow).
+/// compute time, about a megabyte and one flight each way), Gilboa products from COTs cost
+/// bytes, compute and flights per call. The test finds a sequence length where lan and
+/// wan-slow choose differently (with the same COT backend, so the candidates are the same
+/// work) and checks the choices against the formulas: each decision is the candidate of least
+/// predicted latency on its network, and wan-slow's choice has the fewer bytes or the fewer
+/// flights in the plans' own predictions (else its network terms could not grow less). Which backend wins where depends on the machine profile
+/// (the shipped one: COTs on lan, HE on wan-slow, around 3 tokens, HE's single flight each
+/// way winning over the slow network's round trips).
 #[test]
 fn elementwise_backend_follows_the_network() {
     let g = Graph::build(&small(BuiltinModel::Llama7bShape));
     let mut flipped = None;
-    for seq in [4, 8, 16, 32, 64] {
+    for seq in [1, 2, 3, 4, 5, 6, 8, 16, 32, 64] {
         let fast = planned(&g, seq, "lan");
         let slow = planned(&g, seq, "wan-slow");
         check_argmin(&fast.decisions);
@@ -92,12 +91,20 @@ fn elementwise_backend_follows_the_network() {
             f.chosen,
             "the plan carries the decision"
         );
-        if f.chosen != s.chosen {
-            // the formulas: the winner on the slow network has fewer bytes, on the fast one
-            // less latency without the network terms
-            let bytes = |d: &Decision, l: &str| d.candidates.iter().find(|c| c.0 == l).unwrap().2;
-            assert!(bytes(s, &s.chosen) <= bytes(s, &f.chosen));
-            assert!(bytes(f, &f.chosen) >= bytes(f, &s.chosen));
+        if f.chosen != s.chosen && fast.opts.protocol.nl == slow.opts.protocol.nl {
+            // the slow network's choice saves what it charges more for: bytes or flights
+            let (ef, es) = (
+                fast.prediction.kind(OpKind::Elementwise).unwrap(),
+                slow.prediction.kind(OpKind::Elementwise).unwrap(),
+            );
+            println!(
+                "seq {seq}: lan's {} {} B {} flights; wan-slow's {} {} B {} flights",
+                f.chosen, ef.bytes, ef.flights, s.chosen, es.bytes, es.flights
+            );
+            assert!(
+                es.bytes < ef.bytes || es.flights < ef.flights,
+                "wan-slow's choice must save bytes or flights"
+            );
             flipped = Some((seq, f.chosen.clone(), s.chosen.clone()));
         }
     }
@@ -135,4 +142,132 @@ fn planned_run_matches_reference_and_prediction() {
         let predicted: u64 = p.prediction.nodes.iter().map(|n| n.2.bytes).sum();
         assert_eq!(report.online_bytes, predicted, "{net}: online bytes");
     }
+}
+
+/// The ring width: every admissible width is a candidate, from the narrowest the declared
+/// ranges allow plus the budget's headroom bit to the default, compared on the whole model's
+/// latency. The width is a trade-off: the OT-based protocols' messages and the truncations
+/// shrink with `l`, but below a non-linear protocol's own ring (LayerNorm's 36 bits) each call
+/// first extends its input (one more millionaire per element). The plan runs at the chosen
+/// width, and a ring narrower than the declared ranges allow is refused.
+#[test]
+fn ring_width_is_chosen_among_the_admissible_widths() {
+    let g = Graph::build(&small(BuiltinModel::BertTiny));
+    let base = SecureOptions::default();
+    let min = base.min_ring_bits();
+    assert_eq!(min, 35, "12 + 12 + max(9, 6) + 2");
+    assert_eq!(AccuracyBudget::default().ring_headroom_bits, 1);
+    for net in ["lan", "wan-slow"] {
+        let p = planned(&g, 8, net);
+        check_argmin(&p.decisions);
+        let d = chosen(&p.decisions, "ring width (activations and linear layers)");
+        println!("{net}: {} {:?}", d.chosen, d.candidates);
+        let labels: Vec<&str> = d.candidates.iter().map(|c| c.0.as_str()).collect();
+        assert_eq!(
+            labels,
+            ["36 bits", "37 bits"],
+            "{net}: min + 1 headroom bit up to 37"
+        );
+        let bytes: Vec<u64> = d.candidates.iter().map(|c| c.2).collect();
+        assert!(
+            bytes[0] < bytes[1],
+            "{net}: one bit less, fewer bytes: {bytes:?}"
+        );
+        assert_eq!(
+            format!("{} bits", p.opts.ring_bits),
+            d.chosen,
+            "{net}: the plan carries the decision"
+        );
+        assert_eq!(p.opts.ring_bits, 36, "{net}: the narrower ring wins");
+    }
+    // without headroom the narrowest is a candidate, and loses to 36 (LayerNorm's extension)
+    let net = NetProfile::by_name("lan").unwrap();
+    let budget = AccuracyBudget {
+        ring_headroom_bits: 0,
+        ..AccuracyBudget::default()
+    };
+    let p = plan(
+        &g,
+        8,
+        &base,
+        &net,
+        &MachineProfile::default_profile().unwrap(),
+        &budget,
+    )
+    .unwrap();
+    let d = chosen(&p.decisions, "ring width (activations and linear layers)");
+    let labels: Vec<&str> = d.candidates.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(labels, ["35 bits", "36 bits", "37 bits"]);
+    assert!(d.candidates[0].2 > d.candidates[1].2, "{:?}", d.candidates);
+    assert_eq!(d.chosen, "36 bits");
+    let narrow = SecureOptions {
+        ring_bits: min - 1,
+        ..SecureOptions::default()
+    };
+    let w = RandomWeights { seed: 3 };
+    let (s, c) = run_two_party(
+        |mut ch| run_server(&mut ch, &g, &w, &narrow, &mut |_| {}),
+        |mut ch| run_client(&mut ch, &g, &[1, 2], &narrow, &mut |_| {}),
+    );
+    for e in [s.unwrap_err().to_string(), c.unwrap_err().to_string()] {
+        assert!(e.contains("narrower than the 35"), "{e}");
+    }
+}
+
+/// Linear layers: an OT-based product costs `n d k l(l+1)/16` bytes and COT work but no HE
+/// compute; HE costs at least a ciphertext each way (hundreds of kilobytes at `N = 8192`) and
+/// its products, key switches and decryptions. For small layers OT's bytes are the fewer and
+/// it wins everywhere; for large ones HE's; in between OT has more bytes but less compute, so
+/// lan takes OT and wan HE. The test finds such a layer among a few model widths and sequence
+/// lengths (the shipped profile: the FFN down-projection of a 16-wide model at 4 tokens) and
+/// checks: on each network every decision is the candidate of least predicted latency, the
+/// plans carry the choices, wan's choice has the fewer bytes and loses less to the slower
+/// network, and lan's won despite more bytes.
+#[test]
+fn linear_backend_follows_the_network() {
+    let mut flipped = None;
+    'search: for hidden in [16, 24, 32, 40, 48, 64] {
+        let mut c = small(BuiltinModel::BertTiny);
+        c.hidden = hidden;
+        c.intermediate = 2 * hidden;
+        let g = Graph::build(&c);
+        for seq in [1, 2, 3, 4, 6, 8] {
+            let fast = planned(&g, seq, "lan");
+            let slow = planned(&g, seq, "wan");
+            check_argmin(&fast.decisions);
+            check_argmin(&slow.decisions);
+            let linear = |t: &str| {
+                g.nodes
+                    .iter()
+                    .any(|n| n.name == t && matches!(n.op, duet_models::Op::Linear { .. }))
+            };
+            for f in fast.decisions.iter().filter(|d| linear(&d.target)) {
+                let Some(s) = slow.decisions.iter().find(|d| d.target == f.target) else {
+                    continue;
+                };
+                let ot = duet_models::planner::OT_LABEL;
+                if f.chosen == ot
+                    && s.chosen != ot
+                    && fast.opts.protocol.nl == slow.opts.protocol.nl
+                {
+                    let bytes =
+                        |d: &Decision, l: &str| d.candidates.iter().find(|c| c.0 == l).unwrap().2;
+                    println!(
+                        "hidden {hidden}, seq {seq}, {}: lan {:?}; wan {:?}",
+                        f.target, f.candidates, s.candidates
+                    );
+                    assert!(bytes(s, &s.chosen) <= bytes(s, ot));
+                    assert!(bytes(f, ot) >= bytes(f, &s.chosen));
+                    // the plans carry the decisions
+                    assert!(fast.opts.plan.linear_by_ot(&f.target), "{}", f.target);
+                    assert!(!slow.opts.plan.linear_by_ot(&f.target), "{}", f.target);
+                    flipped = Some((hidden, seq, f.target.clone()));
+                    break 'search;
+                }
+            }
+        }
+    }
+    let (hidden, seq, target) =
+        flipped.expect("no layer where the network changes the matmul backend");
+    println!("hidden {hidden}, seq {seq}: {target} by OT on lan, by HE on wan");
 }

@@ -149,6 +149,24 @@ fn predicted_bytes_equal_measured_for_decoders_and_plan_variants() {
     check("bert server-key", BuiltinModel::BertTiny, 4, &opts);
 }
 
+/// OT-based matrix products: two linear layers and the attention products by COT (Ferret and
+/// IKNP), the rest by HE; the Ferret iterations their COTs trigger land in their nodes.
+#[test]
+fn predicted_bytes_equal_measured_for_ot_matmuls() {
+    for p in [Preset::Duet, Preset::Iron] {
+        let mut opts = preset(p);
+        opts.plan.set_linear_ot("layer0.attn.q", true);
+        opts.plan.set_linear_ot("layer1.ffn.down", true);
+        opts.plan.attention_ot = true;
+        check(
+            &format!("bert ot-matmul {p:?}"),
+            BuiltinModel::BertTiny,
+            3,
+            &opts,
+        );
+    }
+}
+
 /// BERT-base (`DUET_LAYERS` layers, default 1) on `DUET_SEQ` tokens (default 32): bytes
 /// exact per node, and the predicted compute seconds per kind against the measured ones
 /// (printed; the default profile was measured on the CI machine).

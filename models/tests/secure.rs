@@ -147,6 +147,36 @@ fn plan_variants_match_reference() {
     );
 }
 
+/// OT-based matrix products instead of HE: BERT's query projection and FFN down-projection
+/// of each layer and every attention product by COT (Ferret), and LLaMA's gate projection and
+/// attention by COT with IKNP (rotary positions, grouped keys).
+#[test]
+fn ot_matmuls_match_reference() {
+    let mut opts = SecureOptions::default();
+    for l in ["layer0", "layer1"] {
+        opts.plan.set_linear_ot(&format!("{l}.attn.q"), true);
+        opts.plan.set_linear_ot(&format!("{l}.ffn.down"), true);
+    }
+    opts.plan.attention_ot = true;
+    check_random_with(BuiltinModel::BertTiny, 0.1, &opts);
+    let mut opts = SecureOptions::new(ProtocolConfig::preset(Preset::Iron));
+    opts.plan.set_linear_ot("layer0.ffn.gate", true);
+    opts.plan.attention_ot = true;
+    check_random_with(BuiltinModel::Llama7bShape, 0.1, &opts);
+    // a plan naming a node the model does not have is refused by both parties
+    let g = Graph::build(&small(BuiltinModel::BertTiny));
+    let mut typo = SecureOptions::default();
+    typo.plan.set_linear_ot("layer0.attn.query", true);
+    let w = RandomWeights { seed: 7 };
+    let (s, c) = run_two_party(
+        |mut ch| run_server(&mut ch, &g, &w, &typo, &mut |_| {}),
+        |mut ch| run_client(&mut ch, &g, &[1, 2], &typo, &mut |_| {}),
+    );
+    for e in [s.unwrap_err().to_string(), c.unwrap_err().to_string()] {
+        assert!(e.contains("\"layer0.attn.query\""), "{e}");
+    }
+}
+
 #[test]
 fn server_key_embedding_gives_the_same_model_output() {
     let c = small(BuiltinModel::BertTiny);
@@ -206,12 +236,24 @@ fn bad_ids_fail_before_anything_is_sent() {
         .contains("outside the vocabulary"));
 }
 
-fn minilm(count: usize) {
+/// The narrowest ring the declared ranges allow (what the planner picks): every decoder's
+/// operators (tanh-GELU, SiLU, RMSNorm, rotary positions, gate products) still match.
+#[test]
+fn narrowest_ring_matches_reference() {
+    for b in [BuiltinModel::Gpt2, BuiltinModel::Llama7bShape] {
+        let mut opts = SecureOptions::default();
+        opts.ring_bits = opts.min_ring_bits();
+        assert!(opts.ring_bits < SecureOptions::default().ring_bits);
+        check_random_with(b, 0.1, &opts);
+    }
+}
+
+fn minilm(count: usize, opts: &SecureOptions) {
     let Some(shared) = shared() else { return };
     let model = ModelDir::open(&shared.join("models/all-MiniLM-L6-v2")).unwrap();
     let weights = model.open_weights().unwrap();
     let refs = reference(&shared);
-    let opts = SecureOptions::default();
+    let opts = opts.clone();
     for r in refs.iter().take(count) {
         let (hidden, _, c) = secure(&model.graph, &weights, &r.input_ids, &opts);
         let emb = sentence_embedding(&hidden);
@@ -229,13 +271,22 @@ fn minilm(count: usize) {
 
 #[test]
 fn minilm_secure_embeddings_match_the_reference() {
-    minilm(3);
+    minilm(3, &SecureOptions::default());
+}
+
+/// Real weights at the narrowest ring the declared ranges allow (the planner's choice):
+/// MiniLM's largest norm input, 221, is within the declared 512.
+#[test]
+fn minilm_secure_at_the_narrowest_ring() {
+    let mut opts = SecureOptions::default();
+    opts.ring_bits = opts.min_ring_bits();
+    minilm(2, &opts);
 }
 
 #[test]
 #[ignore = "all 13 sentences: cargo test --release -p duet-models --test secure -- --ignored --nocapture"]
 fn minilm_secure_all_sentences() {
-    minilm(usize::MAX);
+    minilm(usize::MAX, &SecureOptions::default());
 }
 
 /// BERT-base at 128 tokens in one process (both parties): the per-kind figures.

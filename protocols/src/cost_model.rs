@@ -71,10 +71,27 @@ pub struct MachineProfile {
     /// One KK13 1-of-`2^m` leaf OT of a millionaire (the sender hashes `2^m` rows), with
     /// [`LeafOt::Kk13`].
     pub kk13_leaf_s: f64,
+    /// One word of an OT-based matrix product (both parties: pad expansion by AES, the
+    /// holder's corrections, the chooser's unmasking), counted by
+    /// [`duet_mpc::nonlinear::matmul_known_words`].
+    pub ot_matmul_word_s: f64,
     /// Per byte of protocol traffic (local serialisation, copying, hashing of messages).
     pub byte_s: f64,
     /// Per flight on the in-memory pair (thread hand-over), also paid on a real network.
     pub flight_s: f64,
+    /// How much longer the compute takes when the two parties run as two processes (each with
+    /// its own thread pool, on the same machine's cores, as `duet bench model` runs them) than
+    /// as two threads of the calibration's process: a factor on `sum(count x constant)`
+    /// (1: the same). Fitted by `duet calibrate --harness`.
+    pub party_factor: f64,
+    /// Seconds per payload byte the transport between the two processes needs whatever the
+    /// link's rate (QUIC's encryption and packet handling, the emulated link's forwarding):
+    /// a link carries a byte in the larger of this and `8 / rate`. Fitted by
+    /// `duet calibrate --harness`.
+    pub transport_byte_s: f64,
+    /// Seconds per flight beyond the network's one-way delay (QUIC, forwarding, waking the
+    /// receiver). Fitted by `duet calibrate --harness`.
+    pub transport_flight_s: f64,
 }
 
 /// Operation counts of one operator run (fractional: counts at other ring degrees are scaled).
@@ -100,6 +117,8 @@ pub struct Work {
     pub iknp_cots: f64,
     /// KK13 leaf OTs.
     pub kk13_leaves: f64,
+    /// Words of OT-based matrix products.
+    pub ot_matmul_words: f64,
     /// Payload bytes.
     pub bytes: f64,
     /// Flights.
@@ -126,7 +145,11 @@ impl std::ops::AddAssign for Work {
 }
 
 /// Number of counts in a [`Work`] (and constants in a [`MachineProfile`]).
-pub const WORK_FEATURES: usize = 12;
+pub const WORK_FEATURES: usize = 13;
+
+/// The deployment constants of a [`MachineProfile`] (not multiplied by a [`Work`] count):
+/// their JSON keys, in the order of [`MachineProfile::deployment`].
+pub const DEPLOYMENT_NAMES: [&str; 3] = ["party_factor", "transport_byte_s", "transport_flight_s"];
 
 /// The names of the counts, in the order of [`Work::values`].
 pub const WORK_NAMES: [&str; WORK_FEATURES] = [
@@ -140,6 +163,7 @@ pub const WORK_NAMES: [&str; WORK_FEATURES] = [
     "ferret_iteration_s",
     "iknp_cot_s",
     "kk13_leaf_s",
+    "ot_matmul_word_s",
     "byte_s",
     "flight_s",
 ];
@@ -158,6 +182,7 @@ impl Work {
             self.ferret_iterations,
             self.iknp_cots,
             self.kk13_leaves,
+            self.ot_matmul_words,
             self.bytes,
             self.flights,
         ]
@@ -165,7 +190,7 @@ impl Work {
 
     /// The inverse of [`Work::values`].
     pub fn from_values(v: [f64; WORK_FEATURES]) -> Self {
-        let [he_products, he_products_4096, key_switches, encryptions, decryptions, slot_products, cots, ferret_iterations, iknp_cots, kk13_leaves, bytes, flights] =
+        let [he_products, he_products_4096, key_switches, encryptions, decryptions, slot_products, cots, ferret_iterations, iknp_cots, kk13_leaves, ot_matmul_words, bytes, flights] =
             v;
         Self {
             he_products,
@@ -178,6 +203,7 @@ impl Work {
             ferret_iterations,
             iknp_cots,
             kk13_leaves,
+            ot_matmul_words,
             bytes,
             flights,
         }
@@ -273,21 +299,23 @@ impl MachineProfile {
         let mut machine = None;
         let mut measured = None;
         let mut consts: [Option<f64>; WORK_FEATURES] = [None; WORK_FEATURES];
+        let mut deploy: [Option<f64>; 3] = [None; 3];
         for (k, v) in fields {
             match (k.as_str(), v) {
                 ("machine", flat_json::Value::Str(s)) => machine = Some(s),
                 ("measured", flat_json::Value::Str(s)) => measured = Some(s),
                 (name, flat_json::Value::Num(x)) => {
-                    let i = WORK_NAMES
-                        .iter()
-                        .position(|n| *n == name)
-                        .ok_or_else(|| format!("unknown key {name:?}"))?;
                     if !x.is_finite() || x < 0.0 {
                         return Err(format!("{name} = {x}: must be finite and >= 0"));
                     }
-                    if let Some(c) = consts.get_mut(i) {
-                        *c = Some(x);
-                    }
+                    let slot = match WORK_NAMES.iter().position(|n| *n == name) {
+                        Some(i) => consts.get_mut(i),
+                        None => DEPLOYMENT_NAMES
+                            .iter()
+                            .position(|n| *n == name)
+                            .and_then(|i| deploy.get_mut(i)),
+                    };
+                    *slot.ok_or_else(|| format!("unknown key {name:?}"))? = Some(x);
                 }
                 (name, _) => return Err(format!("key {name:?} has the wrong type")),
             }
@@ -296,7 +324,18 @@ impl MachineProfile {
         for ((dst, c), name) in v.iter_mut().zip(consts).zip(WORK_NAMES) {
             *dst = c.ok_or_else(|| format!("missing constant {name:?}"))?;
         }
+        let mut d = [0.0; 3];
+        for ((dst, c), name) in d.iter_mut().zip(deploy).zip(DEPLOYMENT_NAMES) {
+            *dst = c.ok_or_else(|| format!("missing constant {name:?}"))?;
+        }
         let mut p = Self::from_constants(v);
+        let [party_factor, transport_byte_s, transport_flight_s] = d;
+        if party_factor <= 0.0 {
+            return Err(format!("party_factor = {party_factor}: must be > 0"));
+        }
+        p.party_factor = party_factor;
+        p.transport_byte_s = transport_byte_s;
+        p.transport_flight_s = transport_flight_s;
         p.machine = machine.ok_or("missing \"machine\"")?;
         p.measured = measured.ok_or("missing \"measured\"")?;
         Ok(p)
@@ -316,6 +355,9 @@ impl MachineProfile {
         for (name, v) in WORK_NAMES.iter().zip(self.constants()) {
             s.push_str(&format!(",\n  \"{name}\": {v:e}"));
         }
+        for (name, v) in DEPLOYMENT_NAMES.iter().zip(self.deployment()) {
+            s.push_str(&format!(",\n  \"{name}\": {v:e}"));
+        }
         s.push_str("\n}\n");
         s
     }
@@ -333,14 +375,25 @@ impl MachineProfile {
             self.ferret_iteration_s,
             self.iknp_cot_s,
             self.kk13_leaf_s,
+            self.ot_matmul_word_s,
             self.byte_s,
             self.flight_s,
         ]
     }
 
-    /// A profile with constants `v` (order of [`WORK_NAMES`]) and empty descriptions.
+    /// The deployment constants (order of [`DEPLOYMENT_NAMES`]).
+    pub fn deployment(&self) -> [f64; 3] {
+        [
+            self.party_factor,
+            self.transport_byte_s,
+            self.transport_flight_s,
+        ]
+    }
+
+    /// A profile with constants `v` (order of [`WORK_NAMES`]), neutral deployment constants
+    /// (factor 1, no transport cost) and empty descriptions.
     pub fn from_constants(v: [f64; WORK_FEATURES]) -> Self {
-        let [he_product_s, he_product_4096_s, key_switch_s, he_encrypt_s, he_decrypt_s, slot_product_s, cot_s, ferret_iteration_s, iknp_cot_s, kk13_leaf_s, byte_s, flight_s] =
+        let [he_product_s, he_product_4096_s, key_switch_s, he_encrypt_s, he_decrypt_s, slot_product_s, cot_s, ferret_iteration_s, iknp_cot_s, kk13_leaf_s, ot_matmul_word_s, byte_s, flight_s] =
             v;
         Self {
             machine: String::new(),
@@ -355,12 +408,32 @@ impl MachineProfile {
             ferret_iteration_s,
             iknp_cot_s,
             kk13_leaf_s,
+            ot_matmul_word_s,
             byte_s,
             flight_s,
+            party_factor: 1.0,
+            transport_byte_s: 0.0,
+            transport_flight_s: 0.0,
         }
     }
 
-    /// Compute seconds of `w`: `sum(count x constant)`.
+    /// The estimate of `w` when the parties run as two processes: compute
+    /// `party_factor x sum(count x constant) + flights x transport_flight_s`, and the
+    /// transport's own time `bytes x transport_byte_s` (see [`Estimate::latency`]).
+    pub fn estimate(&self, w: &Work) -> Estimate {
+        let bytes = w.bytes.max(0.0).round() as u64;
+        let flights = w.flights.max(0.0).round() as u64;
+        Estimate {
+            bytes,
+            flights,
+            compute_s: self.party_factor * self.seconds(w)
+                + flights as f64 * self.transport_flight_s,
+            transport_s: bytes as f64 * self.transport_byte_s,
+        }
+    }
+
+    /// Compute seconds of `w` in the calibration's setting (both parties in one process):
+    /// `sum(count x constant)`.
     pub fn seconds(&self, w: &Work) -> f64 {
         w.values()
             .iter()
@@ -379,6 +452,9 @@ pub struct Estimate {
     pub flights: u64,
     /// Compute seconds (both parties, critical path).
     pub compute_s: f64,
+    /// The transport's own time for the bytes (`bytes x transport_byte_s`), paid instead of
+    /// the link's time when it is the larger.
+    pub transport_s: f64,
 }
 
 impl std::ops::Add for Estimate {
@@ -388,6 +464,7 @@ impl std::ops::Add for Estimate {
             bytes: self.bytes + o.bytes,
             flights: self.flights + o.flights,
             compute_s: self.compute_s + o.compute_s,
+            transport_s: self.transport_s + o.transport_s,
         }
     }
 }
@@ -405,24 +482,27 @@ impl std::iter::Sum for Estimate {
 }
 
 impl Estimate {
-    /// An estimate from `work` (bytes and flights taken from it) on `profile`.
+    /// An estimate from `work` (bytes and flights taken from it) on `profile`
+    /// ([`MachineProfile::estimate`]).
     pub fn from_work(work: &Work, profile: &MachineProfile) -> Self {
-        Self {
-            bytes: work.bytes.max(0.0).round() as u64,
-            flights: work.flights.max(0.0).round() as u64,
-            compute_s: profile.seconds(work),
-        }
+        profile.estimate(work)
     }
 
-    /// Predicted wall seconds on `net`: `compute_s + bytes * 8 / rate + flights * rtt / 2`
-    /// (a flight is one direction, so a round trip costs one RTT; no bandwidth term when the
-    /// rate is unlimited).
+    /// Predicted wall seconds on `net`:
+    /// `compute_s + max(bytes * 8 / rate, transport_s) + flights * rtt / 2`.
+    /// A flight is one direction, so a round trip costs one RTT. The bytes take the link's
+    /// time or the transport's own time, whichever is longer (the transport works while the
+    /// link carries earlier packets); an unlimited rate leaves only the transport's time.
+    /// Both terms are proportional to the bytes, so the latency of a sum of estimates is the
+    /// sum of their latencies.
     pub fn latency(&self, net: &NetProfile) -> f64 {
-        let bw = match net.rate_bits_per_s {
+        let link = match net.rate_bits_per_s {
             Some(r) if r > 0 => self.bytes as f64 * 8.0 / r as f64,
             _ => 0.0,
         };
-        self.compute_s + bw + self.flights as f64 * net.rtt.as_secs_f64() / 2.0
+        self.compute_s
+            + link.max(self.transport_s)
+            + self.flights as f64 * net.rtt.as_secs_f64() / 2.0
     }
 }
 
@@ -601,6 +681,7 @@ mod tests {
             bytes: 1_000_000,
             flights: 4,
             compute_s: 0.5,
+            transport_s: 0.0,
         };
         let wan = NetProfile::named("wan").unwrap();
         // 8 Mbit at 400 Mbit/s = 0.02 s; 4 flights = 2 round trips = 20 ms
@@ -619,5 +700,42 @@ mod tests {
         let p = MachineProfile::from_constants([1.0; WORK_FEATURES]);
         assert_eq!(p.seconds(&(w + w)), 24.0);
         assert_eq!(Estimate::from_work(&w, &p).bytes, 10);
+    }
+
+    /// The deployment constants: compute scaled, a per-flight cost added, and the bytes take
+    /// the longer of the link's time and the transport's own.
+    #[test]
+    fn latency_takes_the_longer_of_link_and_transport() {
+        let mut p = MachineProfile::from_constants([0.0; WORK_FEATURES]);
+        p.he_product_s = 1.0;
+        p.party_factor = 1.5;
+        p.transport_byte_s = 5e-9;
+        p.transport_flight_s = 1e-3;
+        let w = Work {
+            he_products: 2.0,
+            bytes: 1e6,
+            flights: 4.0,
+            ..Work::default()
+        };
+        let e = p.estimate(&w);
+        assert!((e.compute_s - (3.0 + 0.004)).abs() < 1e-12);
+        assert!((e.transport_s - 0.005).abs() < 1e-15);
+        // lan: 8 Mbit at 3 Gbit/s = 2.67 ms < 5 ms of transport; 2 round trips of 1 ms
+        let lan = NetProfile::named("lan").unwrap();
+        assert!((e.latency(&lan) - (3.004 + 0.005 + 0.002)).abs() < 1e-12);
+        // wan: the link's 20 ms is the longer
+        let wan = NetProfile::named("wan").unwrap();
+        assert!((e.latency(&wan) - (3.004 + 0.02 + 0.02)).abs() < 1e-12);
+        // linear in the estimate: the latency of a sum is the sum of the latencies
+        let two = e + e;
+        assert!((two.latency(&lan) - 2.0 * e.latency(&lan)).abs() < 1e-12);
+        let back = MachineProfile::from_json(&p.to_json()).unwrap();
+        assert_eq!(back.deployment(), p.deployment());
+        let e = MachineProfile::from_json(
+            &p.to_json()
+                .replace("\"party_factor\": 1.5e0", "\"party_factor\": 0e0"),
+        )
+        .unwrap_err();
+        assert!(e.contains("party_factor"), "{e}");
     }
 }

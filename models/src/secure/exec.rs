@@ -641,7 +641,14 @@ impl<'a, C: Channel> Engine<'a, C> {
         let n = x.shape().first().copied().unwrap_or(0);
         let (d, k) = (spec.in_dim, spec.cols.1);
         let (f, fw) = (self.opts.frac, self.opts.weight_frac);
+        let by_ot = self.opts.plan.linear_by_ot(node);
         let y = match &self.keys {
+            Keys::Client { .. } if by_ot => {
+                let shape = nl::MatShape::new(1, n, d, k).map_err(at(node))?;
+                nl::matmul_known_chooser(&mut self.nl, self.ch, shape, x.data(), self.ring)
+                    .map_err(at(node))?
+                    .into_data()
+            }
             Keys::Client { lin, .. } => HeMatMul::run_client(
                 self.ch,
                 lin,
@@ -684,6 +691,9 @@ impl<'a, C: Channel> Engine<'a, C> {
                     }
                     None => None,
                 };
+                if by_ot {
+                    return self.linear_ot_server(node, x, (n, d, k), &wq, bias.as_deref());
+                }
                 let mut hw = HeWeights::new(&self.lin_params, d, k, wq, bias.as_deref())
                     .map_err(at(node))?;
                 hw.prepare(n, self.opts.plan.linear_policy(node), PrepareMode::OnTheFly)
@@ -694,6 +704,40 @@ impl<'a, C: Channel> Engine<'a, C> {
         };
         let y = self.share(node, n, k, y)?;
         self.trunc_signed(node, &y, fw)
+    }
+
+    /// The server's side of a linear layer by OT: its own share times `W` plus the bias
+    /// locally, plus its share of the client's share times `W` (the server holds `W`, the
+    /// client's share bits choose), then the rescaling.
+    fn linear_ot_server(
+        &mut self,
+        node: &str,
+        x: &AShare,
+        (n, d, k): (usize, usize, usize),
+        wq: &[i64],
+        bias: Option<&[i64]>,
+    ) -> Result<AShare> {
+        let ring = self.ring;
+        let w: Vec<u64> = wq.iter().map(|&v| ring.from_i64(v)).collect();
+        let shape = nl::MatShape::new(1, n, d, k).map_err(at(node))?;
+        let mut y = nl::matmul_known_holder(&mut self.nl, self.ch, shape, &w, ring)
+            .map_err(at(node))?
+            .into_data();
+        let xs = x.data();
+        for (r, row) in y.chunks_mut(k.max(1)).enumerate() {
+            for (o, out) in row.iter_mut().enumerate() {
+                let mut acc = bias.and_then(|b| b.get(o)).map_or(0, |&b| ring.from_i64(b));
+                for i in 0..d {
+                    let (a, b) = (xs.get(r * d + i), w.get(i * k + o));
+                    if let (Some(&a), Some(&b)) = (a, b) {
+                        acc = acc.wrapping_add(a.wrapping_mul(b));
+                    }
+                }
+                *out = ring.add(*out, ring.reduce(acc));
+            }
+        }
+        let y = self.share(node, n, k, y)?;
+        self.trunc_signed(node, &y, self.opts.weight_frac)
     }
 
     fn norm(
@@ -795,6 +839,14 @@ impl<'a, C: Channel> Engine<'a, C> {
         // the plan's layout (fewest bytes by default: BERT-base attention 19.1 MB per layer
         // against 23.7 MB for the fewest key switches within 1.25x of it)
         let policy = self.opts.plan.attention;
+        if self.opts.plan.attention_ot {
+            let ms = nl::MatShape::new(shape.heads, shape.n, shape.d, shape.k).map_err(at(node))?;
+            let xa = AShare::new(self.ring, vec![x.len()], x.to_vec()).map_err(at(node))?;
+            let ya = AShare::new(self.ring, vec![y.len()], y.to_vec()).map_err(at(node))?;
+            return Ok(nl::matmul_shared(&mut self.nl, self.ch, ms, &xa, &ya)
+                .map_err(at(node))?
+                .into_data());
+        }
         match &self.keys {
             Keys::Client { shared, .. } => {
                 HeMatMulShared::run_client(self.ch, shared, shape, policy, x, y, &mut self.rng)

@@ -121,10 +121,38 @@ impl SecureOptions {
         }
     }
 
+    /// The narrowest ring the declared ranges allow:
+    /// `frac + weight_frac + max(norm_in_bits, act_range_bits) + 2`.
+    ///
+    /// Values held at `frac + weight_frac` fractional bits before a rescaling (every linear
+    /// layer's output, the attention scores before their truncation) must satisfy
+    /// `|x| < 2^max(norm_in_bits, act_range_bits)`: the ranges declared for the activations'
+    /// and norms' inputs, which most of those values feed, taken as the bound of all of them
+    /// (queries, keys, values, scores and logits have no range of their own). The rescaling
+    /// ([`exec`]`::trunc_signed`) is exact for `|x| < 2^(l-2)` encoded: one bit for the sign
+    /// and one for its non-negative offset. A narrower ring is refused. The defaults give 35;
+    /// the default ring, 37, leaves two bits of headroom for values beyond the bound, and the
+    /// planner keeps [`crate::planner::AccuracyBudget::ring_headroom_bits`] of them.
+    pub fn min_ring_bits(&self) -> u32 {
+        self.frac + self.weight_frac + self.norm_in_bits.max(self.act_range_bits) + 2
+    }
+
     fn check(&self) -> Result<()> {
         let bad = |m: String| Err(ModelError::Input(format!("secure options: {m}")));
         if !(24..=62).contains(&self.ring_bits) {
             return bad(format!("ring of {} bits (24..=62)", self.ring_bits));
+        }
+        if self.ring_bits < self.min_ring_bits() {
+            return bad(format!(
+                "a ring of {} bits is narrower than the {} the declared ranges need \
+                 (frac {} + weight frac {} + max(norm input {}, activation input {}) bits + 2)",
+                self.ring_bits,
+                self.min_ring_bits(),
+                self.frac,
+                self.weight_frac,
+                self.norm_in_bits,
+                self.act_range_bits
+            ));
         }
         if self.frac + self.weight_frac + 10 > self.ring_bits || self.frac < 6 {
             return bad(format!(
@@ -213,6 +241,31 @@ fn public_view(graph: &Graph, seq: usize, opts: &SecureOptions) -> String {
     format!("{:?} | seq {seq} | {opts:?}", graph.config)
 }
 
+/// The plan names only linear nodes of `graph` (a misspelt name would silently run the
+/// default).
+fn check_plan(graph: &Graph, opts: &SecureOptions) -> Result<()> {
+    let linear = |name: &str| {
+        graph
+            .nodes
+            .iter()
+            .any(|n| n.name == name && matches!(n.op, Op::Linear { .. }))
+    };
+    let named = opts
+        .plan
+        .linear
+        .iter()
+        .map(|(n, _)| n)
+        .chain(&opts.plan.ot_linear);
+    for n in named {
+        if !linear(n) {
+            return Err(ModelError::Input(format!(
+                "secure options: the plan names {n:?}, which is not a linear layer of the model"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn check_ids(graph: &Graph, ids: &[u32]) -> Result<()> {
     crate::reference::check_ids(&graph.config, ids)?;
     if !graph
@@ -234,6 +287,7 @@ pub fn run_server<C: Channel, W: WeightSource>(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<SecureReport> {
     opts.check()?;
+    check_plan(graph, opts)?;
     let view: String = ch.recv_msg().map_err(exec::transport)?;
     let seq = view
         .split(" | seq ")
@@ -281,6 +335,7 @@ pub fn run_client_outputs<C: Channel>(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(SecureOutput, SecureReport)> {
     opts.check()?;
+    check_plan(graph, opts)?;
     check_ids(graph, ids)?;
     ch.send_msg(&public_view(graph, ids.len(), opts))
         .map_err(exec::transport)?;

@@ -1,6 +1,7 @@
 //! [`Plan`]: the per-operator protocol choices of a secure run that are not approximation
-//! variants (those live in [`duet_protocols::ProtocolConfig`]): the HE matmul layout of each
-//! linear layer and of the attention products, and the backend of element-wise products.
+//! variants (those live in [`duet_protocols::ProtocolConfig`]): for each linear layer and for
+//! the attention products, HE (with its matmul layout) or OT-based products, and the backend
+//! of element-wise products.
 //!
 //! Both parties must use the same plan (it is part of the handshake's public view). The
 //! presets' plans ([`Plan::for_preset`]) reproduce their systems' choices on Duet's blocks;
@@ -43,6 +44,14 @@ pub struct Plan {
     pub attention: LayoutPolicy,
     /// Element-wise products of two shared tensors.
     pub elementwise: MulBackend,
+    /// Linear nodes whose product runs by correlated OT instead of HE
+    /// ([`duet_mpc::nonlinear::matmul_known_holder`]: the server's weight rows are the OT
+    /// correlations, the client's share bits choose; `n d l` COTs and `n d k l(l+1)/16` bytes,
+    /// no HE): their layout is then unused.
+    pub ot_linear: Vec<String>,
+    /// Whether the attention products (`Q K^T`, `P V`) run by correlated OT
+    /// ([`duet_mpc::nonlinear::matmul_shared`], both cross terms) instead of HE.
+    pub attention_ot: bool,
 }
 
 impl Default for Plan {
@@ -61,7 +70,8 @@ impl Plan {
     ///   output ciphertexts are returned by extraction without packing, as in Iron (and
     ///   Cheetah). BOLT packs with slot encoding and rotations, which Duet does not implement;
     ///   its preset uses the same extraction-only layout (deviation, documented in the README).
-    /// - element-wise products by COT in every preset.
+    /// - element-wise products by COT in every preset; every matrix product by HE (Iron, BOLT,
+    ///   BumbleBee and Cheetah-style systems all use lattice HE for them).
     pub fn for_preset(preset: Preset) -> Self {
         let layout = match preset {
             Preset::Duet | Preset::BumbleBee | Preset::Puma => LayoutPolicy::MinBytes,
@@ -72,6 +82,21 @@ impl Plan {
             linear: Vec::new(),
             attention: layout,
             elementwise: MulBackend::Cot,
+            ot_linear: Vec::new(),
+            attention_ot: false,
+        }
+    }
+
+    /// Whether linear node `node` runs by OT (else by HE with [`Plan::linear_policy`]).
+    pub fn linear_by_ot(&self, node: &str) -> bool {
+        self.ot_linear.iter().any(|n| n == node)
+    }
+
+    /// Runs linear node `node` by OT (`true`) or by HE (`false`).
+    pub fn set_linear_ot(&mut self, node: &str, ot: bool) {
+        self.ot_linear.retain(|n| n != node);
+        if ot {
+            self.ot_linear.push(node.to_string());
         }
     }
 
@@ -106,5 +131,17 @@ mod tests {
         assert_eq!(p.linear_policy("layer0.q"), LayoutPolicy::MinBytes);
         assert_eq!(p.linear_policy("layer0.k"), LayoutPolicy::ExtractionOnly);
         assert_eq!(Plan::default().attention, LayoutPolicy::MinBytes);
+    }
+
+    #[test]
+    fn ot_linear_nodes_are_listed_once() {
+        let mut p = Plan::default();
+        assert!(!p.linear_by_ot("layer0.q"));
+        p.set_linear_ot("layer0.q", true);
+        p.set_linear_ot("layer0.q", true);
+        assert_eq!(p.ot_linear.len(), 1);
+        assert!(p.linear_by_ot("layer0.q") && !p.linear_by_ot("layer0.k"));
+        p.set_linear_ot("layer0.q", false);
+        assert!(!p.linear_by_ot("layer0.q") && p.ot_linear.is_empty());
     }
 }

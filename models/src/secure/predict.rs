@@ -5,8 +5,9 @@
 //! What it mirrors: the setup (two HE key sets of `N = 8192`, the OT session), the embedding
 //! (the HE preset with the fewest bytes, or the server-key table whose cached bytes are in the
 //! node, as measured), every linear layer ([`duet_protocols::HeMatMul::cost`] with the plan's layout) and its
-//! truncation, the norms, activations and their ring conversions, the attention (rotary
-//! truncations, `Q K^T` with [`HeMatMulShared::cost`] and its truncation as `.scores`, SoftMax
+//! truncation (or, for nodes the plan runs by OT, [`nl::matmul_known_cost`]), the norms,
+//! activations and their ring conversions, the attention (rotary
+//! truncations, `Q K^T` with [`HeMatMulShared::cost`] or [`nl::matmul_shared_cost`] and its truncation as `.scores`, SoftMax
 //! and its conversion as `.softmax`, `P V` and its truncation as `.context`), element-wise
 //! products (COT or HE, with the HE key setup at the first one), the LM head (last row, then a
 //! linear layer) and the output message.
@@ -40,6 +41,7 @@ use duet_protocols::{
     HeClientSetup, HeElementwiseMul, HeMatMulShared, HeMulClientSetup, LayoutPolicy, MatmulPlan,
     MatmulShape, PrivateEmbedding, ProtocolError, ServerKeyEmbedding, SharedShape,
 };
+use duet_transport::Role;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -105,11 +107,7 @@ impl Acc {
         let mut w = self.work;
         w.bytes = self.bytes as f64;
         w.flights = self.flights as f64;
-        Estimate {
-            bytes: self.bytes,
-            flights: self.flights,
-            compute_s: profile.seconds(&w),
-        }
+        profile.estimate(&w)
     }
 }
 
@@ -238,7 +236,28 @@ impl Sim<'_> {
         })
     }
 
+    /// A linear layer's product by OT (the server holds `W`): traffic, COTs and the words
+    /// of the pads.
+    fn ot_matmul(&mut self, node: &str, acc: &mut Acc, n: usize, d: usize, k: usize) -> Result<()> {
+        let ring = self.ring;
+        let shape = nl::MatShape::new(1, n, d, k).map_err(at(node))?;
+        self.nl(node, format!("ot linear {n} {d} {k}"), acc, |cfg| {
+            Ok(nl::matmul_known_cost(shape, ring, cfg, Role::Server))
+        })?;
+        acc.work.ot_matmul_words += nl::matmul_known_words(shape, ring) as f64;
+        Ok(())
+    }
+
     fn shared_matmul(&mut self, node: &str, acc: &mut Acc, shape: SharedShape) -> Result<()> {
+        if self.opts.plan.attention_ot {
+            let ring = self.ring;
+            let ms = nl::MatShape::new(shape.heads, shape.n, shape.d, shape.k).map_err(at(node))?;
+            self.nl(node, format!("ot shared {shape:?}"), acc, |cfg| {
+                Ok(nl::matmul_shared_cost(ms, ring, cfg))
+            })?;
+            acc.work.ot_matmul_words += 2.0 * nl::matmul_known_words(ms, ring) as f64;
+            return Ok(());
+        }
         let policy = self.opts.plan.attention;
         let params = Arc::clone(&self.shared);
         let key = format!("shared {shape:?} {policy:?}");
@@ -298,6 +317,7 @@ pub fn predict(
     profile: &MachineProfile,
 ) -> Result<Prediction> {
     opts.check()?;
+    super::check_plan(graph, opts)?;
     if seq == 0 || seq > graph.config.max_positions {
         return Err(ModelError::Input(format!(
             "sequence of {seq} tokens (1..={})",
@@ -428,15 +448,19 @@ pub fn predict(
             Op::Linear { in_dim, cols, .. } => {
                 let (n, _) = dim_of(&dims, node, 0);
                 let k = cols.1;
-                let lin = Arc::clone(&sim.lin);
-                sim.matmul(
-                    name,
-                    "linear",
-                    &mut acc,
-                    &lin,
-                    MatmulShape::new(n, *in_dim, k),
-                    opts.plan.linear_policy(name),
-                )?;
+                if opts.plan.linear_by_ot(name) {
+                    sim.ot_matmul(name, &mut acc, n, *in_dim, k)?;
+                } else {
+                    let lin = Arc::clone(&sim.lin);
+                    sim.matmul(
+                        name,
+                        "linear",
+                        &mut acc,
+                        &lin,
+                        MatmulShape::new(n, *in_dim, k),
+                        opts.plan.linear_policy(name),
+                    )?;
+                }
                 sim.trunc_signed(name, &mut acc, n * k, opts.weight_frac)?;
                 (OpKind::Linear, (n, k))
             }

@@ -13,6 +13,7 @@
 //! | [`relu`], [`max_axis`] | ReLU, max over the last axis | DReLU + mux |
 //! | [`extend`], [`reduce`] | ring-width change `l1 -> l2` | a millionaire + table OT / local |
 //! | [`lut`] | `T[i]` for an index shared mod `2^m` (table public or the OT sender's) | one 1-of-`2^m` OT of `2^m` entries |
+//! | [`matmul_known_holder`] / [`matmul_known_chooser`], [`matmul_shared`] | `X W` for `W` known to one party (or both operands shared) | per element of `X`: `l` COTs + `k l(l+1)/2` bits |
 //!
 //! Every protocol runs batched over a whole tensor and has an exact `*_cost` function giving
 //! [`Cost`] `{ bytes, rounds }` (both parties' payload bytes and flights summed, as counted
@@ -42,6 +43,7 @@ mod cost;
 mod cots;
 mod lut;
 mod millionaire;
+mod ot_matmul;
 mod otx;
 mod relu;
 mod trunc;
@@ -59,6 +61,10 @@ pub use cost::{Cost, Tape};
 pub use cots::{CotBackend, CotCount};
 pub use lut::{lut, lut_cost, LutTable};
 pub use millionaire::{millionaire, millionaire_cost, CmpMode};
+pub use ot_matmul::{
+    matmul_known_chooser, matmul_known_cost, matmul_known_holder, matmul_known_words,
+    matmul_shared, matmul_shared_cost, MatShape, CORR_CHUNK_BYTES, MAX_PRODUCTS, RUN_COTS,
+};
 pub use relu::{max_axis, max_axis_cost, relu, relu_cost};
 pub use trunc::{extend, extend_cost, reduce, trunc, trunc_cost, TruncMode};
 
