@@ -42,11 +42,10 @@ use duet_protocols::{
     HeWeights, LayoutPolicy, MatmulPlan, MatmulShape, PrepareMode, Preset, PrivateEmbedding,
     ProtocolConfig,
 };
-use duet_transport::quic::{connect, Identity, QuicChannel, QuicConfig, QuicListener, QuicRuntime};
+use duet_transport::quic::{QuicChannel, QuicRuntime};
 use duet_transport::{run_two_party, Channel, ChannelStats, MemoryChannel, Role, Session};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -191,27 +190,16 @@ where
     C: FnOnce(Ch) -> Timed + Send,
 {
     let rt = QuicRuntime::recommended()?;
-    let (sid, cid) = (Identity::generate()?, Identity::generate()?);
-    let cfg = QuicConfig::default();
-    let listener = QuicListener::bind(
-        &rt,
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        &sid,
-        cid.fingerprint(),
-        cfg.clone(),
-    )?;
-    let addr = listener.local_addr()?;
+    let (ss, cs) = crate::transport_bench::quic_loopback(&rt)?;
     std::thread::scope(|scope| {
         let s = scope.spawn(move || -> Result<Timed, DuetError> {
-            let session = listener.accept()?;
-            let out = server(Ch::Quic(session.channel(0)?));
-            session.close()?;
+            let out = server(Ch::Quic(ss.channel(0)?));
+            ss.close()?;
             Ok(out)
         });
         let c = (|| -> Result<Timed, DuetError> {
-            let session = connect(&rt, addr, &cid, sid.fingerprint(), cfg)?;
-            let out = client(Ch::Quic(session.channel(0)?));
-            session.close()?;
+            let out = client(Ch::Quic(cs.channel(0)?));
+            cs.close()?;
             Ok(out)
         })();
         let s = s

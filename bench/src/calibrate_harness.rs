@@ -218,7 +218,7 @@ pub fn calibrate_harness(
     out.transport_byte_s = fit.transport_byte_s;
     out.transport_flight_s = fit.transport_flight_s;
     out.measured = format!(
-        "{}; deployment constants by `duet calibrate --harness` ({} on {net}, {shaping_used}): every kind within {:.0}%",
+        "{}; deployment constants by `duet calibrate --harness` ({} on {net}, {shaping_used}): the calibration runs' kinds within {:.0}%",
         base.measured,
         HARNESS_PRESETS.join(" and "),
         fit.worst() * 100.0

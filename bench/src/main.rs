@@ -689,8 +689,20 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             let mut reports = results::read_dir(&dir)?;
             if let Some(p) = profile {
                 let profile = duet_protocols::cost_model::MachineProfile::load(&p)?;
+                // every report first, so that an error leaves the folder as it was
                 for r in &mut reports {
                     duet_bench::repredict::repredict(r, &profile)?;
+                    let path = results::run_path(&dir, r);
+                    if !path.is_file() {
+                        return Err(DuetError::Usage(format!(
+                            "--profile rewrites each run's own file, and {} is not in {} \
+                             (runs from array files or renamed files cannot be rewritten)",
+                            path.display(),
+                            dir.display()
+                        )));
+                    }
+                }
+                for r in &reports {
                     let path = results::write_run(&dir, r)?;
                     println!("re-predicted {}", path.display());
                 }

@@ -5,9 +5,9 @@
 
 use crate::model_bench::{check_net, secure_options, ModelReport};
 use crate::DuetError;
-use duet_models::planner::OT_LABEL;
+use duet_models::planner::{attention_budget_bytes, OT_LABEL};
 use duet_models::secure::predict::predict;
-use duet_models::secure::{MulBackend, OpKind, SecureOptions};
+use duet_models::secure::{MulBackend, SecureOptions};
 use duet_models::{BuiltinModel, Graph, Op};
 use duet_mpc::nonlinear::NlConfig;
 use duet_protocols::cost_model::MachineProfile;
@@ -114,15 +114,7 @@ pub fn options_from_plan(
     opts.plan.linear.clear();
     for (target, chosen) in layouts {
         if target == "attention products" {
-            let first = base
-                .nodes
-                .iter()
-                .filter(|n| n.1 == OpKind::AttentionMatmul)
-                .take(2)
-                .map(|n| n.2.bytes)
-                .max()
-                .unwrap_or(0);
-            match layout(chosen, first)? {
+            match layout(chosen, attention_budget_bytes(&base))? {
                 Some(p) => opts.plan.attention = p,
                 None => opts.plan.attention_ot = true,
             }

@@ -157,6 +157,11 @@ fn write(path: &Path, text: &str) -> Result<(), DuetError> {
     std::fs::write(path, text).map_err(|e| err(format!("cannot write {}: {e}", path.display())))
 }
 
+/// The file [`write_run`] writes `r` to in `dir`.
+pub fn run_path(dir: &Path, r: &ModelReport) -> PathBuf {
+    dir.join(file_name(r))
+}
+
 /// Writes one run's report as `DIR/<model>-<seq>-<protocol>-<net>.json`.
 pub fn write_run(dir: &Path, r: &ModelReport) -> Result<PathBuf, DuetError> {
     create_dir(dir)?;

@@ -2,7 +2,7 @@
 //! loopback QUIC. Medians over repeated runs.
 
 use crate::{median, DuetError};
-use duet_transport::quic::{connect, Identity, QuicConfig, QuicListener, QuicRuntime};
+use duet_transport::quic::{connect, Identity, QuicConfig, QuicListener, QuicRuntime, QuicSession};
 use duet_transport::{memory_pair, Channel, Session};
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -102,17 +102,14 @@ fn measure<C: Channel>(
     })
 }
 
-/// Runs the benchmark on both channel kinds.
-pub fn run(args: TransportBenchArgs) -> Result<TransportReport, DuetError> {
-    let mut links = Vec::new();
-    let (a, b) = memory_pair();
-    links.push(measure("memory", a, b, args)?);
-
-    let rt = QuicRuntime::recommended()?;
+/// A QUIC connection over loopback between two ends in this process (fresh identities, each
+/// pinning the other's; Duet's default transport configuration): the server's session and the
+/// client's.
+pub fn quic_loopback(rt: &QuicRuntime) -> Result<(QuicSession, QuicSession), DuetError> {
     let (sid, cid) = (Identity::generate()?, Identity::generate()?);
     let cfg = QuicConfig::default();
     let listener = QuicListener::bind(
-        &rt,
+        rt,
         SocketAddr::from(([127, 0, 0, 1], 0)),
         &sid,
         cid.fingerprint(),
@@ -121,11 +118,21 @@ pub fn run(args: TransportBenchArgs) -> Result<TransportReport, DuetError> {
     let addr = listener.local_addr()?;
     let (server, client) = std::thread::scope(|s| {
         let h = s.spawn(|| listener.accept());
-        let c = connect(&rt, addr, &cid, sid.fingerprint(), cfg);
+        let c = connect(rt, addr, &cid, sid.fingerprint(), cfg);
         (h.join(), c)
     });
     let server = server.map_err(|_| DuetError::ThreadPanicked("accept"))??;
-    let client = client?;
+    Ok((server, client?))
+}
+
+/// Runs the benchmark on both channel kinds.
+pub fn run(args: TransportBenchArgs) -> Result<TransportReport, DuetError> {
+    let mut links = Vec::new();
+    let (a, b) = memory_pair();
+    links.push(measure("memory", a, b, args)?);
+
+    let rt = QuicRuntime::recommended()?;
+    let (server, client) = quic_loopback(&rt)?;
     let a = client.channel(0)?;
     let b = server.channel(0)?;
     links.push(measure("quic-loopback", a, b, args)?);

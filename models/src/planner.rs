@@ -146,6 +146,19 @@ fn layout_label(p: LayoutPolicy, base: u64) -> String {
     }
 }
 
+/// The traffic the attention layouts' byte budgets are relative to: the larger of the first
+/// layer's two products (one product call) in `p`, a prediction with the fewest-bytes
+/// attention layout.
+pub fn attention_budget_bytes(p: &Prediction) -> u64 {
+    p.nodes
+        .iter()
+        .filter(|n| n.1 == OpKind::AttentionMatmul)
+        .take(2)
+        .map(|n| n.2.bytes)
+        .max()
+        .unwrap_or(0)
+}
+
 /// The label of an OT-based matrix product among the candidates.
 pub const OT_LABEL: &str = "ot (correlated OT, no HE)";
 
@@ -336,15 +349,7 @@ fn plan_for_backend(
         // their fewest bytes
         opts.plan.attention = LayoutPolicy::MinBytes;
         opts.plan.attention_ot = false;
-        let min = ctx.predict(&opts)?;
-        let base_bytes = min
-            .nodes
-            .iter()
-            .filter(|n| n.1 == OpKind::AttentionMatmul)
-            .take(2)
-            .map(|n| n.2.bytes)
-            .max()
-            .unwrap_or(0);
+        let base_bytes = attention_budget_bytes(&ctx.predict(&opts)?);
         let mut c: Vec<(String, SecureOptions)> = layout_candidates(base_bytes)
             .into_iter()
             .map(|(label, p)| {

@@ -450,7 +450,8 @@ pub struct Estimate {
     pub bytes: u64,
     /// One-way flights, both directions (a round trip is two).
     pub flights: u64,
-    /// Compute seconds (both parties, critical path).
+    /// Compute seconds (both parties, critical path; with a profile's deployment constants,
+    /// the two-process factor applied and each flight's `transport_flight_s` included).
     pub compute_s: f64,
     /// The transport's own time for the bytes (`bytes x transport_byte_s`), paid instead of
     /// the link's time when it is the larger.
