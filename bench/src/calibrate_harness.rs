@@ -1,6 +1,6 @@
 //! `duet calibrate --harness`: the deployment constants of a [`MachineProfile`]
-//! (`party_factor`, `transport_byte_s`, `transport_flight_s`), fitted on short runs of the
-//! two-process harness (`duet bench model`) over a shaped network.
+//! (`party_factor`, `ferret_factor`, `transport_byte_s`, `transport_flight_s`), fitted on
+//! short runs of the two-process harness (`duet bench model`) over a shaped network.
 //!
 //! `duet calibrate` measures the compute constants with both parties as two threads of one
 //! process on the in-memory pair (or loopback QUIC with `--link quic`). A run of
@@ -10,11 +10,12 @@
 //! time is not the link's rate; and every flight pays that path's latency on top of the
 //! network's one-way delay. The fit models a node's time as
 //!
-//! `party_factor x compute + max(bytes x 8 / rate, bytes x transport_byte_s)
-//!  + flights x (rtt / 2 + transport_flight_s)`
+//! `party_factor x (compute + (ferret_factor - 1) x ferret)
+//!  + max(bytes x 8 / rate, bytes x transport_byte_s) + flights x (rtt / 2 + transport_flight_s)`
 //!
 //! (what [`duet_protocols::cost_model::Estimate::latency`] computes with the fitted profile),
-//! with `compute` the in-process constants' prediction.
+//! with `compute` the in-process constants' prediction and `ferret` its Ferret part (pooled
+//! COTs and main iterations: two processes' GGM and LPN passes contend for memory bandwidth).
 //!
 //! The runs: BERT-base on 16 tokens with the `duet` preset (Ferret COTs, few bytes, many
 //! flights) and the `iron` preset (IKNP COTs, many bytes) on the same network, the presets'
@@ -23,13 +24,13 @@
 //! `|ln(measured / predicted)|` over the cells (a minimax fit: the bound is per
 //! kind). A few minutes on a 2-core machine; run it idle.
 
-use crate::model_bench::{bench_model, secure_options, BenchModelArgs, ClientModel, ModelArg};
+use crate::model_bench::{bench_model, BenchModelArgs, ModelReport};
 use crate::netns::Shaping;
+use crate::repredict::options_from_plan;
 use crate::DuetError;
 use duet_models::secure::predict::predict;
-use duet_models::BuiltinModel;
+use duet_models::{BuiltinModel, Graph};
 use duet_protocols::cost_model::MachineProfile;
-use duet_transport::relay::NetProfile;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -52,8 +53,14 @@ pub const HARNESS_SEQ: usize = 16;
 pub struct Cell {
     /// `preset kind`.
     pub label: String,
+    /// The run's network: rate (`None`: unlimited) and round-trip time.
+    pub rate_bits_per_s: Option<u64>,
+    /// Round-trip time, seconds.
+    pub rtt_s: f64,
     /// Predicted compute seconds (in-process constants).
     pub compute_s: f64,
+    /// Their Ferret part (pooled COTs and main iterations).
+    pub ferret_s: f64,
     /// Bytes.
     pub bytes: f64,
     /// Predicted flights.
@@ -67,6 +74,8 @@ pub struct Cell {
 pub struct HarnessFit {
     /// `party_factor`.
     pub party_factor: f64,
+    /// `ferret_factor`.
+    pub ferret_factor: f64,
     /// `transport_byte_s`.
     pub transport_byte_s: f64,
     /// `transport_flight_s`.
@@ -85,66 +94,152 @@ impl HarnessFit {
     }
 }
 
-/// A cell's predicted seconds with constants `(a, c, f)` on `net`.
-fn model(cell: &Cell, (a, c, f): (f64, f64, f64), net: &NetProfile) -> f64 {
-    let link = match net.rate_bits_per_s {
+/// The constants of a fit: factor, Ferret factor, seconds per byte, seconds per flight.
+type Constants = (f64, f64, f64, f64);
+
+/// A cell's predicted seconds with constants `(a, g, c, f)` on its network.
+fn model(cell: &Cell, (a, g, c, f): Constants) -> f64 {
+    let link = match cell.rate_bits_per_s {
         Some(r) if r > 0 => cell.bytes * 8.0 / r as f64,
         _ => 0.0,
     };
-    a * cell.compute_s + link.max(cell.bytes * c) + cell.flights * (net.rtt.as_secs_f64() / 2.0 + f)
+    a * (cell.compute_s + (g - 1.0) * cell.ferret_s)
+        + link.max(cell.bytes * c)
+        + cell.flights * (cell.rtt_s / 2.0 + f)
 }
 
-/// The minimax grid fit of `(party_factor, transport_byte_s, transport_flight_s)` over
-/// `cells`: factor 0.50..=3.00 by 0.01, seconds per byte 0..=20 ns by 0.1 ns, seconds per
-/// flight 0..=5 ms by 0.05 ms.
-pub fn fit(cells: &[Cell], net: &NetProfile) -> Result<HarnessFit, DuetError> {
+/// The minimax grid fit of `(party_factor, ferret_factor, transport_byte_s,
+/// transport_flight_s)` over `cells`: the factor 0.50..=3.00 by 0.02, the Ferret factor
+/// 1.00..=3.00 by 0.05, seconds per byte 0..=15 ns by 0.25 ns, seconds per flight 0..=3 ms by
+/// 0.1 ms.
+pub fn fit(cells: &[Cell]) -> Result<HarnessFit, DuetError> {
     if cells.is_empty() {
         return Err(DuetError::Usage(
             "the calibration runs have no operator kind to fit".into(),
         ));
     }
-    let mut best: Option<(f64, (f64, f64, f64))> = None;
-    for ai in 50..=300 {
-        let a = f64::from(ai) / 100.0;
-        for ci in 0..=200 {
-            let c = f64::from(ci) * 1e-10;
-            for fi in 0..=100 {
-                let f = f64::from(fi) * 5e-5;
-                let mut worst = 0.0f64;
-                for cell in cells {
-                    let p = model(cell, (a, c, f), net);
-                    let e = if p > 0.0 && cell.measured_s > 0.0 {
-                        (cell.measured_s / p).ln().abs()
-                    } else {
-                        f64::INFINITY
-                    };
-                    worst = worst.max(e);
-                    if best.as_ref().is_some_and(|(b, _)| worst >= *b) {
-                        break;
+    let mut best: Option<(f64, Constants)> = None;
+    for ai in 25..=150 {
+        let a = f64::from(ai) / 50.0;
+        for gi in 20..=60 {
+            let g = f64::from(gi) / 20.0;
+            for ci in 0..=60 {
+                let c = f64::from(ci) * 2.5e-10;
+                for fi in 0..=30 {
+                    let f = f64::from(fi) * 1e-4;
+                    let mut worst = 0.0f64;
+                    for cell in cells {
+                        let p = model(cell, (a, g, c, f));
+                        let e = if p > 0.0 && cell.measured_s > 0.0 {
+                            (cell.measured_s / p).ln().abs()
+                        } else {
+                            f64::INFINITY
+                        };
+                        worst = worst.max(e);
+                        if best.as_ref().is_some_and(|(b, _)| worst >= *b) {
+                            break;
+                        }
                     }
-                }
-                if best.as_ref().is_none_or(|(b, _)| worst < *b) {
-                    best = Some((worst, (a, c, f)));
+                    if best.as_ref().is_none_or(|(b, _)| worst < *b) {
+                        best = Some((worst, (a, g, c, f)));
+                    }
                 }
             }
         }
     }
-    let (_, (a, c, f)) =
-        best.ok_or_else(|| DuetError::Usage("no fit for the calibration runs".into()))?;
+    let (_, k) = best.ok_or_else(|| DuetError::Usage("no fit for the calibration runs".into()))?;
+    let (a, g, c, f) = k;
     Ok(HarnessFit {
         party_factor: a,
+        ferret_factor: g,
         transport_byte_s: c,
         transport_flight_s: f,
         ratios: cells
             .iter()
-            .map(|cell| {
-                (
-                    cell.label.clone(),
-                    cell.measured_s / model(cell, (a, c, f), net),
-                )
-            })
+            .map(|cell| (cell.label.clone(), cell.measured_s / model(cell, k)))
             .collect(),
     })
+}
+
+/// The fit's cells of recorded runs `reports` (built-in models; each run's options rebuilt
+/// from its preset and planner choices, [`crate::repredict::options_from_plan`]): one per run
+/// and operator kind, predicted with `base`'s compute constants.
+pub fn cells_from_runs(
+    reports: &[ModelReport],
+    base: &MachineProfile,
+) -> Result<Vec<Cell>, DuetError> {
+    let neutral = {
+        let mut p = base.clone();
+        p.party_factor = 1.0;
+        p.ferret_factor = 1.0;
+        p.transport_byte_s = 0.0;
+        p.transport_flight_s = 0.0;
+        p
+    };
+    let no_ferret = {
+        let mut p = neutral.clone();
+        p.cot_s = 0.0;
+        p.ferret_iteration_s = 0.0;
+        p
+    };
+    let mut cells = Vec::new();
+    for r in reports {
+        let rep = &r.report;
+        let graph = Graph::build(&BuiltinModel::from_name(&rep.model)?.config());
+        let net = crate::model_bench::check_net(&rep.network)?;
+        let opts = options_from_plan(&rep.protocol, &r.plan, &graph, rep.seq_len)?;
+        let pred = predict(&graph, rep.seq_len, &opts, &neutral)?;
+        let rest = predict(&graph, rep.seq_len, &opts, &no_ferret)?;
+        let mut kinds: BTreeMap<String, Cell> = BTreeMap::new();
+        for op in &rep.ops {
+            let (Some(e), Some(n)) = (pred.node(&op.name), rest.node(&op.name)) else {
+                continue;
+            };
+            let c = kinds.entry(op.kind.clone()).or_insert_with(|| Cell {
+                label: format!(
+                    "{} {} {} {}",
+                    rep.seq_len, rep.protocol, rep.network, op.kind
+                ),
+                rate_bits_per_s: net.rate_bits_per_s,
+                rtt_s: net.rtt.as_secs_f64(),
+                compute_s: 0.0,
+                ferret_s: 0.0,
+                bytes: 0.0,
+                flights: 0.0,
+                measured_s: 0.0,
+            });
+            c.compute_s += e.compute_s;
+            c.ferret_s += e.compute_s - n.compute_s;
+            c.bytes += e.bytes as f64;
+            c.flights += e.flights as f64;
+            c.measured_s += op.wall_s;
+        }
+        for (kind, c) in kinds {
+            eprintln!(
+                "calibrate --harness: {:36} compute {:8.3} s (Ferret {:7.3}), {:12.0} B, {:6.0} flights, measured {:8.3} s",
+                c.label, c.compute_s, c.ferret_s, c.bytes, c.flights, c.measured_s
+            );
+            if c.measured_s >= MIN_KIND_S && !SKIPPED_KINDS.contains(&kind.as_str()) {
+                cells.push(c);
+            }
+        }
+    }
+    Ok(cells)
+}
+
+/// `base` with the deployment constants of `fit`, and a note of how they were fitted.
+fn with_fit(base: &MachineProfile, fit: &HarnessFit, how: &str) -> MachineProfile {
+    let mut out = base.clone();
+    out.party_factor = fit.party_factor;
+    out.ferret_factor = fit.ferret_factor;
+    out.transport_byte_s = fit.transport_byte_s;
+    out.transport_flight_s = fit.transport_flight_s;
+    out.measured = format!(
+        "{}; deployment constants by `duet calibrate --harness` ({how}): the calibration runs' kinds within {:.0}%",
+        base.measured,
+        fit.worst() * 100.0
+    );
+    out
 }
 
 /// Runs the calibration runs over `net` (shaped by `shaping`, as `duet bench model` would)
@@ -156,21 +251,11 @@ pub fn calibrate_harness(
     shaping: Shaping,
     exe: &Path,
 ) -> Result<(MachineProfile, HarnessFit), DuetError> {
-    let profile = crate::model_bench::check_net(net)?;
-    let neutral = {
-        let mut p = base.clone();
-        p.party_factor = 1.0;
-        p.transport_byte_s = 0.0;
-        p.transport_flight_s = 0.0;
-        p
-    };
-    let model_arg = ModelArg::Builtin(BuiltinModel::BertBase);
-    let graph = ClientModel::open(&model_arg, false)?.graph;
-    let mut cells = Vec::new();
-    let mut shaping_used = String::new();
+    crate::model_bench::check_net(net)?;
+    let mut reports = Vec::new();
     for preset in HARNESS_PRESETS {
         eprintln!("calibrate --harness: bert-base, {HARNESS_SEQ} tokens, {preset}, {net}");
-        let r = bench_model(
+        reports.push(bench_model(
             &BenchModelArgs {
                 builtin: BuiltinModel::BertBase,
                 seq_len: HARNESS_SEQ,
@@ -181,90 +266,71 @@ pub fn calibrate_harness(
                 progress: false,
             },
             exe,
-        )?;
-        shaping_used.clone_from(&r.shaping);
-        let opts = secure_options(preset)?;
-        let pred = predict(&graph, HARNESS_SEQ, &opts, &neutral)?;
-        let mut kinds: BTreeMap<String, Cell> = BTreeMap::new();
-        for op in &r.report.ops {
-            let Some(e) = pred.node(&op.name) else {
-                continue;
-            };
-            let c = kinds.entry(op.kind.clone()).or_insert_with(|| Cell {
-                label: format!("{preset} {}", op.kind),
-                compute_s: 0.0,
-                bytes: 0.0,
-                flights: 0.0,
-                measured_s: 0.0,
-            });
-            c.compute_s += e.compute_s;
-            c.bytes += e.bytes as f64;
-            c.flights += e.flights as f64;
-            c.measured_s += op.wall_s;
-        }
-        for (kind, c) in kinds {
-            eprintln!(
-                "calibrate --harness: {:28} compute {:8.3} s, {:12.0} B, {:6.0} flights, measured {:8.3} s",
-                c.label, c.compute_s, c.bytes, c.flights, c.measured_s
-            );
-            if c.measured_s >= MIN_KIND_S && !SKIPPED_KINDS.contains(&kind.as_str()) {
-                cells.push(c);
-            }
-        }
+        )?);
     }
-    let fit = fit(&cells, &profile)?;
-    let mut out = base.clone();
-    out.party_factor = fit.party_factor;
-    out.transport_byte_s = fit.transport_byte_s;
-    out.transport_flight_s = fit.transport_flight_s;
-    out.measured = format!(
-        "{}; deployment constants by `duet calibrate --harness` ({} on {net}, {shaping_used}): the calibration runs' kinds within {:.0}%",
-        base.measured,
-        HARNESS_PRESETS.join(" and "),
-        fit.worst() * 100.0
-    );
-    Ok((out, fit))
+    let shaping_used = reports.first().map_or("", |r| r.shaping.as_str());
+    let fit = fit(&cells_from_runs(&reports, base)?)?;
+    let how = format!("{} on {net}, {shaping_used}", HARNESS_PRESETS.join(" and "));
+    Ok((with_fit(base, &fit, &how), fit))
+}
+
+/// Fits the deployment constants onto `base` from recorded runs (`duet calibrate --harness
+/// --runs DIR`: the run reports `duet bench model --out` wrote), without running anything.
+pub fn calibrate_from_runs(
+    base: &MachineProfile,
+    dir: &Path,
+) -> Result<(MachineProfile, HarnessFit), DuetError> {
+    let reports = crate::results::read_dir(dir)?;
+    let fit = fit(&cells_from_runs(&reports, base)?)?;
+    let how = format!("{} recorded runs in {}", reports.len(), dir.display());
+    Ok((with_fit(base, &fit, &how), fit))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use duet_transport::relay::NetProfile;
 
     /// Cells made with known constants are fitted back (to the grid's step) and predicted
     /// exactly.
     #[test]
     fn the_fit_recovers_known_constants() {
         let lan = NetProfile::named("lan").unwrap();
-        let truth = (1.2, 5e-9, 5e-4);
+        let truth = (1.2, 1.5, 5e-9, 5e-4);
         let cells: Vec<Cell> = [
-            (10.0, 1e8, 100.0),
-            (5.0, 3e10, 2000.0),
-            (20.0, 5e8, 4000.0),
-            (1.0, 2e9, 50.0),
+            (10.0, 0.0, 1e8, 100.0),
+            (5.0, 4.0, 3e10, 2000.0),
+            (20.0, 2.0, 5e8, 4000.0),
+            (1.0, 0.5, 2e9, 50.0),
+            (8.0, 6.0, 1e9, 300.0),
         ]
         .iter()
         .enumerate()
-        .map(|(i, &(compute_s, bytes, flights))| {
+        .map(|(i, &(compute_s, ferret_s, bytes, flights))| {
             let mut c = Cell {
                 label: format!("cell {i}"),
+                rate_bits_per_s: lan.rate_bits_per_s,
+                rtt_s: lan.rtt.as_secs_f64(),
                 compute_s,
+                ferret_s,
                 bytes,
                 flights,
                 measured_s: 0.0,
             };
-            c.measured_s = model(&c, truth, &lan);
+            c.measured_s = model(&c, truth);
             c
         })
         .collect();
-        let f = fit(&cells, &lan).unwrap();
+        let f = fit(&cells).unwrap();
         assert!((f.party_factor - 1.2).abs() < 1e-9, "{f:?}");
+        assert!((f.ferret_factor - 1.5).abs() < 1e-9, "{f:?}");
         assert!((f.transport_byte_s - 5e-9).abs() < 1e-15, "{f:?}");
         assert!((f.transport_flight_s - 5e-4).abs() < 1e-12, "{f:?}");
         assert!(f.worst() < 1e-9, "{f:?}");
         // a cell the constants cannot explain shows in the worst ratio
         let mut off = cells.clone();
         off[0].measured_s *= 3.0;
-        assert!(fit(&off, &lan).unwrap().worst() > 0.1);
-        assert!(fit(&[], &lan).is_err());
+        assert!(fit(&off).unwrap().worst() > 0.1);
+        assert!(fit(&[]).is_err());
     }
 }

@@ -140,6 +140,10 @@ enum Command {
         /// shipped one).
         #[arg(long)]
         profile: Option<PathBuf>,
+        /// With --harness: fit on the run reports in this folder (as `duet bench model --out`
+        /// writes them) instead of running the calibration runs.
+        #[arg(long)]
+        runs: Option<PathBuf>,
     },
     /// Print this party's certificate fingerprint (creating the identity if needed).
     Fingerprint {
@@ -463,6 +467,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             net,
             shaping,
             profile,
+            runs,
         } => {
             // prints each check (predicted against measured seconds) on stderr
             let profile = if harness {
@@ -470,19 +475,22 @@ fn run(cli: Cli) -> Result<(), DuetError> {
                     Some(p) => duet_protocols::cost_model::MachineProfile::load(p)?,
                     None => duet_protocols::cost_model::MachineProfile::default_profile()?,
                 };
-                let shaping: Shaping = shaping.parse()?;
-                let (p, fit) = duet_bench::calibrate_harness::calibrate_harness(
-                    &base,
-                    &net,
-                    shaping,
-                    &std::env::current_exe()?,
-                )?;
+                let (p, fit) = match &runs {
+                    Some(dir) => duet_bench::calibrate_harness::calibrate_from_runs(&base, dir)?,
+                    None => duet_bench::calibrate_harness::calibrate_harness(
+                        &base,
+                        &net,
+                        shaping.parse::<Shaping>()?,
+                        &std::env::current_exe()?,
+                    )?,
+                };
                 for (label, r) in &fit.ratios {
                     eprintln!("calibrate --harness: {label:28} measured / predicted {r:.2}");
                 }
                 eprintln!(
-                    "calibrate --harness: party_factor {:.2}, transport {:.2} ns/B, {:.3} ms/flight",
+                    "calibrate --harness: party_factor {:.2}, ferret_factor {:.2}, transport {:.2} ns/B, {:.3} ms/flight",
                     p.party_factor,
+                    p.ferret_factor,
                     p.transport_byte_s * 1e9,
                     p.transport_flight_s * 1e3
                 );

@@ -84,6 +84,11 @@ pub struct MachineProfile {
     /// as two threads of the calibration's process: a factor on `sum(count x constant)`
     /// (1: the same). Fitted by `duet calibrate --harness`.
     pub party_factor: f64,
+    /// A further factor on the Ferret work (`cot_s` per pooled COT consumed and
+    /// `ferret_iteration_s` per iteration) in that setting: the GGM and LPN passes of two
+    /// processes contend for memory bandwidth as two threads of one process do not (1: none).
+    /// Fitted by `duet calibrate --harness`.
+    pub ferret_factor: f64,
     /// Seconds per payload byte the transport between the two processes needs whatever the
     /// link's rate (QUIC's encryption and packet handling, the emulated link's forwarding):
     /// a link carries a byte in the larger of this and `8 / rate`. Fitted by
@@ -149,7 +154,12 @@ pub const WORK_FEATURES: usize = 13;
 
 /// The deployment constants of a [`MachineProfile`] (not multiplied by a [`Work`] count):
 /// their JSON keys, in the order of [`MachineProfile::deployment`].
-pub const DEPLOYMENT_NAMES: [&str; 3] = ["party_factor", "transport_byte_s", "transport_flight_s"];
+pub const DEPLOYMENT_NAMES: [&str; 4] = [
+    "party_factor",
+    "ferret_factor",
+    "transport_byte_s",
+    "transport_flight_s",
+];
 
 /// The names of the counts, in the order of [`Work::values`].
 pub const WORK_NAMES: [&str; WORK_FEATURES] = [
@@ -299,7 +309,7 @@ impl MachineProfile {
         let mut machine = None;
         let mut measured = None;
         let mut consts: [Option<f64>; WORK_FEATURES] = [None; WORK_FEATURES];
-        let mut deploy: [Option<f64>; 3] = [None; 3];
+        let mut deploy: [Option<f64>; 4] = [None; 4];
         for (k, v) in fields {
             match (k.as_str(), v) {
                 ("machine", flat_json::Value::Str(s)) => machine = Some(s),
@@ -324,16 +334,19 @@ impl MachineProfile {
         for ((dst, c), name) in v.iter_mut().zip(consts).zip(WORK_NAMES) {
             *dst = c.ok_or_else(|| format!("missing constant {name:?}"))?;
         }
-        let mut d = [0.0; 3];
+        let mut d = [0.0; 4];
         for ((dst, c), name) in d.iter_mut().zip(deploy).zip(DEPLOYMENT_NAMES) {
             *dst = c.ok_or_else(|| format!("missing constant {name:?}"))?;
         }
         let mut p = Self::from_constants(v);
-        let [party_factor, transport_byte_s, transport_flight_s] = d;
-        if party_factor <= 0.0 {
-            return Err(format!("party_factor = {party_factor}: must be > 0"));
+        let [party_factor, ferret_factor, transport_byte_s, transport_flight_s] = d;
+        if party_factor <= 0.0 || ferret_factor <= 0.0 {
+            return Err(format!(
+                "party_factor = {party_factor}, ferret_factor = {ferret_factor}: must be > 0"
+            ));
         }
         p.party_factor = party_factor;
+        p.ferret_factor = ferret_factor;
         p.transport_byte_s = transport_byte_s;
         p.transport_flight_s = transport_flight_s;
         p.machine = machine.ok_or("missing \"machine\"")?;
@@ -382,9 +395,10 @@ impl MachineProfile {
     }
 
     /// The deployment constants (order of [`DEPLOYMENT_NAMES`]).
-    pub fn deployment(&self) -> [f64; 3] {
+    pub fn deployment(&self) -> [f64; 4] {
         [
             self.party_factor,
+            self.ferret_factor,
             self.transport_byte_s,
             self.transport_flight_s,
         ]
@@ -412,24 +426,31 @@ impl MachineProfile {
             byte_s,
             flight_s,
             party_factor: 1.0,
+            ferret_factor: 1.0,
             transport_byte_s: 0.0,
             transport_flight_s: 0.0,
         }
     }
 
     /// The estimate of `w` when the parties run as two processes: compute
-    /// `party_factor x sum(count x constant) + flights x transport_flight_s`, and the
-    /// transport's own time `bytes x transport_byte_s` (see [`Estimate::latency`]).
+    /// `party_factor x (sum(count x constant) + (ferret_factor - 1) x ferret) + flights x
+    /// transport_flight_s` (`ferret`: the Ferret part of the sum, [`Self::ferret_seconds`]),
+    /// and the transport's own time `bytes x transport_byte_s` (see [`Estimate::latency`]).
     pub fn estimate(&self, w: &Work) -> Estimate {
         let bytes = w.bytes.max(0.0).round() as u64;
         let flights = w.flights.max(0.0).round() as u64;
+        let compute = self.seconds(w) + (self.ferret_factor - 1.0) * self.ferret_seconds(w);
         Estimate {
             bytes,
             flights,
-            compute_s: self.party_factor * self.seconds(w)
-                + flights as f64 * self.transport_flight_s,
+            compute_s: self.party_factor * compute + flights as f64 * self.transport_flight_s,
             transport_s: bytes as f64 * self.transport_byte_s,
         }
+    }
+
+    /// The Ferret part of [`Self::seconds`]: pooled COTs consumed and main iterations.
+    pub fn ferret_seconds(&self, w: &Work) -> f64 {
+        w.cots * self.cot_s + w.ferret_iterations * self.ferret_iteration_s
     }
 
     /// Compute seconds of `w` in the calibration's setting (both parties in one process):
@@ -710,23 +731,27 @@ mod tests {
         let mut p = MachineProfile::from_constants([0.0; WORK_FEATURES]);
         p.he_product_s = 1.0;
         p.party_factor = 1.5;
+        p.ferret_factor = 2.0;
+        p.cot_s = 1e-3;
         p.transport_byte_s = 5e-9;
         p.transport_flight_s = 1e-3;
         let w = Work {
             he_products: 2.0,
+            cots: 1000.0,
             bytes: 1e6,
             flights: 4.0,
             ..Work::default()
         };
         let e = p.estimate(&w);
-        assert!((e.compute_s - (3.0 + 0.004)).abs() < 1e-12);
+        // 1.5 x (2 s of products + 2 x 1 s of COTs) + 4 flights x 1 ms
+        assert!((e.compute_s - (6.0 + 0.004)).abs() < 1e-12);
         assert!((e.transport_s - 0.005).abs() < 1e-15);
         // lan: 8 Mbit at 3 Gbit/s = 2.67 ms < 5 ms of transport; 2 round trips of 1 ms
         let lan = NetProfile::named("lan").unwrap();
-        assert!((e.latency(&lan) - (3.004 + 0.005 + 0.002)).abs() < 1e-12);
+        assert!((e.latency(&lan) - (6.004 + 0.005 + 0.002)).abs() < 1e-12);
         // wan: the link's 20 ms is the longer
         let wan = NetProfile::named("wan").unwrap();
-        assert!((e.latency(&wan) - (3.004 + 0.02 + 0.02)).abs() < 1e-12);
+        assert!((e.latency(&wan) - (6.004 + 0.02 + 0.02)).abs() < 1e-12);
         // linear in the estimate: the latency of a sum is the sum of the latencies
         let two = e + e;
         assert!((two.latency(&lan) - 2.0 * e.latency(&lan)).abs() < 1e-12);
