@@ -9,43 +9,7 @@ mod common;
 use common::*;
 use duet_mpc::nonlinear::{self as nl, BShare, NlConfig, NlSession, TruncMode};
 use duet_mpc::{AShare, Prg, Result, Ring};
-use duet_transport::{run_two_party, Channel, ChannelStats, MemoryChannel, Role};
-
-struct Corrupt<'a> {
-    inner: &'a mut MemoryChannel,
-    target: u64,
-    count: u64,
-    longer: bool,
-}
-
-impl Channel for Corrupt<'_> {
-    fn send_bytes(&mut self, data: &[u8]) -> duet_transport::Result<()> {
-        let hit = self.count == self.target;
-        self.count += 1;
-        if !hit {
-            return self.inner.send_bytes(data);
-        }
-        let mut d = data.to_vec();
-        if self.longer || d.is_empty() {
-            d.push(0);
-        } else {
-            d.pop();
-        }
-        self.inner.send_bytes(&d)
-    }
-    fn recv_bytes(&mut self) -> duet_transport::Result<Vec<u8>> {
-        self.inner.recv_bytes()
-    }
-    fn flush(&mut self) -> duet_transport::Result<()> {
-        self.inner.flush()
-    }
-    fn stats(&self) -> ChannelStats {
-        self.inner.stats()
-    }
-    fn peer(&self) -> &str {
-        self.inner.peer()
-    }
-}
+use duet_transport::{run_two_party, Channel, MemoryChannel, Role};
 
 fn inputs(role: Role) -> (AShare, AShare, BShare) {
     let ring = Ring::new(37).unwrap();

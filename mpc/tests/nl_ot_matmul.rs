@@ -16,7 +16,7 @@ mod common;
 use common::*;
 use duet_mpc::nonlinear::{self as nl, Cost, CotBackend, MatShape, NlConfig, NlSession};
 use duet_mpc::{AShare, MpcError, Prg, Result, Ring};
-use duet_transport::{run_two_party, Channel, ChannelStats, MemoryChannel, Role};
+use duet_transport::{run_two_party, Channel, MemoryChannel, Role};
 
 fn cfg(cot: CotBackend, ot_sender: Role) -> NlConfig {
     NlConfig {
@@ -301,42 +301,6 @@ fn cost_formula_numbers() {
         let f = nl::matmul_known_cost(sh, ring, ferret, Role::Server);
         let i = nl::matmul_known_cost(sh, ring, iknp, Role::Server);
         println!("{sh:?}: Ferret {} B, IKNP {} B", f.bytes, i.bytes);
-    }
-}
-
-struct Corrupt<'a> {
-    inner: &'a mut MemoryChannel,
-    target: u64,
-    count: u64,
-    longer: bool,
-}
-
-impl Channel for Corrupt<'_> {
-    fn send_bytes(&mut self, data: &[u8]) -> duet_transport::Result<()> {
-        let hit = self.count == self.target;
-        self.count += 1;
-        if !hit {
-            return self.inner.send_bytes(data);
-        }
-        let mut d = data.to_vec();
-        if self.longer || d.is_empty() {
-            d.push(0);
-        } else {
-            d.pop();
-        }
-        self.inner.send_bytes(&d)
-    }
-    fn recv_bytes(&mut self) -> duet_transport::Result<Vec<u8>> {
-        self.inner.recv_bytes()
-    }
-    fn flush(&mut self) -> duet_transport::Result<()> {
-        self.inner.flush()
-    }
-    fn stats(&self) -> ChannelStats {
-        self.inner.stats()
-    }
-    fn peer(&self) -> &str {
-        self.inner.peer()
     }
 }
 

@@ -723,18 +723,12 @@ impl<'a, C: Channel> Engine<'a, C> {
         let mut y = nl::matmul_known_holder(&mut self.nl, self.ch, shape, &w, ring)
             .map_err(at(node))?
             .into_data();
-        let xs = x.data();
-        for (r, row) in y.chunks_mut(k.max(1)).enumerate() {
-            for (o, out) in row.iter_mut().enumerate() {
-                let mut acc = bias.and_then(|b| b.get(o)).map_or(0, |&b| ring.from_i64(b));
-                for i in 0..d {
-                    let (a, b) = (xs.get(r * d + i), w.get(i * k + o));
-                    if let (Some(&a), Some(&b)) = (a, b) {
-                        acc = acc.wrapping_add(a.wrapping_mul(b));
-                    }
-                }
-                *out = ring.add(*out, ring.reduce(acc));
-            }
+        let local = nl::local_product(shape, x.data(), &w);
+        for (o, (out, l)) in y.iter_mut().zip(&local).enumerate() {
+            let b = bias
+                .and_then(|b| b.get(o % k.max(1)))
+                .map_or(0, |&b| ring.from_i64(b));
+            *out = ring.add(*out, ring.reduce(l.wrapping_add(b)));
         }
         let y = self.share(node, n, k, y)?;
         self.trunc_signed(node, &y, self.opts.weight_frac)

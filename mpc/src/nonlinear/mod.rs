@@ -62,8 +62,9 @@ pub use cots::{CotBackend, CotCount};
 pub use lut::{lut, lut_cost, LutTable};
 pub use millionaire::{millionaire, millionaire_cost, CmpMode};
 pub use ot_matmul::{
-    matmul_known_chooser, matmul_known_cost, matmul_known_holder, matmul_known_words,
-    matmul_shared, matmul_shared_cost, MatShape, CORR_CHUNK_BYTES, MAX_PRODUCTS, RUN_COTS,
+    local_product, matmul_known_chooser, matmul_known_cost, matmul_known_holder,
+    matmul_known_words, matmul_shared, matmul_shared_cost, MatShape, CORR_CHUNK_BYTES,
+    MAX_PRODUCTS, RUN_COTS,
 };
 pub use relu::{max_axis, max_axis_cost, relu, relu_cost};
 pub use trunc::{extend, extend_cost, reduce, trunc, trunc_cost, TruncMode};

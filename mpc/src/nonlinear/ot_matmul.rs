@@ -818,8 +818,9 @@ pub fn matmul_shared<C: Channel>(
     finish(shape, ring, out)
 }
 
-/// `X_b W_b` in the clear, wrapping (parallel over output rows).
-fn local_product(shape: MatShape, x: &[u64], w: &[u64]) -> Vec<u64> {
+/// `X_b W_b` of one party's own operands, wrapping mod `2^64` (reduce into the ring after
+/// adding), parallel over output rows: the local term of a product with a share.
+pub fn local_product(shape: MatShape, x: &[u64], w: &[u64]) -> Vec<u64> {
     let (n, d, k) = (shape.n, shape.d, shape.k);
     let mut out = vec![0u64; shape.out_len()];
     out.par_chunks_mut(k)

@@ -136,3 +136,45 @@ pub fn cfgs() -> Vec<NlConfig> {
     }
     v
 }
+
+/// A channel that corrupts its `target`-th sent message (counting from 0 in `count`): one byte
+/// short, or one byte long with `longer` (or when the message is empty).
+pub struct Corrupt<'a> {
+    /// The honest channel underneath.
+    pub inner: &'a mut MemoryChannel,
+    /// The message to corrupt.
+    pub target: u64,
+    /// Messages sent so far.
+    pub count: u64,
+    /// Lengthen instead of shorten.
+    pub longer: bool,
+}
+
+impl Channel for Corrupt<'_> {
+    fn send_bytes(&mut self, data: &[u8]) -> duet_transport::Result<()> {
+        let hit = self.count == self.target;
+        self.count += 1;
+        if !hit {
+            return self.inner.send_bytes(data);
+        }
+        let mut d = data.to_vec();
+        if self.longer || d.is_empty() {
+            d.push(0);
+        } else {
+            d.pop();
+        }
+        self.inner.send_bytes(&d)
+    }
+    fn recv_bytes(&mut self) -> duet_transport::Result<Vec<u8>> {
+        self.inner.recv_bytes()
+    }
+    fn flush(&mut self) -> duet_transport::Result<()> {
+        self.inner.flush()
+    }
+    fn stats(&self) -> ChannelStats {
+        self.inner.stats()
+    }
+    fn peer(&self) -> &str {
+        self.inner.peer()
+    }
+}
