@@ -25,6 +25,10 @@
 //!    networks);
 //! 4. element-wise products (LLaMA's gate): Gilboa products from COTs or slot-encoded HE.
 //!
+//! Each choice keeps the candidate of least predicted latency, except that among candidates
+//! within [`AccuracyBudget::latency_tolerance`] (5% by default) of the least it keeps the one
+//! with the fewest bytes ([`pick`]): bytes are exact, latency is predicted within about 20%.
+//!
 //! Choices are evaluated node by node where nodes are independent (linear layers) and kind by
 //! kind otherwise (a `ProtocolConfig` variant applies to every node of its kind); the COTs a
 //! node consumes shift the Ferret iterations later nodes run, so the final prediction is made
@@ -57,6 +61,12 @@ pub struct AccuracyBudget {
     /// values beyond the declared ranges (queries, keys, scores and logits have no declared
     /// range of their own).
     pub ring_headroom_bits: u32,
+    /// The planner's latency tolerance (a fraction): among the candidates whose predicted
+    /// latency is within this fraction of the least, the one with the fewest bytes is kept
+    /// ([`pick`]). Bytes are exact; latency is predicted within about 20% per operator kind
+    /// (README, cost model), so a smaller difference in latency is not evidence that a plan
+    /// is faster, while a difference in bytes is. `0.0` keeps the least predicted latency.
+    pub latency_tolerance: f64,
 }
 
 impl Default for AccuracyBudget {
@@ -66,6 +76,7 @@ impl Default for AccuracyBudget {
             softmax: 1e-2,
             norm: 2e-2,
             ring_headroom_bits: 1,
+            latency_tolerance: 0.05,
         }
     }
 }
@@ -162,6 +173,25 @@ pub fn attention_budget_bytes(p: &Prediction) -> u64 {
 /// The label of an OT-based matrix product among the candidates.
 pub const OT_LABEL: &str = "ot (correlated OT, no HE)";
 
+/// The candidate the planner keeps among `(label, predicted latency, bytes)`: the fewest bytes
+/// among those whose latency is at most `(1 + tolerance)` times the least (ties: the lower
+/// latency, then the first listed). `None` for no candidates or a latency that is not a
+/// number.
+pub fn pick(candidates: &[(String, f64, u64)], tolerance: f64) -> Option<usize> {
+    let least = candidates
+        .iter()
+        .map(|c| c.1)
+        .min_by(f64::total_cmp)
+        .filter(|l| l.is_finite())?;
+    let bound = least * (1.0 + tolerance.max(0.0));
+    candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.1 <= bound)
+        .min_by(|a, b| a.1 .2.cmp(&b.1 .2).then(a.1 .1.total_cmp(&b.1 .1)))
+        .map(|(i, _)| i)
+}
+
 fn cot_label(c: CotBackend) -> &'static str {
     match c {
         CotBackend::Iknp => "iknp",
@@ -189,6 +219,7 @@ struct Ctx<'a> {
     seq: usize,
     profile: &'a MachineProfile,
     net: &'a NetProfile,
+    tolerance: f64,
 }
 
 impl Ctx<'_> {
@@ -205,22 +236,23 @@ impl Ctx<'_> {
         candidates: Vec<(String, SecureOptions)>,
         decisions: &mut Vec<Decision>,
     ) -> Result<()> {
-        let mut best: Option<(f64, SecureOptions, String)> = None;
         let mut listed = Vec::new();
+        let mut options = Vec::new();
         for (label, o) in candidates {
             let p = self.predict(&o)?;
             let (lat, bytes) = kind_latency(&p, kind, self.net);
-            listed.push((label.clone(), lat, bytes));
-            if best.as_ref().is_none_or(|(b, _, _)| lat < *b) {
-                best = Some((lat, o, label));
-            }
+            listed.push((label, lat, bytes));
+            options.push(o);
         }
-        if let Some((_, o, label)) = best {
+        let Some(i) = pick(&listed, self.tolerance) else {
+            return Ok(());
+        };
+        if let (Some(o), Some(l)) = (options.into_iter().nth(i), listed.get(i)) {
             *opts = o;
             decisions.push(Decision {
                 target: target.into(),
+                chosen: l.0.clone(),
                 candidates: listed,
-                chosen: label,
             });
         }
         Ok(())
@@ -242,8 +274,9 @@ pub fn plan(
         seq,
         profile,
         net,
+        tolerance: budget.latency_tolerance,
     };
-    let mut best: Option<PlannedRun> = None;
+    let mut runs = Vec::new();
     let mut backend_candidates = Vec::new();
     for cot in [NlConfig::default(), NlConfig::iknp()] {
         let mut opts = base.clone();
@@ -254,11 +287,11 @@ pub fn plan(
             run.latency_s,
             total_bytes(&run.prediction),
         ));
-        if best.as_ref().is_none_or(|b| run.latency_s < b.latency_s) {
-            best = Some(run);
-        }
+        runs.push(run);
     }
-    let mut run = best.ok_or_else(|| crate::ModelError::Input("nothing to plan".into()))?;
+    let mut run = pick(&backend_candidates, ctx.tolerance)
+        .and_then(|i| runs.into_iter().nth(i))
+        .ok_or_else(|| crate::ModelError::Input("nothing to plan".into()))?;
     run.decisions.insert(
         0,
         Decision {
@@ -283,8 +316,8 @@ fn plan_for_backend(
             .max(24)
             .max(opts.frac + opts.weight_frac + 10);
         let widths = lowest.min(opts.ring_bits)..=opts.ring_bits.max(lowest);
-        let mut best: Option<(f64, u32)> = None;
         let mut listed = Vec::new();
+        let mut bits = Vec::new();
         for l in widths {
             let o = SecureOptions {
                 ring_bits: l,
@@ -293,11 +326,9 @@ fn plan_for_backend(
             let p = ctx.predict(&o)?;
             let lat = total_latency(&p, ctx.net);
             listed.push((format!("{l} bits"), lat, total_bytes(&p)));
-            if best.is_none_or(|(b, _)| lat < b) {
-                best = Some((lat, l));
-            }
+            bits.push(l);
         }
-        if let Some((_, l)) = best {
+        if let Some(l) = pick(&listed, ctx.tolerance).and_then(|i| bits.get(i).copied()) {
             opts.ring_bits = l;
             decisions.push(Decision {
                 target: "ring width (activations and linear layers)".into(),
@@ -434,11 +465,7 @@ fn plan_for_backend(
                     (label, e.latency(ctx.net), e.bytes)
                 })
                 .collect();
-            let Some((i, _)) = listed
-                .iter()
-                .enumerate()
-                .min_by(|a, b| a.1 .1.total_cmp(&b.1 .1))
-            else {
+            let Some(i) = pick(&listed, ctx.tolerance) else {
                 continue;
             };
             if let (Some((p, _)), Some(l)) = (cands.get(i), listed.get(i)) {
