@@ -119,6 +119,10 @@ pub fn quic_loopback(rt: &QuicRuntime) -> Result<(QuicSession, QuicSession), Due
     let (server, client) = std::thread::scope(|s| {
         let h = s.spawn(|| listener.accept());
         let c = connect(rt, addr, &cid, sid.fingerprint(), cfg);
+        if c.is_err() {
+            // the accept would otherwise wait for a client that never comes
+            listener.close();
+        }
         (h.join(), c)
     });
     let server = server.map_err(|_| DuetError::ThreadPanicked("accept"))??;

@@ -46,6 +46,33 @@ fn right_fingerprints_connect() {
     });
 }
 
+/// A closed listener's pending accept returns an error instead of waiting for a client.
+#[test]
+fn closing_the_listener_ends_a_pending_accept() {
+    let rt = QuicRuntime::recommended().unwrap();
+    let (sid, cid) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let listener = QuicListener::bind(
+        &rt,
+        "127.0.0.1:0".parse().unwrap(),
+        &sid,
+        cid.fingerprint(),
+        QuicConfig::default(),
+    )
+    .unwrap();
+    let listener = std::sync::Arc::new(listener);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiting = listener.clone();
+    std::thread::spawn(move || tx.send(waiting.accept().map(|_| ())));
+    std::thread::sleep(Duration::from_millis(200));
+    listener.close();
+    // a hang fails the test here instead of hanging the suite
+    let r = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("accept still waiting 20 s after the listener was closed");
+    let err = r.unwrap_err();
+    assert!(err.to_string().contains("closed"), "{err}");
+}
+
 #[test]
 fn fingerprints_parse_and_print() {
     let id = Identity::generate().unwrap();

@@ -236,6 +236,12 @@ impl QuicListener {
         Ok(self.endpoint.local_addr()?)
     }
 
+    /// Stops listening: a pending or later [`QuicListener::accept`] returns an error instead
+    /// of waiting for a client (for a caller whose own connection attempt failed).
+    pub fn close(&self) {
+        self.endpoint.close(0u32.into(), b"listener closed");
+    }
+
     /// Waits for one client, completes the handshake and the hello, and returns the session.
     /// A client with another fingerprint gives [`TransportError::FingerprintMismatch`].
     pub fn accept(&self) -> Result<QuicSession> {
