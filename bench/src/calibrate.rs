@@ -17,7 +17,9 @@
 //!    the constants before leave;
 //! 5. `he_product_s`, `key_switch_s`, `he_encrypt_s`, `he_decrypt_s`: HE matmuls of several
 //!    shapes and layouts (the server's weights encoded on the fly, as the executor does),
-//!    fitted by non-negative least squares;
+//!    including one with many inputs and one output and one with the reverse (so that the
+//!    encryption and decryption counts are not collinear), fitted by non-negative least
+//!    squares;
 //! 6. `slot_product_s`: slot-encoded element-wise products.
 //!
 //! The check runs a 128x768x768 matmul, GELU on 128x3072, SoftMax on 12x128x128 and LayerNorm
@@ -865,6 +867,11 @@ pub fn calibrate_with_checks(
             (m(64, 768, 768), LayoutPolicy::MinBytes),
             (m(64, 768, 768), fks),
             (m(4, 128, 3072), LayoutPolicy::MinBytes),
+            // encryptions without decryptions (12 inputs, 1 output) and the reverse (1 input,
+            // 12 outputs): in the layouts above the two counts grow together (about 1 : 4 in
+            // the extraction-only ones), so without these the fit cannot tell them apart
+            (m(128, 768, 64), LayoutPolicy::MinBytes),
+            (m(128, 64, 768), LayoutPolicy::MinBytes),
         ];
         if !quick {
             s.push((m(128, 768, 768), LayoutPolicy::ExtractionOnly));
@@ -924,6 +931,37 @@ pub fn calibrate_with_checks(
     Ok((profile, checks))
 }
 
+/// `duet calibrate --check`: runs the check operators (module docs) on this machine now and
+/// compares them with `profile`'s compute constants, without measuring new ones: whether the
+/// machine is in the state the profile describes (a shared or throttled machine can run the
+/// same work 1.5-2x slower for hours; predictions with a profile of another state are off by
+/// as much). Prints each check and returns them.
+pub fn check_profile(
+    link: Link,
+    profile: &MachineProfile,
+    quick: bool,
+) -> Result<Vec<Check>, DuetError> {
+    let checks = checks(link, profile, if quick { 1 } else { 3 })?;
+    for c in &checks {
+        eprintln!(
+            "check: {:28} predicted {:8.3} s measured {:8.3} s ratio {:.2}",
+            c.name,
+            c.predicted_s,
+            c.measured_s,
+            c.ratio()
+        );
+    }
+    Ok(checks)
+}
+
+/// The verdict on [`check_profile`]'s checks: the median ratio of predicted over measured
+/// seconds, and whether every ratio lies in `[lo, hi]`.
+pub fn check_verdict(checks: &[Check], lo: f64, hi: f64) -> (f64, bool) {
+    let mut r: Vec<f64> = checks.iter().map(Check::ratio).collect();
+    let all = !r.is_empty() && r.iter().all(|x| (lo..=hi).contains(x));
+    (median(&mut r), all)
+}
+
 /// `duet calibrate [--quick]`: this machine's [`MachineProfile`] (see the module docs).
 pub fn calibrate(link: Link, quick: bool) -> Result<MachineProfile, DuetError> {
     Ok(calibrate_with_checks(link, quick)?.0)
@@ -970,6 +1008,24 @@ fn today() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_verdict_takes_the_median_and_needs_every_ratio_in_bounds() {
+        let c = |p: f64, m: f64| Check {
+            name: String::new(),
+            predicted_s: p,
+            measured_s: m,
+        };
+        let (median, all) = check_verdict(&[c(1.0, 1.0), c(0.9, 1.0), c(1.1, 1.0)], 0.8, 1.25);
+        assert!((median - 1.0).abs() < 1e-12);
+        assert!(all);
+        // a machine running the work twice as slow as the profile says
+        let (median, all) = check_verdict(&[c(1.0, 2.0), c(1.0, 1.9), c(1.0, 1.0)], 0.8, 1.25);
+        assert!((median - 0.5).abs() < 1e-12, "{median}");
+        assert!(!all);
+        let (median, all) = check_verdict(&[], 0.8, 1.25);
+        assert!(median.is_nan() && !all);
+    }
 
     #[test]
     fn least_squares_recovers_constants_and_stays_non_negative() {

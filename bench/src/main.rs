@@ -144,6 +144,11 @@ enum Command {
         /// writes them) instead of running the calibration runs.
         #[arg(long)]
         runs: Option<PathBuf>,
+        /// Measure nothing new: run the check operators now and compare them with --profile's
+        /// compute constants (default: the shipped profile), to see whether this machine is in
+        /// the state the profile describes before a benchmark run.
+        #[arg(long, conflicts_with_all = ["harness", "out"])]
+        check: bool,
     },
     /// Print this party's certificate fingerprint (creating the identity if needed).
     Fingerprint {
@@ -468,7 +473,35 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             shaping,
             profile,
             runs,
+            check,
         } => {
+            if check {
+                let p = match &profile {
+                    Some(p) => duet_protocols::cost_model::MachineProfile::load(p)?,
+                    None => duet_protocols::cost_model::MachineProfile::default_profile()?,
+                };
+                let link = duet_bench::calibrate::Link::from_name(&link)?;
+                let checks = duet_bench::calibrate::check_profile(link, &p, quick)?;
+                let (lo, hi) = (0.8, 1.25);
+                let (median, all) = duet_bench::calibrate::check_verdict(&checks, lo, hi);
+                println!(
+                    "profile {:?} (measured {}): predicted / measured median {median:.2}, {}",
+                    p.machine,
+                    p.measured,
+                    if all {
+                        format!(
+                            "every check within {lo}-{hi}: the machine is in the profile's state"
+                        )
+                    } else {
+                        format!(
+                            "not every check within {lo}-{hi}: this machine is not in the state \
+                             the profile describes (predictions will be off by about the \
+                             median); wait for an idle machine or run `duet calibrate`"
+                        )
+                    }
+                );
+                return Ok(());
+            }
             // prints each check (predicted against measured seconds) on stderr
             let profile = if harness {
                 let base = match &profile {
