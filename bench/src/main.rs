@@ -279,6 +279,11 @@ enum BenchCommand {
         /// SVG plots of bytes and time per operator kind, into this folder.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Before each run, run `duet calibrate --check --quick` against the shipped profile
+        /// (about a minute) and record the median predicted / measured ratio in the report
+        /// (`machine_check`): near 1, the machine was in the profile's state.
+        #[arg(long)]
+        machine_check: bool,
     },
     /// Rebuild results.md and the SVG plots from the run JSON files in a folder.
     Table {
@@ -657,6 +662,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
                     plan,
                     json,
                     out,
+                    machine_check,
                 },
         } => {
             let planned = match plan.as_str() {
@@ -686,9 +692,28 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             }
             let exe = std::env::current_exe()?;
             let mut reports = Vec::new();
+            let check_profile = if machine_check {
+                Some(duet_protocols::cost_model::MachineProfile::default_profile()?)
+            } else {
+                None
+            };
             for p in &protocols {
                 for n in &nets {
-                    let r = model_bench::bench_model(
+                    let check = match &check_profile {
+                        Some(profile) => {
+                            let checks = duet_bench::calibrate::check_profile(
+                                duet_bench::calibrate::Link::Memory,
+                                profile,
+                                true,
+                            )?;
+                            let (median, _) =
+                                duet_bench::calibrate::check_verdict(&checks, 0.8, 1.25);
+                            println!("machine check before {p} on {n}: predicted / measured median {median:.2}");
+                            Some(median)
+                        }
+                        None => None,
+                    };
+                    let mut r = model_bench::bench_model(
                         &BenchModelArgs {
                             builtin,
                             seq_len,
@@ -700,6 +725,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
                         },
                         &exe,
                     )?;
+                    r.machine_check = check;
                     print!("{}", r.summary(true));
                     if let Some(dir) = &out {
                         let path = results::write_run(dir, &r)?;

@@ -567,6 +567,12 @@ pub struct ModelReport {
     /// One per input (infer, connect, demo).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<Output>,
+    /// `duet bench model --machine-check`: the median predicted / measured seconds of the
+    /// calibration's check operators against the shipped profile just before the run (near 1:
+    /// the machine was in the state the profile describes; 0.5: it ran the work twice as
+    /// slowly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_check: Option<f64>,
 }
 
 /// Totals of one operator kind.
@@ -668,6 +674,7 @@ impl ModelReport {
             plan: Vec::new(),
             profile: String::new(),
             outputs: Vec::new(),
+            machine_check: None,
         }
     }
 

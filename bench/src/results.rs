@@ -343,6 +343,25 @@ pub fn markdown(runs: &[ModelReport]) -> String {
             }),
         ));
     }
+    let checked: Vec<String> = runs
+        .iter()
+        .filter_map(|r| {
+            r.machine_check.map(|m| {
+                format!(
+                    "{} {} {}: {m:.2}",
+                    r.report.protocol, r.report.network, r.report.seq_len
+                )
+            })
+        })
+        .collect();
+    if !checked.is_empty() {
+        s.push_str(&format!(
+            "\nMachine check before each run (`--machine-check`: median predicted / measured \
+             seconds of the calibration's check operators against the shipped profile; near 1, \
+             the machine was in the profile's state): {}.\n",
+            checked.join(", ")
+        ));
+    }
     let any_predicted = runs.iter().any(|r| !predicted_per_kind(r).is_empty());
     let per_kind = |s: &mut String, title: &str, bytes: bool| {
         s.push_str(&format!("\n## {title}\n\n"));

@@ -209,6 +209,15 @@ fn the_table_and_plots_show_every_run_and_kind() {
     assert!(!md.contains("| bolt | bert-base |"), "{md}");
     let md = results::markdown(&[fake("duet", "lan", 1, false)]);
     assert!(md.contains("(none published for these models)"), "{md}");
+    assert!(!md.contains("Machine check"), "{md}");
+    // --machine-check's ratio is listed, and survives the JSON round trip of a run file
+    let mut checked = fake("duet", "lan", 1, false);
+    checked.machine_check = Some(0.49);
+    let v = serde_json::to_value(&checked).unwrap();
+    assert_eq!(results::parse_report(v).unwrap().machine_check, Some(0.49));
+    let md = results::markdown(&[checked]);
+    assert!(md.contains("Machine check before each run"), "{md}");
+    assert!(md.contains("duet lan 4: 0.49"), "{md}");
     // PUMA has no BERT figure in DESIGN.md; a PUMA run quotes its LLaMA one
     let md = results::markdown(&[fake("puma", "lan", 1, false)]);
     assert!(md.contains("| puma | llama-7b-shape | 1 |"), "{md}");
