@@ -918,16 +918,7 @@ pub fn calibrate_with_checks(
         !cfg!(debug_assertions),
         load_average()
     );
-    let checks = checks(link, &profile, reps)?;
-    for c in &checks {
-        eprintln!(
-            "check: {:28} predicted {:8.3} s measured {:8.3} s ratio {:.2}",
-            c.name,
-            c.predicted_s,
-            c.measured_s,
-            c.ratio()
-        );
-    }
+    let checks = printed_checks(link, &profile, reps)?;
     Ok((profile, checks))
 }
 
@@ -941,7 +932,16 @@ pub fn check_profile(
     profile: &MachineProfile,
     quick: bool,
 ) -> Result<Vec<Check>, DuetError> {
-    let checks = checks(link, profile, if quick { 1 } else { 3 })?;
+    printed_checks(link, profile, if quick { 1 } else { 3 })
+}
+
+/// [`checks`], each printed to stderr.
+fn printed_checks(
+    link: Link,
+    profile: &MachineProfile,
+    reps: usize,
+) -> Result<Vec<Check>, DuetError> {
+    let checks = checks(link, profile, reps)?;
     for c in &checks {
         eprintln!(
             "check: {:28} predicted {:8.3} s measured {:8.3} s ratio {:.2}",
