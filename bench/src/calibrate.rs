@@ -507,8 +507,7 @@ fn ot_matmul_samples(link: Link, quick: bool, reps: usize) -> Result<Vec<(f64, W
     let mut out = Vec::new();
     for &(n, d, k) in shapes {
         let shape = nl::MatShape::new(1, n, d, k)?;
-        let c = nl::matmul_known_cost(shape, r, cfg, Role::Server);
-        let (_, w) = nl_work(cfg, |nc| {
+        let (c, w) = nl_work(cfg, |nc| {
             Ok(nl::matmul_known_cost(shape, r, nc, Role::Server))
         })?;
         let (xs, _) = shares(n * d, 4.0, FRAC, 31)?;
@@ -953,6 +952,10 @@ fn printed_checks(
     }
     Ok(checks)
 }
+
+/// The range of predicted / measured in which every check must lie for a machine to be in a
+/// profile's state (`duet calibrate --check`).
+pub const CHECK_BOUNDS: (f64, f64) = (0.8, 1.25);
 
 /// The verdict on [`check_profile`]'s checks: the median ratio of predicted over measured
 /// seconds, and whether every ratio lies in `[lo, hi]`.

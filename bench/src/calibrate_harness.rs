@@ -20,7 +20,7 @@
 //! The runs: BERT-base on 16 tokens with the `duet` preset (Ferret COTs, few bytes, many
 //! flights) and the `iron` preset (IKNP COTs, many bytes) on the same network, the presets'
 //! fixed choices. Their operator kinds (those of at least [`MIN_KIND_S`] measured, but not
-//! [`SKIPPED_KINDS`]) are the cells of the fit; the three constants are found by a grid search minimising the largest
+//! [`SKIPPED_KINDS`]) are the cells of the fit; the four constants are found by a grid search minimising the largest
 //! `|ln(measured / predicted)|` over the cells (a minimax fit: the bound is per
 //! kind). A few minutes on a 2-core machine; run it idle.
 
@@ -30,7 +30,8 @@ use crate::repredict::options_from_plan;
 use crate::DuetError;
 use duet_models::secure::predict::predict;
 use duet_models::{BuiltinModel, Graph};
-use duet_protocols::cost_model::MachineProfile;
+use duet_protocols::cost_model::{Estimate, MachineProfile};
+use duet_transport::relay::NetProfile;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -51,12 +52,10 @@ pub const HARNESS_SEQ: usize = 16;
 /// predicts them and its measured seconds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cell {
-    /// `preset kind`.
+    /// `tokens preset network kind`.
     pub label: String,
-    /// The run's network: rate (`None`: unlimited) and round-trip time.
-    pub rate_bits_per_s: Option<u64>,
-    /// Round-trip time, seconds.
-    pub rtt_s: f64,
+    /// The run's network.
+    pub net: NetProfile,
     /// Predicted compute seconds (in-process constants).
     pub compute_s: f64,
     /// Their Ferret part (pooled COTs and main iterations).
@@ -97,15 +96,16 @@ impl HarnessFit {
 /// The constants of a fit: factor, Ferret factor, seconds per byte, seconds per flight.
 type Constants = (f64, f64, f64, f64);
 
-/// A cell's predicted seconds with constants `(a, g, c, f)` on its network.
+/// A cell's predicted seconds with constants `(a, g, c, f)` on its network: the estimate
+/// [`MachineProfile::estimate`] makes with those deployment constants, and its latency.
 fn model(cell: &Cell, (a, g, c, f): Constants) -> f64 {
-    let link = match cell.rate_bits_per_s {
-        Some(r) if r > 0 => cell.bytes * 8.0 / r as f64,
-        _ => 0.0,
-    };
-    a * (cell.compute_s + (g - 1.0) * cell.ferret_s)
-        + link.max(cell.bytes * c)
-        + cell.flights * (cell.rtt_s / 2.0 + f)
+    Estimate {
+        bytes: cell.bytes as u64,
+        flights: cell.flights as u64,
+        compute_s: a * (cell.compute_s + (g - 1.0) * cell.ferret_s) + cell.flights * f,
+        transport_s: cell.bytes * c,
+    }
+    .latency(&cell.net)
 }
 
 /// The minimax grid fit of `(party_factor, ferret_factor, transport_byte_s,
@@ -147,7 +147,13 @@ pub fn fit(cells: &[Cell]) -> Result<HarnessFit, DuetError> {
             }
         }
     }
-    let (_, k) = best.ok_or_else(|| DuetError::Usage("no fit for the calibration runs".into()))?;
+    let (score, k) =
+        best.ok_or_else(|| DuetError::Usage("no fit for the calibration runs".into()))?;
+    if !score.is_finite() {
+        return Err(DuetError::Usage(
+            "no fit for the calibration runs: a cell has no predicted or no measured time".into(),
+        ));
+    }
     let (a, g, c, f) = k;
     Ok(HarnessFit {
         party_factor: a,
@@ -168,14 +174,7 @@ pub fn cells_from_runs(
     reports: &[ModelReport],
     base: &MachineProfile,
 ) -> Result<Vec<Cell>, DuetError> {
-    let neutral = {
-        let mut p = base.clone();
-        p.party_factor = 1.0;
-        p.ferret_factor = 1.0;
-        p.transport_byte_s = 0.0;
-        p.transport_flight_s = 0.0;
-        p
-    };
+    let neutral = MachineProfile::from_constants(base.constants());
     let no_ferret = {
         let mut p = neutral.clone();
         p.cot_s = 0.0;
@@ -200,8 +199,7 @@ pub fn cells_from_runs(
                     "{} {} {} {}",
                     rep.seq_len, rep.protocol, rep.network, op.kind
                 ),
-                rate_bits_per_s: net.rate_bits_per_s,
-                rtt_s: net.rtt.as_secs_f64(),
+                net: net.clone(),
                 compute_s: 0.0,
                 ferret_s: 0.0,
                 bytes: 0.0,
@@ -234,9 +232,13 @@ fn with_fit(base: &MachineProfile, fit: &HarnessFit, how: &str) -> MachineProfil
     out.ferret_factor = fit.ferret_factor;
     out.transport_byte_s = fit.transport_byte_s;
     out.transport_flight_s = fit.transport_flight_s;
+    // a base that had deployment constants already: its note of them is replaced
+    let compute = base
+        .measured
+        .split_once("; deployment constants")
+        .map_or(base.measured.as_str(), |(c, _)| c);
     out.measured = format!(
-        "{}; deployment constants by `duet calibrate --harness` ({how}): the calibration runs' kinds within {:.0}%",
-        base.measured,
+        "{compute}; deployment constants by `duet calibrate --harness` ({how}): the calibration runs' kinds within {:.0}%",
         fit.worst() * 100.0
     );
     out
@@ -289,7 +291,45 @@ pub fn calibrate_from_runs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use duet_transport::relay::NetProfile;
+    use duet_protocols::cost_model::WORK_FEATURES;
+
+    /// A cell the model cannot predict (nothing to predict) gives an error, not a fit that
+    /// fits nothing; a profile fitted twice keeps one note of its deployment constants.
+    #[test]
+    fn a_fit_of_nothing_is_an_error_and_notes_do_not_stack() {
+        let cell = Cell {
+            label: "empty".into(),
+            net: NetProfile::named("lan").unwrap(),
+            compute_s: 0.0,
+            ferret_s: 0.0,
+            bytes: 0.0,
+            flights: 0.0,
+            measured_s: 1.0,
+        };
+        let e = fit(&[cell]).unwrap_err().to_string();
+        assert!(e.contains("no fit"), "{e}");
+        let f = HarnessFit {
+            party_factor: 1.1,
+            ferret_factor: 1.2,
+            transport_byte_s: 1e-9,
+            transport_flight_s: 1e-4,
+            ratios: vec![("a".into(), 1.1)],
+        };
+        let mut base = MachineProfile::from_constants([1e-6; WORK_FEATURES]);
+        base.measured = "today by `duet calibrate`".into();
+        let once = with_fit(&base, &f, "first");
+        let twice = with_fit(&once, &f, "second");
+        assert_eq!(
+            twice.measured.matches("deployment constants").count(),
+            1,
+            "{}",
+            twice.measured
+        );
+        assert!(twice
+            .measured
+            .starts_with("today by `duet calibrate`; deployment"));
+        assert!(twice.measured.contains("(second)"));
+    }
 
     /// Cells made with known constants are fitted back (to the grid's step) and predicted
     /// exactly.
@@ -309,8 +349,7 @@ mod tests {
         .map(|(i, &(compute_s, ferret_s, bytes, flights))| {
             let mut c = Cell {
                 label: format!("cell {i}"),
-                rate_bits_per_s: lan.rate_bits_per_s,
-                rtt_s: lan.rtt.as_secs_f64(),
+                net: lan.clone(),
                 compute_s,
                 ferret_s,
                 bytes,

@@ -481,13 +481,10 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             check,
         } => {
             if check {
-                let p = match &profile {
-                    Some(p) => duet_protocols::cost_model::MachineProfile::load(p)?,
-                    None => duet_protocols::cost_model::MachineProfile::default_profile()?,
-                };
+                let p = duet_bench::plan_cmd::load_profile(profile.as_deref())?;
                 let link = duet_bench::calibrate::Link::from_name(&link)?;
                 let checks = duet_bench::calibrate::check_profile(link, &p, quick)?;
-                let (lo, hi) = (0.8, 1.25);
+                let (lo, hi) = duet_bench::calibrate::CHECK_BOUNDS;
                 let (median, all) = duet_bench::calibrate::check_verdict(&checks, lo, hi);
                 println!(
                     "profile {:?} (measured {}): predicted / measured median {median:.2}, {}",
@@ -509,10 +506,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             }
             // prints each check (predicted against measured seconds) on stderr
             let profile = if harness {
-                let base = match &profile {
-                    Some(p) => duet_protocols::cost_model::MachineProfile::load(p)?,
-                    None => duet_protocols::cost_model::MachineProfile::default_profile()?,
-                };
+                let base = duet_bench::plan_cmd::load_profile(profile.as_deref())?;
                 let (p, fit) = match &runs {
                     Some(dir) => duet_bench::calibrate_harness::calibrate_from_runs(&base, dir)?,
                     None => duet_bench::calibrate_harness::calibrate_harness(
@@ -706,8 +700,11 @@ fn run(cli: Cli) -> Result<(), DuetError> {
                                 profile,
                                 true,
                             )?;
-                            let (median, _) =
-                                duet_bench::calibrate::check_verdict(&checks, 0.8, 1.25);
+                            let (median, _) = duet_bench::calibrate::check_verdict(
+                                &checks,
+                                duet_bench::calibrate::CHECK_BOUNDS.0,
+                                duet_bench::calibrate::CHECK_BOUNDS.1,
+                            );
                             println!("machine check before {p} on {n}: predicted / measured median {median:.2}");
                             Some(median)
                         }

@@ -318,16 +318,16 @@ pub fn planned_options(
 }
 
 /// Fills each operator row's `predicted_bytes` and `predicted_s` (latency on `net`: compute
-/// on the shipped machine profile plus bytes over the rate plus half an RTT per flight) from
-/// the cost model, matching rows to predicted nodes by name.
+/// on `profile` plus bytes over the rate plus half an RTT per flight) from the cost model,
+/// matching rows to predicted nodes by name, and records the profile in the report.
 pub fn add_predictions(
     rep: &mut ModelReport,
     graph: &Graph,
     opts: &SecureOptions,
     net: &NetProfile,
+    profile: &MachineProfile,
 ) -> Result<(), DuetError> {
-    let profile = MachineProfile::default_profile()?;
-    let p = predict(graph, rep.report.seq_len, opts, &profile)?;
+    let p = predict(graph, rep.report.seq_len, opts, profile)?;
     for op in &mut rep.report.ops {
         if let Some(e) = p.node(&op.name) {
             op.predicted_bytes = e.bytes;
@@ -999,7 +999,13 @@ pub fn bench_model(args: &BenchModelArgs, exe: &Path) -> Result<ModelReport, Due
     rep.network_note.clone_from(&net.note);
     rep.shaping.clone_from(&net.shaping);
     rep.plan = choices;
-    add_predictions(&mut rep, &client.graph, &opts, &profile)?;
+    add_predictions(
+        &mut rep,
+        &client.graph,
+        &opts,
+        &profile,
+        &MachineProfile::default_profile()?,
+    )?;
     rep.report.peak_rss_bytes = PeakRss {
         server: done.peak_rss_bytes,
         client: client_rss,

@@ -3,7 +3,7 @@
 //! again from the options the run used, rebuilt from the preset and the planner's recorded
 //! choices ([`options_from_plan`]).
 
-use crate::model_bench::{check_net, secure_options, ModelReport};
+use crate::model_bench::{add_predictions, check_net, secure_options, ModelReport};
 use crate::DuetError;
 use duet_models::planner::{attention_budget_bytes, OT_LABEL};
 use duet_models::secure::predict::predict;
@@ -145,13 +145,5 @@ pub fn repredict(rep: &mut ModelReport, profile: &MachineProfile) -> Result<(), 
     let seq = rep.report.seq_len;
     let opts = options_from_plan(&rep.report.protocol, &rep.plan, &graph, seq)?;
     let net = check_net(&rep.report.network)?;
-    let p = predict(&graph, seq, &opts, profile)?;
-    for op in &mut rep.report.ops {
-        if let Some(e) = p.node(&op.name) {
-            op.predicted_bytes = e.bytes;
-            op.predicted_s = e.latency(&net);
-        }
-    }
-    rep.profile.clone_from(&profile.measured);
-    Ok(())
+    add_predictions(rep, &graph, &opts, &net, profile)
 }

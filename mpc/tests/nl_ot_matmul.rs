@@ -70,16 +70,9 @@ fn known(
     (a.reconstruct(&b).unwrap(), cost)
 }
 
-/// Checks a product against the plaintext one, and that a wrong expectation would fail.
+/// Checks a product against the plaintext one.
 fn check(got: &[u64], want: &[u64], what: &str) {
     assert_eq!(got, want, "{what}");
-    let mut wrong = want.to_vec();
-    wrong[want.len() / 2] ^= 1;
-    assert_ne!(
-        got,
-        &wrong[..],
-        "{what}: the comparison must catch one flipped bit"
-    );
 }
 
 fn shape(b: usize, n: usize, d: usize, k: usize) -> MatShape {
@@ -342,9 +335,7 @@ fn every_corrupted_message_is_an_error() {
             });
             for bad in [Role::Server, Role::Client] {
                 let total = if bad == Role::Server { ms } else { mc };
-                if total == 0 {
-                    continue;
-                }
+                assert!(total > 0, "proto {proto} {cot:?}: {bad:?} sends nothing");
                 for target in 0..total {
                     for longer in [false, true] {
                         let run = |role: Role, mut ch: MemoryChannel| {

@@ -752,9 +752,17 @@ mod tests {
         // wan: the link's 20 ms is the longer
         let wan = NetProfile::named("wan").unwrap();
         assert!((e.latency(&wan) - (6.004 + 0.02 + 0.02)).abs() < 1e-12);
-        // linear in the estimate: the latency of a sum is the sum of the latencies
-        let two = e + e;
-        assert!((two.latency(&lan) - 2.0 * e.latency(&lan)).abs() < 1e-12);
+        // linear in the estimate: the latency of a sum is the sum of the latencies, also for
+        // estimates of different sizes (the transport's time is per byte, like the link's)
+        let small = p.estimate(&Work {
+            bytes: 1e3,
+            flights: 1.0,
+            ..Work::default()
+        });
+        for net in [&lan, &wan] {
+            let sum = (e + small).latency(net);
+            assert!((sum - (e.latency(net) + small.latency(net))).abs() < 1e-12);
+        }
         let back = MachineProfile::from_json(&p.to_json()).unwrap();
         assert_eq!(back.deployment(), p.deployment());
         let e = MachineProfile::from_json(

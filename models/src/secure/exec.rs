@@ -724,10 +724,10 @@ impl<'a, C: Channel> Engine<'a, C> {
             .map_err(at(node))?
             .into_data();
         let local = nl::local_product(shape, x.data(), &w);
+        let bias: Vec<u64> =
+            bias.map_or_else(Vec::new, |b| b.iter().map(|&v| ring.from_i64(v)).collect());
         for (o, (out, l)) in y.iter_mut().zip(&local).enumerate() {
-            let b = bias
-                .and_then(|b| b.get(o % k.max(1)))
-                .map_or(0, |&b| ring.from_i64(b));
+            let b = bias.get(o % k.max(1)).copied().unwrap_or(0);
             *out = ring.add(*out, ring.reduce(l.wrapping_add(b)));
         }
         let y = self.share(node, n, k, y)?;

@@ -80,10 +80,9 @@ use super::cost::Tape;
 use super::otx::COT_CHUNK;
 use super::wire::{pack_bits, unpack_bits};
 use super::{Cost, CotCount, NlConfig, NlSession};
+use crate::ot::aes::AesPrg;
 use crate::ot::{rot, Block, CotReceiver, CotSender};
 use crate::{AShare, MpcError, Result, Ring};
-use aes::cipher::{BlockEncrypt, KeyInit};
-use aes::Aes128Enc;
 use duet_transport::{Channel, Role};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -375,7 +374,6 @@ fn shr(x: u64, s: usize) -> u64 {
 /// Stretches random-OT keys into pads (reusing its buffers).
 #[derive(Default)]
 struct Pads {
-    blocks: Vec<aes::Block>,
     words: Vec<u64>,
 }
 
@@ -392,18 +390,14 @@ impl Pads {
             _ => 8,
         };
         let n = (out.len() * lane).div_ceil(16);
-        let cipher = Aes128Enc::new(&key.to_le_bytes().into());
-        self.blocks.clear();
-        self.blocks
-            .extend((0..n as u128).map(|c| aes::Block::from(c.to_le_bytes())));
-        cipher.encrypt_blocks(&mut self.blocks);
         if self.words.len() < 2 * n {
             self.words.resize(2 * n, 0);
         }
         let words = self.words.get_mut(..2 * n).unwrap_or_default();
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(words);
-        for (d, g) in bytes.chunks_exact_mut(16).zip(&self.blocks) {
-            d.copy_from_slice(g.as_slice());
+        AesPrg::new(key).fill_words(0, words);
+        // the byte order of the lanes below is little-endian on every machine
+        for w in words.iter_mut() {
+            *w = w.to_le();
         }
         let words = &*words;
         let m = mask(w);
