@@ -1,28 +1,21 @@
 //! Duet's command-line front end, experiment runner and reports.
 //!
 //! The binary `duet` (see `main.rs`) parses arguments; everything it runs lives here so that
-//! tests and other programs can call it.
+//! tests and other programs can call it, grouped by concern:
+//! - [`product`]: the product commands (`demo`, `infer`, `serve` / `connect`, `generate`,
+//!   `plan`, `relay`) over the library's front door, `duet_models::session`;
+//! - [`harness`]: the experiment harness (`bench model` in two processes with a shaped
+//!   network, the results folder, re-prediction);
+//! - [`ops`]: single-operator benchmarks (`bench op`, `bench transport`);
+//! - [`calibrate`]: the machine profile of the cost model (`calibrate`);
+//! - [`report`], [`model_report`]: the JSON reports.
 
 pub mod calibrate;
-pub mod calibrate_harness;
-pub mod demo;
-pub mod infer;
-pub mod linear_demo;
-pub mod model_bench;
-pub mod netns;
+pub mod harness;
+pub mod model_report;
 pub mod ops;
-pub mod ops_act;
-pub mod ops_embedding;
-pub mod ops_he_mul;
-pub mod ops_mpc;
-pub mod ops_norm;
-pub mod plan_cmd;
-pub mod relay_cmd;
+pub mod product;
 pub mod report;
-pub mod repredict;
-pub mod results;
-pub mod share_demo;
-pub mod transport_bench;
 
 use duet_transport::{Channel, ChannelStats};
 use report::OpReport;

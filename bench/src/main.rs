@@ -1,13 +1,17 @@
 //! The `duet` command.
 
 use clap::{Parser, Subcommand};
-use duet_bench::demo::{self, Builtin, RemoteSide};
-use duet_bench::infer::{self, InferArgs, Link};
-use duet_bench::model_bench::{self, BenchModelArgs, InputArg, ModelArg, ModelReport};
-use duet_bench::netns::Shaping;
-use duet_bench::results;
-use duet_bench::transport_bench::{self, TransportBenchArgs};
+use duet_bench::harness::model_bench::{self, BenchModelArgs};
+use duet_bench::harness::netns::Shaping;
+use duet_bench::harness::results;
+use duet_bench::model_report::ModelReport;
+use duet_bench::ops::transport::{self as transport_bench, TransportBenchArgs};
+use duet_bench::product::infer::{self, InferArgs, Link};
+use duet_bench::product::inputs::InputArg;
+use duet_bench::product::payload::{self as demo, Builtin, RemoteSide};
 use duet_bench::DuetError;
+use duet_models::open::ModelSpec;
+use duet_models::session::RunConfig;
 use duet_models::BuiltinModel;
 use duet_transport::quic::{Fingerprint, Identity, QuicConfig};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -44,6 +48,36 @@ struct NetArgs {
     json: bool,
 }
 
+/// Where a model run's options come from.
+#[derive(clap::Args, Debug, Clone)]
+struct PlanArgs {
+    /// The network the planner plans for: lan (3 Gbit/s, 1 ms RTT), wan (400 Mbit/s, 10 ms),
+    /// wan-slow (100 Mbit/s, 80 ms) or rate=400mbit:rtt=10ms.
+    #[arg(long = "net", default_value = "lan")]
+    plan_net: String,
+    /// planned: the `duet` preset runs the planner's choices for --net; fixed: the preset's
+    /// fixed choices (other presets always run their fixed choices).
+    #[arg(long, default_value = "planned")]
+    plan: String,
+}
+
+impl PlanArgs {
+    fn config(&self, protocol: &str) -> Result<RunConfig, DuetError> {
+        model_bench::check_net(&self.plan_net)?;
+        model_bench::run_config(protocol, planned(&self.plan)?, &self.plan_net)
+    }
+}
+
+fn planned(plan: &str) -> Result<bool, DuetError> {
+    match plan {
+        "planned" => Ok(true),
+        "fixed" => Ok(false),
+        other => Err(DuetError::Usage(format!(
+            "--plan {other}: expected planned or fixed"
+        ))),
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Both parties in one process over loopback QUIC on a built-in model (bert-tiny with
@@ -55,6 +89,8 @@ enum Command {
         /// A built-in model (bert-tiny, ...) or payload (linear-demo, share-demo).
         #[arg(long, default_value = "bert-tiny")]
         builtin: String,
+        #[command(flatten)]
+        plan: PlanArgs,
     },
     /// Secure inference with both parties in this process over loopback QUIC: one run per
     /// input line. A built-in model has no tokenizer: each UTF-8 byte of the text is a token id.
@@ -66,6 +102,8 @@ enum Command {
         /// Protocol preset: duet, iron, bolt, bumblebee or puma.
         #[arg(long, default_value = "duet")]
         protocol: String,
+        #[command(flatten)]
+        plan: PlanArgs,
         /// Print the report as JSON (no progress bar).
         #[arg(long)]
         json: bool,
@@ -172,6 +210,8 @@ enum Command {
         #[arg(long, default_value = "duet")]
         protocol: String,
         #[command(flatten)]
+        plan: PlanArgs,
+        #[command(flatten)]
         net: NetArgs,
     },
     /// Client side of a two-machine run: connect to a pinned server and run.
@@ -196,6 +236,8 @@ enum Command {
         /// Protocol preset (models only).
         #[arg(long, default_value = "duet")]
         protocol: String,
+        #[command(flatten)]
+        plan: PlanArgs,
         #[command(flatten)]
         net: NetArgs,
     },
@@ -327,6 +369,17 @@ enum BenchCommand {
     },
 }
 
+/// `--model DIR` / `--builtin NAME` (exactly one).
+fn model_spec(dir: Option<PathBuf>, builtin: Option<&str>) -> Result<ModelSpec, DuetError> {
+    match (dir, builtin) {
+        (Some(d), None) => Ok(ModelSpec::Dir(d)),
+        (None, Some(b)) => Ok(ModelSpec::Builtin(BuiltinModel::from_name(b)?)),
+        _ => Err(DuetError::Usage(
+            "give exactly one of --model DIR or --builtin NAME".into(),
+        )),
+    }
+}
+
 fn state_dir(given: Option<PathBuf>) -> Result<PathBuf, DuetError> {
     if let Some(d) = given {
         return Ok(d);
@@ -405,16 +458,20 @@ fn print_report(r: &duet_bench::report::Report, json: bool) -> Result<(), DuetEr
 
 fn run(cli: Cli) -> Result<(), DuetError> {
     match cli.command {
-        Command::Demo { json, builtin } => match Builtin::from_name(&builtin) {
+        Command::Demo {
+            json,
+            builtin,
+            plan,
+        } => match Builtin::from_name(&builtin) {
             Some(b) => print_report(&demo::run_demo(b)?, json),
             None => {
                 let b = BuiltinModel::from_name(&builtin)?;
-                let r = infer::infer(&InferArgs {
-                    model: ModelArg::Builtin(b),
-                    input: InputArg::SeqLen(infer::DEMO_TOKENS),
-                    protocol: "duet".into(),
-                    progress: !json,
-                })?;
+                let mut args =
+                    InferArgs::new(ModelSpec::Builtin(b), InputArg::SeqLen(infer::DEMO_TOKENS));
+                args.net = plan.plan_net.clone();
+                args.planned = planned(&plan.plan)?;
+                args.progress = !json;
+                let r = infer::infer(&args)?;
                 print_model_report(&r, json)
             }
         },
@@ -422,14 +479,18 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             model,
             input,
             protocol,
+            plan,
             json,
         } => {
-            let r = infer::infer(&InferArgs {
-                model: ModelArg::from_cli(model.model, model.builtin.as_deref())?,
-                input: InputArg::from_cli(input.text, input.text_file, input.seq_len)?,
-                protocol,
-                progress: !json,
-            })?;
+            let mut args = InferArgs::new(
+                model_spec(model.model, model.builtin.as_deref())?,
+                InputArg::from_cli(input.text, input.text_file, input.seq_len)?,
+            );
+            args.protocol = protocol;
+            args.net = plan.plan_net.clone();
+            args.planned = planned(&plan.plan)?;
+            args.progress = !json;
+            let r = infer::infer(&args)?;
             print_model_report(&r, json)
         }
         Command::BenchServer {
@@ -451,7 +512,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             upstream,
             net,
             seconds,
-        } => duet_bench::relay_cmd::run_relay(listen, upstream, &net, seconds),
+        } => duet_bench::product::relay::run_relay(listen, upstream, &net, seconds),
         Command::Plan {
             model,
             builtin,
@@ -460,8 +521,8 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             profile,
             json,
         } => {
-            let m = ModelArg::from_cli(model, builtin.as_deref())?;
-            let r = duet_bench::plan_cmd::run_plan(&m, seq_len, &net, profile.as_deref())?;
+            let m = model_spec(model, builtin.as_deref())?;
+            let r = duet_bench::product::plan::run_plan(&m, seq_len, &net, profile.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -481,7 +542,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             check,
         } => {
             if check {
-                let p = duet_bench::plan_cmd::load_profile(profile.as_deref())?;
+                let p = duet_bench::product::plan::load_profile(profile.as_deref())?;
                 let link = duet_bench::calibrate::Link::from_name(&link)?;
                 let checks = duet_bench::calibrate::check_profile(link, &p, quick)?;
                 let (lo, hi) = duet_bench::calibrate::CHECK_BOUNDS;
@@ -506,10 +567,10 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             }
             // prints each check (predicted against measured seconds) on stderr
             let profile = if harness {
-                let base = duet_bench::plan_cmd::load_profile(profile.as_deref())?;
+                let base = duet_bench::product::plan::load_profile(profile.as_deref())?;
                 let (p, fit) = match &runs {
-                    Some(dir) => duet_bench::calibrate_harness::calibrate_from_runs(&base, dir)?,
-                    None => duet_bench::calibrate_harness::calibrate_harness(
+                    Some(dir) => duet_bench::calibrate::harness::calibrate_from_runs(&base, dir)?,
+                    None => duet_bench::calibrate::harness::calibrate_harness(
                         &base,
                         &net,
                         shaping.parse::<Shaping>()?,
@@ -551,11 +612,13 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             model,
             builtin,
             protocol,
+            plan,
             net,
         } => {
             let payload = builtin.as_deref().and_then(Builtin::from_name);
             if payload.is_none() {
-                let model = ModelArg::from_cli(model, builtin.as_deref())?;
+                let model = model_spec(model, builtin.as_deref())?;
+                let config = plan.config(&protocol)?;
                 let id = Identity::load_or_create(&state_dir(net.state_dir.clone())?)?;
                 let listen = parse_addr(&listen)?;
                 let fp = id.fingerprint();
@@ -563,7 +626,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
                     link(&net, &id)?,
                     listen,
                     &model,
-                    &protocol,
+                    &config,
                     !net.json,
                     |addr| {
                         eprintln!("duet serve: listening on {addr}");
@@ -591,6 +654,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             text_file,
             seq_len,
             protocol,
+            plan,
             net,
         } => {
             let payload = match (&model, builtin.as_deref()) {
@@ -599,8 +663,9 @@ fn run(cli: Cli) -> Result<(), DuetError> {
                 (Some(_), _) => None,
             };
             let Some(builtin) = payload else {
-                let model = ModelArg::from_cli(model, builtin.as_deref())?;
+                let model = model_spec(model, builtin.as_deref())?;
                 let input = InputArg::from_cli(text, text_file, seq_len)?;
+                let config = plan.config(&protocol)?;
                 let id = Identity::load_or_create(&state_dir(net.state_dir.clone())?)?;
                 eprintln!(
                     "duet connect: this client's fingerprint {}",
@@ -612,7 +677,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
                     addr,
                     &model,
                     &input,
-                    &protocol,
+                    &config,
                     !net.json,
                 )?;
                 return print_model_report(&r, net.json);
@@ -671,7 +736,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             let builtin = BuiltinModel::from_name(&builtin)?;
             let shaping: Shaping = shaping.parse()?;
             if shaping == Shaping::Netns {
-                duet_bench::netns::netns_available().map_err(|why| {
+                duet_bench::harness::netns::netns_available().map_err(|why| {
                     DuetError::Usage(format!("--shaping netns is unavailable: {why}"))
                 })?;
             }
@@ -679,7 +744,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             let nets: Vec<&str> = net.split(',').map(str::trim).collect();
             // refuse bad values before any run
             for p in &protocols {
-                model_bench::secure_options(p)?;
+                model_bench::run_config(p, false, "lan")?;
             }
             for n in &nets {
                 model_bench::check_net(n)?;
@@ -755,7 +820,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
                 let profile = duet_protocols::cost_model::MachineProfile::load(&p)?;
                 // every report first, so that an error leaves the folder as it was
                 for r in &mut reports {
-                    duet_bench::repredict::repredict(r, &profile)?;
+                    duet_bench::harness::repredict::repredict(r, &profile)?;
                     let path = results::run_path(&dir, r);
                     if !path.is_file() {
                         return Err(DuetError::Usage(format!(

@@ -1,4 +1,5 @@
-//! The JSON report every `duet ... --json` prints (schema in DESIGN.md; fields are only added).
+//! The JSON report every `duet ... --json` prints (the schema in ARCHITECTURE.md; fields are
+//! only added).
 
 use serde::{Deserialize, Serialize};
 
@@ -128,6 +129,37 @@ impl Report {
             }
         }
         s
+    }
+}
+
+/// Max absolute error and cosine similarity; a length mismatch counts as total failure.
+pub fn accuracy(out: &[f64], reference: &[f64]) -> Accuracy {
+    if out.len() != reference.len() {
+        return Accuracy {
+            max_abs_err: f64::INFINITY,
+            cosine_vs_reference: 0.0,
+        };
+    }
+    let max_abs_err = out
+        .iter()
+        .zip(reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    let dot: f64 = out.iter().zip(reference).map(|(a, b)| a * b).sum();
+    let na: f64 = out.iter().map(|a| a * a).sum::<f64>().sqrt();
+    let nb: f64 = reference.iter().map(|a| a * a).sum::<f64>().sqrt();
+    let cosine_vs_reference = if na == 0.0 || nb == 0.0 {
+        if na == nb {
+            1.0
+        } else {
+            0.0
+        }
+    } else {
+        dot / (na * nb)
+    };
+    Accuracy {
+        max_abs_err,
+        cosine_vs_reference,
     }
 }
 

@@ -129,7 +129,7 @@ fn serve_and_connect_with_pinned_fingerprints() {
     let v: serde_json::Value = serde_json::from_slice(&client.stdout).unwrap();
     // 3 (x + y) in fixed point with 16 fractional bits: error at most 3 * 2^-16
     assert!(v["accuracy"]["max_abs_err"].as_f64().unwrap() <= 3.0 / 65536.0);
-    let n = duet_bench::demo::DEMO_LEN as u64;
+    let n = duet_bench::product::payload::DEMO_LEN as u64;
     // client sends its share, server sends its share and the output share
     assert_eq!(v["bytes"]["client_to_server"], 8 * n);
     assert_eq!(v["bytes"]["server_to_client"], 16 * n);

@@ -8,8 +8,8 @@
     clippy::indexing_slicing
 )]
 
-use duet_bench::model_bench::ModelReport;
-use duet_bench::results;
+use duet_bench::harness::results;
+use duet_bench::model_report::ModelReport;
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
@@ -341,7 +341,7 @@ fn bench_model_out_writes_json_table_and_plots() {
     assert_eq!(v["network"], "wan");
     let shaping = v["shaping"].as_str().unwrap();
     let note = v["network_note"].as_str().unwrap();
-    if duet_bench::netns::netns_available().is_ok() {
+    if duet_bench::harness::netns::netns_available().is_ok() {
         assert!(shaping.starts_with("netns+tbf"), "{shaping}");
         assert!(
             note.contains("tc tbf") && note.contains("400 Mbit/s"),

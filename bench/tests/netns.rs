@@ -22,7 +22,7 @@
     clippy::indexing_slicing
 )]
 
-use duet_bench::netns::{self, NetnsLink, ShapedNet, Shaping};
+use duet_bench::harness::netns::{self, NetnsLink, ShapedNet, Shaping};
 use duet_transport::quic::{connect, Identity, QuicConfig, QuicListener, QuicRuntime};
 use duet_transport::relay::NetProfile;
 use duet_transport::{Channel, Session};

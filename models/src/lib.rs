@@ -1,15 +1,20 @@
 //! Duet models: HuggingFace configs, safetensors weights and tokenizers; a transformer as a
-//! graph of operators; the plaintext f64 reference executor and the secure two-party executor
-//! ([`secure`]).
+//! graph of operators; the plaintext f64 reference executor; the model walk ([`walk`]) that
+//! runs a graph on any `duet_protocols::Backend` (securely between two parties, or as its own
+//! cost model); and the front door, [`session`]: a [`session::Server`] and a
+//! [`session::Client`] that set up once and run any number of inputs.
 
 pub mod builtin;
 pub mod config;
 mod error;
 pub mod graph;
+pub mod open;
 pub mod planner;
 pub mod reference;
 pub mod secure;
+pub mod session;
 pub mod tokenizer;
+pub mod walk;
 pub mod weights;
 
 pub use builtin::{BuiltinModel, RandomWeights};

@@ -20,7 +20,7 @@
 //! 3. the backend of the attention products and, per linear layer, of each matmul: HE with
 //!    the fewest bytes, the fewest key switches within 1.25x / 1.5x / 2x of the fewest bytes,
 //!    or extraction-only outputs, or OT-based products
-//!    ([`duet_mpc::nonlinear::matmul_known_holder`], [`duet_mpc::nonlinear::matmul_shared`]:
+//!    (OT-based products with one operand known to the server, or both shared:
 //!    no HE compute, but `n d k l(l+1)/16` bytes, so they win only for small products on fast
 //!    networks);
 //! 4. element-wise products (LLaMA's gate): Gilboa products from COTs or slot-encoded HE.
@@ -38,12 +38,12 @@ use crate::graph::{Graph, Op};
 use crate::secure::predict::{predict, Prediction};
 use crate::secure::{MulBackend, OpKind, SecureOptions};
 use crate::Result;
-use duet_mpc::nonlinear::{CotBackend, NlConfig};
 use duet_protocols::cost_model::{Estimate, MachineProfile};
 use duet_protocols::nonlinear::activation::GeluApprox;
 use duet_protocols::nonlinear::norm::NormPreset;
 use duet_protocols::nonlinear::softmax::SoftmaxPreset;
 use duet_protocols::LayoutPolicy;
+use duet_protocols::{CotBackend, NlConfig};
 use duet_transport::relay::NetProfile;
 use serde::Serialize;
 

@@ -164,8 +164,8 @@ fn planned_run_matches_reference_and_prediction() {
         let p = planned(&g, ids.len(), net);
         check_argmin(&p.decisions);
         let (s, c) = run_two_party(
-            |mut ch| run_server(&mut ch, &g, &w, &p.opts, &mut |_| {}),
-            |mut ch| run_client(&mut ch, &g, &ids, &p.opts, &mut |_| {}),
+            |ch| run_server(ch, &g, &w, &p.opts, &mut |_| {}),
+            |ch| run_client(ch, &g, &ids, &p.opts, &mut |_| {}),
         );
         s.unwrap();
         let (out, report) = c.unwrap();
@@ -244,8 +244,8 @@ fn ring_width_is_chosen_among_the_admissible_widths() {
     };
     let w = RandomWeights { seed: 3 };
     let (s, c) = run_two_party(
-        |mut ch| run_server(&mut ch, &g, &w, &narrow, &mut |_| {}),
-        |mut ch| run_client(&mut ch, &g, &[1, 2], &narrow, &mut |_| {}),
+        |ch| run_server(ch, &g, &w, &narrow, &mut |_| {}),
+        |ch| run_client(ch, &g, &[1, 2], &narrow, &mut |_| {}),
     );
     for e in [s.unwrap_err().to_string(), c.unwrap_err().to_string()] {
         assert!(e.contains("narrower than the 35"), "{e}");

@@ -15,7 +15,7 @@ mod common;
 
 use common::small;
 use duet_models::secure::{
-    predict, run_client, run_server, EmbeddingMode, MulBackend, SecureOptions, SecureReport,
+    predict, run_client_outputs, run_server, EmbeddingMode, MulBackend, SecureOptions, SecureReport,
 };
 use duet_models::{BuiltinModel, Graph, RandomWeights};
 use duet_protocols::{LayoutPolicy, MachineProfile, Preset, ProtocolConfig};
@@ -24,8 +24,8 @@ use duet_transport::run_two_party;
 fn run(g: &Graph, ids: &[u32], opts: &SecureOptions) -> (SecureReport, SecureReport) {
     let w = RandomWeights { seed: 5 };
     let (s, c) = run_two_party(
-        |mut ch| run_server(&mut ch, g, &w, opts, &mut |_| {}),
-        |mut ch| run_client(&mut ch, g, ids, opts, &mut |_| {}),
+        |ch| run_server(ch, g, &w, opts, &mut |_| {}),
+        |ch| run_client_outputs(ch, g, ids, opts, &mut |_| {}),
     );
     (s.unwrap(), c.unwrap().1)
 }
@@ -219,8 +219,8 @@ fn bert_base_predicted_seconds_per_kind() {
         let pred = predict(&g, seq, &opts, &MachineProfile::default_profile().unwrap()).unwrap();
         let w = RandomWeights { seed: 1 };
         let (s, cl) = run_two_party(
-            |mut ch| run_server(&mut ch, &g, &w, &opts, &mut |_| {}),
-            |mut ch| run_client(&mut ch, &g, &ids, &opts, &mut |_| {}),
+            |ch| run_server(ch, &g, &w, &opts, &mut |_| {}),
+            |ch| run_client_outputs(ch, &g, &ids, &opts, &mut |_| {}),
         );
         let (_, cl) = (s.unwrap(), cl.unwrap().1);
         println!(

@@ -32,8 +32,8 @@ fn secure_outputs<W: WeightSource + Sync>(
     opts: &SecureOptions,
 ) -> (SecureOutput, SecureReport, SecureReport) {
     let (s, c) = run_two_party(
-        |mut ch| run_server(&mut ch, graph, w, opts, &mut |_| {}),
-        |mut ch| run_client_outputs(&mut ch, graph, ids, opts, &mut |_| {}),
+        |ch| run_server(ch, graph, w, opts, &mut |_| {}),
+        |ch| run_client_outputs(ch, graph, ids, opts, &mut |_| {}),
     );
     let s = s.unwrap();
     let (m, c) = c.unwrap();
@@ -47,7 +47,7 @@ fn secure<W: WeightSource + Sync>(
     opts: &SecureOptions,
 ) -> (Matrix, SecureReport, SecureReport) {
     let (o, s, c) = secure_outputs(graph, w, ids, opts);
-    (o.hidden, s, c)
+    (o.hidden.expect("an encoder reveals its hidden state"), s, c)
 }
 
 /// Max abs error and cosine of the flattened outputs.
@@ -78,15 +78,29 @@ fn check_random_with(b: BuiltinModel, max_err: f64, opts: &SecureOptions) -> Sec
     let ids: Vec<u32> = vec![0, 999, 5, 5, 123, 998, 1, 500];
     let (plain, plain_logits) = run_reference_outputs(&g, &w, &ids).unwrap();
     let (out, s, cl) = secure_outputs(&g, &w, &ids, opts);
-    let (err, cos) = compare(&out.hidden, &plain);
+    // an encoder reveals its hidden state, a decoder only its last position's logits (never
+    // both: together they would reveal the head's weights)
+    assert_eq!(out.logits.is_some(), g.logits.is_some());
+    assert_eq!(out.hidden.is_some(), g.logits.is_none());
+    let (err, cos) = match &out.hidden {
+        Some(h) => compare(h, &plain),
+        None => {
+            let want = plain_logits.as_ref().unwrap();
+            let got = out.logits.as_ref().unwrap();
+            let m = |v: &Vec<f64>| Matrix {
+                rows: 1,
+                cols: v.len(),
+                data: v.clone(),
+            };
+            compare(&m(got), &m(want))
+        }
+    };
     println!(
         "{}: max abs err {err:.3e}, cosine {cos:.6}, online {} B (server view {} B)",
         b.name(),
         cl.online_bytes,
         s.online_bytes
     );
-    // decoders reveal the last position's logits too
-    assert_eq!(out.logits.is_some(), g.logits.is_some());
     if let (Some(got), Some(want)) = (&out.logits, &plain_logits) {
         assert_eq!(got.len(), c.vocab_size);
         let e = got
@@ -169,8 +183,8 @@ fn ot_matmuls_match_reference() {
     typo.plan.set_linear_ot("layer0.attn.query", true);
     let w = RandomWeights { seed: 7 };
     let (s, c) = run_two_party(
-        |mut ch| run_server(&mut ch, &g, &w, &typo, &mut |_| {}),
-        |mut ch| run_client(&mut ch, &g, &[1, 2], &typo, &mut |_| {}),
+        |ch| run_server(ch, &g, &w, &typo, &mut |_| {}),
+        |ch| run_client(ch, &g, &[1, 2], &typo, &mut |_| {}),
     );
     for e in [s.unwrap_err().to_string(), c.unwrap_err().to_string()] {
         assert!(e.contains("\"layer0.attn.query\""), "{e}");
@@ -207,11 +221,19 @@ fn mismatched_options_are_refused_by_both() {
         ..SecureOptions::default()
     };
     let (s, cl) = run_two_party(
-        |mut ch| run_server(&mut ch, &g, &w, &SecureOptions::default(), &mut |_| {}),
-        |mut ch| run_client(&mut ch, &g, &[1, 2, 3], &other, &mut |_| {}),
+        |ch| run_server(ch, &g, &w, &SecureOptions::default(), &mut |_| {}),
+        |ch| run_client(ch, &g, &[1, 2, 3], &other, &mut |_| {}),
     );
-    assert!(s.unwrap_err().to_string().contains("same model config"));
-    assert!(cl.unwrap_err().to_string().contains("server refused"));
+    // both sides name the differing field with both values
+    let (s, cl) = (s.unwrap_err().to_string(), cl.unwrap_err().to_string());
+    assert!(
+        s.contains("refused the client") && s.contains("frac: 12 vs 11"),
+        "{s}"
+    );
+    assert!(
+        cl.contains("server refused") && cl.contains("frac: 12 vs 11"),
+        "{cl}"
+    );
 }
 
 #[test]
@@ -220,15 +242,7 @@ fn bad_ids_fail_before_anything_is_sent() {
     let g = Graph::build(&c);
     let (_, cl) = run_two_party(
         |_ch| (),
-        |mut ch| {
-            run_client(
-                &mut ch,
-                &g,
-                &[1, 1000],
-                &SecureOptions::default(),
-                &mut |_| {},
-            )
-        },
+        |ch| run_client(ch, &g, &[1, 1000], &SecureOptions::default(), &mut |_| {}),
     );
     assert!(cl
         .unwrap_err()

@@ -21,7 +21,9 @@ use crate::{ProtocolError, Result};
 use duet_mpc::nonlinear::{CotBackend, LeafOt, NlConfig};
 
 /// A named protocol preset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum Preset {
     /// Duet's own choices: the fewest bytes at the stated accuracy.
     #[default]
@@ -71,7 +73,7 @@ impl Preset {
 }
 
 /// The typed protocol choices of a run (both parties must use the same).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProtocolConfig {
     /// The preset these choices came from (informational).
     pub preset: Preset,

@@ -173,6 +173,31 @@ impl PrivateEmbedding {
             .build()?)
     }
 
+    /// The preset (its index in [`EMBEDDING_PRESETS`]) and parameters with the fewest bytes
+    /// (key setup plus lookup) for a lookup of `seq` ids: what both parties of a model walk
+    /// use, derived from public values only.
+    pub fn best_params(
+        ring_bits: u32,
+        max_abs: u64,
+        seq: usize,
+        vocab: usize,
+        hidden: usize,
+    ) -> Result<(usize, Arc<RlweParameters>)> {
+        let mut best: Option<(u64, usize, Arc<RlweParameters>)> = None;
+        for (i, preset) in EMBEDDING_PRESETS.into_iter().enumerate() {
+            let Ok(params) = Self::params_with(preset, ring_bits, max_abs, vocab) else {
+                continue;
+            };
+            let bytes = Self::cost(&params, seq, vocab, hidden)?.bytes
+                + HeClientSetup::setup_cost(&params).bytes;
+            if best.as_ref().is_none_or(|(b, _, _)| bytes < *b) {
+                best = Some((bytes, i, params));
+            }
+        }
+        best.map(|(_, i, p)| (i, p))
+            .ok_or_else(|| ProtocolError::Config("no HE parameters fit the embedding table".into()))
+    }
+
     fn shape(seq: usize, vocab: usize, hidden: usize) -> MatmulShape {
         MatmulShape::new(seq, vocab, hidden)
     }

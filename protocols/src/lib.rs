@@ -53,15 +53,27 @@
 //! # Ok::<(), ProtocolError>(())
 //! ```
 
+pub mod attention;
+pub mod backend;
 pub mod config;
 pub mod cost_model;
 pub mod elementwise;
 mod error;
 pub mod matmul;
 pub mod nonlinear;
+pub mod options;
+pub mod plan;
 
+pub use attention::{attention, AttentionSpec, KvCache};
+pub use backend::{
+    ActKind, Backend, CostBackend, NodeRecord, OpKind, QuantLinear, SecureBackend, Sym, Tokens,
+};
 pub use config::{Preset, ProtocolConfig};
 pub use cost_model::{Estimate, MachineProfile, Work};
+/// The building blocks' public configuration types, re-exported for the model layer.
+pub use duet_mpc::nonlinear::{CotBackend, NlConfig};
+/// The ring of the shares.
+pub use duet_mpc::Ring;
 pub use elementwise::{HeElementwiseClient, HeElementwiseMul, HeMulClientSetup, HeMulServerSetup};
 pub use error::{ProtocolError, Result};
 pub use matmul::{
@@ -73,6 +85,8 @@ pub use matmul::{
     HeMatMulSharedServer, HeServerSetup, HeWeights, LayoutPolicy, MatmulPlan, MatmulShape,
     PrepareMode, SharedInputs, SharedShape,
 };
+pub use options::{differences, EmbeddingMode, SecureOptions, OPTIONS_VERSION};
+pub use plan::{MulBackend, Plan};
 pub mod embedding;
 pub use embedding::{
     EmbeddingServerKeys, EmbeddingTable, EncryptedEmbeddingTable, PrivateEmbedding,

@@ -18,7 +18,7 @@ use crate::{MpcError, Result};
 use duet_transport::{Channel, Role};
 
 /// Which correlated-OT generator the non-linear protocols consume.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum CotBackend {
     /// IKNP OT extension: 128 bits per COT sent with the protocol's own messages. What
     /// CrypTFlow2 and Iron use.

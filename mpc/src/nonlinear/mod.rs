@@ -76,7 +76,7 @@ use duet_transport::{Channel, Role};
 use rand::{CryptoRng, RngCore};
 
 /// Public configuration of the non-linear protocols (both parties must use the same).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NlConfig {
     /// Digit width `m` of the millionaires' protocol (`1..=8`): leaves are 1-of-`2^m` OTs.
     /// With IKNP and KK13, 4 minimizes bytes (CrypTFlow2's choice); with Ferret, 2 or 3.
@@ -91,7 +91,9 @@ pub struct NlConfig {
 }
 
 /// The 1-out-of-`2^m` OT used for the millionaire's leaves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum LeafOt {
     /// KK13 ([`crate::ot::kk13`]): `32 + 2^m w / 8` bytes per leaf, the fewest bytes with
     /// IKNP COTs for `m >= 2`; the sender hashes `2^m` rows with SHA-256 per leaf. Its own

@@ -100,7 +100,9 @@ impl ActFormat {
 }
 
 /// GELU approximations (all against the exact erf GELU `x Φ(x)`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum GeluApprox {
     /// Duet: `ReLU(x) - 1{|x| < 3.3} P(|x|)` with `P` a degree-4 minimax fit of `t Φ(-t)` on
     /// `[0, 3.3]` evaluated by two squares; 8 fractional bits for the non-linear math.
@@ -172,7 +174,9 @@ impl GeluApprox {
 }
 
 /// SiLU approximations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum SiluApprox {
     /// Duet: `ReLU(x) - 1{|x| < 8} P(|x| / 8)` with `P` a degree-6 minimax fit of
     /// `8s σ(-8s)` on `[0, 1]` ([`PolyPlan::SexticBySquares`]); 8 fractional bits.
@@ -181,7 +185,9 @@ pub enum SiluApprox {
 }
 
 /// tanh approximations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum TanhApprox {
     /// Duet: `sign(x) (1 + 1{|x| < 3} (P(|x|) - 1))` with `P` a degree-4 minimax fit of
     /// `tanh` on `[0, 3]` by two squares; 8 fractional bits.

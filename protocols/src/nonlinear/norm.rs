@@ -47,7 +47,7 @@ use duet_mpc::{AShare, Ring};
 use duet_transport::{Channel, Role};
 
 /// Which normalisation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum NormKind {
     /// `gamma (x - mean) / sqrt(var + eps) + beta` (BERT, GPT-2).
     LayerNorm,
@@ -56,7 +56,9 @@ pub enum NormKind {
 }
 
 /// The published styles (ring widths and precisions) and Duet's default.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum NormPreset {
     /// Duet: variance from `d` rounded to 10 fractional bits (squares in a 38-bit ring), the
     /// rest in a 36-bit ring (16 fractional bits for `1/sqrt(var)`), two Newton steps; the

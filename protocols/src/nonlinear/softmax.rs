@@ -44,7 +44,9 @@ use duet_mpc::{AShare, Ring};
 use duet_transport::{Channel, Role};
 
 /// The published SoftMax styles (exp approximation, ring and precision) and Duet's default.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum SoftmaxPreset {
     /// Duet: the table exp ([`ExpMethod::DUET_LUT`]: range reduction on the shares, an
     /// 8-entry lookup table and one one-sided product, no squarings) at `F + 3 = 15`

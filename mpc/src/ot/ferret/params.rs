@@ -243,6 +243,38 @@ impl FerretParams {
     }
 }
 
+/// Ferret parameters travel (handshakes, reports) by name only: `b13`, `b12`, `b11`; a
+/// deserialized value is always one of the vetted sets, so a peer or a file can never select
+/// unvetted LPN parameters.
+impl serde::Serialize for FerretParams {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match VETTED.iter().position(|v| v == self) {
+            Some(i) => s.serialize_str(VETTED_NAMES.get(i).copied().unwrap_or("?")),
+            None => Err(serde::ser::Error::custom(
+                "only the vetted Ferret parameter sets can be serialized",
+            )),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FerretParams {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        VETTED_NAMES
+            .iter()
+            .position(|n| *n == name)
+            .and_then(|i| VETTED.get(i).copied())
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "unknown Ferret parameter set {name:?} (expected b13, b12 or b11)"
+                ))
+            })
+    }
+}
+
+/// The names of [`VETTED`], in order.
+pub const VETTED_NAMES: [&str; 3] = ["b13", "b12", "b11"];
+
 impl Default for FerretParams {
     /// [`FerretParams::B13`].
     fn default() -> Self {

@@ -8,7 +8,7 @@
 //! the run carries the cost model's prediction ([`predicted_per_kind`], the one place to
 //! change when `ModelReport` gains its `predicted` field), else the measured figure alone.
 
-use crate::model_bench::ModelReport;
+use crate::model_report::ModelReport;
 use crate::report::human_bytes;
 use crate::DuetError;
 use plotters::prelude::*;

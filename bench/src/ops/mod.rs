@@ -10,7 +10,7 @@
 //! budget: 6 MB per 128 x 768 output elements of a matmul, at least the shape's fewest bytes;
 //! 20 MB per shared batch), `duet` (= `duet-minbytes` for `matmul`, `duet-lowks` for
 //! `matmul-shared`), `cheetah` (no packing, `n4096-q109` for `matmul`:
-//! the unpacked baseline, actually run). Every other kind goes to [`crate::ops_mpc`].
+//! the unpacked baseline, actually run). Every other kind goes to [`crate::ops::mpc`].
 //! `duet-serverkey` (`matmul` only): [`ServerKeyMatMul`], the weights encrypted once under the
 //! server's key and cached by the client (`bytes.cached`), online only the client's packed
 //! output ciphertexts (`bytes.total`); blocks chosen for the lowest compute estimate within
@@ -30,6 +30,12 @@
 //! shape (extraction only, fewest-bytes blocks, the `cheetah` parameters: `n4096-q109` for
 //! `matmul`, `n8192-q186` for `matmul-shared`), from the exact layout cost.
 
+pub mod act;
+pub mod embedding;
+pub mod he_mul;
+pub mod mpc;
+pub mod norm;
+pub mod transport;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -65,13 +71,13 @@ pub fn run(kind: &str, shape: &str, protocol: &str) -> Result<Report, DuetError>
             let [h, n, d, k] = dims::<4>(shape)?;
             run_shared(SharedShape::new(h, n, d, k), protocol)
         }
-        "gelu" | "silu" | "tanh" => crate::ops_act::run(kind, shape, protocol),
+        "gelu" | "silu" | "tanh" => crate::ops::act::run(kind, shape, protocol),
         "softmax" | "layernorm" | "rmsnorm" | "gaussian-attn" => {
-            crate::ops_norm::run(kind, shape, protocol)
+            crate::ops::norm::run(kind, shape, protocol)
         }
-        "embedding" => crate::ops_embedding::run(kind, shape, protocol),
-        "mul" if protocol.starts_with("he") => crate::ops_he_mul::run(kind, shape, protocol),
-        _ => crate::ops_mpc::run(kind, shape, protocol),
+        "embedding" => crate::ops::embedding::run(kind, shape, protocol),
+        "mul" if protocol.starts_with("he") => crate::ops::he_mul::run(kind, shape, protocol),
+        _ => crate::ops::mpc::run(kind, shape, protocol),
     }
 }
 

@@ -1,11 +1,11 @@
 //! `duet demo` and the two-machine `serve` / `connect` pair for the built-in payloads.
 
-use crate::report::{peak_rss_bytes, Accuracy, Bytes, PeakRss, Report};
-use crate::{linear_demo, share_demo, DuetError};
-use duet_transport::quic::{
-    connect, Fingerprint, Identity, QuicConfig, QuicListener, QuicRuntime, QuicSession,
-};
-use duet_transport::{Channel, Role, Session};
+use crate::product::session::{check_payload, loopback, PAYLOAD_CHANNEL};
+use crate::product::{linear_demo, share_demo};
+use crate::report::{accuracy, peak_rss_bytes, Accuracy, Bytes, PeakRss, Report};
+use crate::DuetError;
+use duet_transport::quic::{connect, Fingerprint, Identity, QuicConfig, QuicListener, QuicRuntime};
+use duet_transport::{Role, Session};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -92,75 +92,6 @@ fn run_side<S: Session>(builtin: Builtin, session: &S, role: Role) -> Result<Sid
     })
 }
 
-/// Sub-channel on which the two sides compare their payload names (its bytes are counted in
-/// the session totals but not in any operator row).
-const PAYLOAD_CHANNEL: u32 = crate::model_bench::PAYLOAD_CHANNEL;
-
-/// Both sides say which payload they run (`linear-demo`, `share-demo`, `secure-model`); a
-/// mismatch is an error on both sides.
-pub fn check_payload<C: Channel>(ch: &mut C, name: &str) -> Result<(), DuetError> {
-    let theirs: String = ch.exchange_msg(&name.to_string())?;
-    if theirs != name {
-        // Closing a QUIC connection discards unacknowledged data, so before this side
-        // closes it waits for the peer's acknowledgement, sent once the peer has read our
-        // name; then both sides report the mismatch. A failure here changes nothing: the
-        // mismatch is already known.
-        let _: Result<u8, _> = ch.exchange_msg(&0u8);
-        return Err(DuetError::Usage(format!(
-            "the peer runs the payload {theirs:?}, this side {name:?}; pass the same --builtin (or --model folders with the same config) to both"
-        )));
-    }
-    Ok(())
-}
-
-/// Runs `server` and `client` on the two ends of one loopback QUIC connection in this
-/// process (fresh certificates, each pinned by the other). When both sides fail, the error
-/// names both reasons.
-pub fn loopback<RS: Send, RC>(
-    server: impl FnOnce(&QuicSession) -> Result<RS, DuetError> + Send,
-    client: impl FnOnce(&QuicSession) -> Result<RC, DuetError>,
-) -> Result<(RS, RC), DuetError> {
-    let rt = QuicRuntime::recommended()?;
-    let server_id = Identity::generate()?;
-    let client_id = Identity::generate()?;
-    let cfg = QuicConfig::default();
-    let listener = QuicListener::bind(
-        &rt,
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        &server_id,
-        client_id.fingerprint(),
-        cfg.clone(),
-    )?;
-    let addr = listener.local_addr()?;
-    let (server_res, client_res) = std::thread::scope(|s| {
-        let listener = &listener;
-        let handle = s.spawn(move || -> Result<RS, DuetError> {
-            let session = listener.accept()?;
-            let out = server(&session)?;
-            session.close()?;
-            Ok(out)
-        });
-        let client = (|| -> Result<RC, DuetError> {
-            let session = connect(&rt, addr, &client_id, server_id.fingerprint(), cfg)?;
-            let out = client(&session)?;
-            session.close()?;
-            Ok(out)
-        })();
-        let server = handle
-            .join()
-            .map_err(|_| DuetError::ThreadPanicked("server"));
-        (server, client)
-    });
-    match (server_res.and_then(|r| r), client_res) {
-        (Ok(s), Ok(c)) => Ok((s, c)),
-        (Ok(_), Err(c)) => Err(c),
-        (Err(s), Ok(_)) => Err(s),
-        (Err(s), Err(c)) => Err(DuetError::Usage(format!(
-            "server side: {s}; client side: {c}"
-        ))),
-    }
-}
-
 /// Elements in the demo tensors.
 pub const DEMO_LEN: usize = 4096;
 const DEMO_SEED: u64 = 2026;
@@ -227,37 +158,6 @@ fn side_report(builtin: Builtin, wall: f64, side: &SideOut, role: Role) -> Repor
         },
         accuracy: Accuracy::default(),
         ops: side.ops.clone(),
-    }
-}
-
-/// Max absolute error and cosine similarity; a length mismatch counts as total failure.
-pub fn accuracy(out: &[f64], reference: &[f64]) -> Accuracy {
-    if out.len() != reference.len() {
-        return Accuracy {
-            max_abs_err: f64::INFINITY,
-            cosine_vs_reference: 0.0,
-        };
-    }
-    let max_abs_err = out
-        .iter()
-        .zip(reference)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
-    let dot: f64 = out.iter().zip(reference).map(|(a, b)| a * b).sum();
-    let na: f64 = out.iter().map(|a| a * a).sum::<f64>().sqrt();
-    let nb: f64 = reference.iter().map(|a| a * a).sum::<f64>().sqrt();
-    let cosine_vs_reference = if na == 0.0 || nb == 0.0 {
-        if na == nb {
-            1.0
-        } else {
-            0.0
-        }
-    } else {
-        dot / (na * nb)
-    };
-    Accuracy {
-        max_abs_err,
-        cosine_vs_reference,
     }
 }
 

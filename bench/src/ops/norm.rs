@@ -11,7 +11,7 @@
 //!
 //! Inputs are 37-bit shares with 12 fractional bits. `P` is `duet` (default), `bumblebee`,
 //! `puma`, `bolt` or `iron` (the operator's approximation preset), optionally followed by the
-//! MPC options of [`crate::ops_mpc::config`], e.g. `puma:cot=iknp`. The COTs the operator
+//! MPC options of [`crate::ops::mpc::config`], e.g. `puma:cot=iknp`. The COTs the operator
 //! consumes are reserved first (offline row); `bytes.total` is the online traffic,
 //! `ops[0].predicted_bytes` the operator's exact cost formula, `accuracy.max_abs_err` the
 //! largest error against f64 (LayerNorm/RMSNorm: relative to `max(1, |y|)`).
@@ -56,9 +56,9 @@ fn parse(protocol: &str) -> Result<(Preset, NlConfig), DuetError> {
         }
     };
     let cfg = if rest.is_empty() {
-        crate::ops_mpc::config("duet")?
+        crate::ops::mpc::config("duet")?
     } else {
-        crate::ops_mpc::config(&format!("duet:{rest}"))?
+        crate::ops::mpc::config(&format!("duet:{rest}"))?
     };
     Ok((p, cfg))
 }
@@ -393,7 +393,7 @@ pub fn run(kind: &str, shape: &str, protocol: &str) -> Result<Report, DuetError>
                 predicted_bytes: predicted.bytes,
                 predicted_s: 0.0,
             },
-            crate::ops_mpc::offline_row(need, cfg, &off_s, &off_c, offline_secs),
+            crate::ops::mpc::offline_row(need, cfg, &off_s, &off_c, offline_secs),
         ],
     })
 }

@@ -5,7 +5,7 @@
 //! (no network; `--link quic`: a fresh loopback QUIC connection per run instead), starts both
 //! clocks after a barrier and takes the slower party's time; each figure is the median of a
 //! few repetitions. The deployment constants (two processes, a shaped network) are fitted
-//! separately by `duet calibrate --harness` ([`crate::calibrate_harness`]); this step writes
+//! separately by `duet calibrate --harness` ([`crate::calibrate::harness`]); this step writes
 //! them neutral (factor 1, no transport cost). The constants are fitted one group at a time,
 //! each on what is left after the constants already known:
 //! 1. `flight_s`: ping-pong of one-byte messages (seconds per one-way flight);
@@ -27,6 +27,7 @@
 //! iterations an operator triggers are in its time and in its prediction) and prints predicted
 //! over measured seconds.
 
+pub mod harness;
 use crate::{median, DuetError};
 use duet_fhe::{Preset as HePreset, RingBits, RlweParameters, SlotParameters, WeightBound};
 use duet_mpc::nonlinear::{self as nl, CotBackend, CotCount, NlConfig, NlSession, TruncMode};
@@ -192,7 +193,7 @@ where
     C: FnOnce(Ch) -> Timed + Send,
 {
     let rt = QuicRuntime::recommended()?;
-    let (ss, cs) = crate::transport_bench::quic_loopback(&rt)?;
+    let (ss, cs) = crate::ops::transport::quic_loopback(&rt)?;
     std::thread::scope(|scope| {
         let s = scope.spawn(move || -> Result<Timed, DuetError> {
             let out = server(Ch::Quic(ss.channel(0)?));

@@ -218,7 +218,7 @@ pub fn run(kind: &str, shape: &str, protocol: &str) -> Result<Report, DuetError>
                 predicted_bytes: predicted.bytes,
                 predicted_s: 0.0,
             },
-            crate::ops_mpc::offline_row(predicted.cots, cfg, &off_s, &off_c, offline_s),
+            crate::ops::mpc::offline_row(predicted.cots, cfg, &off_s, &off_c, offline_s),
         ],
     })
 }

@@ -24,9 +24,9 @@
 //! `|ln(measured / predicted)|` over the cells (a minimax fit: the bound is per
 //! kind). A few minutes on a 2-core machine; run it idle.
 
-use crate::model_bench::{bench_model, BenchModelArgs, ModelReport};
-use crate::netns::Shaping;
-use crate::repredict::options_from_plan;
+use crate::harness::model_bench::{bench_model, check_net, BenchModelArgs};
+use crate::harness::netns::Shaping;
+use crate::model_report::ModelReport;
 use crate::DuetError;
 use duet_models::secure::predict::predict;
 use duet_models::{BuiltinModel, Graph};
@@ -167,8 +167,8 @@ pub fn fit(cells: &[Cell]) -> Result<HarnessFit, DuetError> {
     })
 }
 
-/// The fit's cells of recorded runs `reports` (built-in models; each run's options rebuilt
-/// from its preset and planner choices, [`crate::repredict::options_from_plan`]): one per run
+/// The fit's cells of recorded runs `reports` (built-in models, with the options each run
+/// recorded): one per run
 /// and operator kind, predicted with `base`'s compute constants.
 pub fn cells_from_runs(
     reports: &[ModelReport],
@@ -185,8 +185,13 @@ pub fn cells_from_runs(
     for r in reports {
         let rep = &r.report;
         let graph = Graph::build(&BuiltinModel::from_name(&rep.model)?.config());
-        let net = crate::model_bench::check_net(&rep.network)?;
-        let opts = options_from_plan(&rep.protocol, &r.plan, &graph, rep.seq_len)?;
+        let net = check_net(&rep.network)?;
+        let opts = r.options.clone().ok_or_else(|| {
+            DuetError::Usage(format!(
+                "the run of {} ({}, {}) recorded no options; re-run it with this version",
+                rep.model, rep.protocol, rep.network
+            ))
+        })?;
         let pred = predict(&graph, rep.seq_len, &opts, &neutral)?;
         let rest = predict(&graph, rep.seq_len, &opts, &no_ferret)?;
         let mut kinds: BTreeMap<String, Cell> = BTreeMap::new();
@@ -253,7 +258,7 @@ pub fn calibrate_harness(
     shaping: Shaping,
     exe: &Path,
 ) -> Result<(MachineProfile, HarnessFit), DuetError> {
-    crate::model_bench::check_net(net)?;
+    check_net(net)?;
     let mut reports = Vec::new();
     for preset in HARNESS_PRESETS {
         eprintln!("calibrate --harness: bert-base, {HARNESS_SEQ} tokens, {preset}, {net}");
@@ -282,7 +287,7 @@ pub fn calibrate_from_runs(
     base: &MachineProfile,
     dir: &Path,
 ) -> Result<(MachineProfile, HarnessFit), DuetError> {
-    let reports = crate::results::read_dir(dir)?;
+    let reports = crate::harness::results::read_dir(dir)?;
     let fit = fit(&cells_from_runs(&reports, base)?)?;
     let how = format!("{} recorded runs in {}", reports.len(), dir.display());
     Ok((with_fit(base, &fit, &how), fit))

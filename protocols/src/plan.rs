@@ -5,9 +5,9 @@
 //!
 //! Both parties must use the same plan (it is part of the handshake's public view). The
 //! presets' plans ([`Plan::for_preset`]) reproduce their systems' choices on Duet's blocks;
-//! the planner (`crate::planner`) picks a plan per network for the `duet` preset.
+//! the planner (`duet_models::planner`) picks a plan per network for the `duet` preset.
 
-use duet_protocols::{LayoutPolicy, Preset};
+use crate::{LayoutPolicy, Preset, ProtocolError, Result};
 use serde::{Deserialize, Serialize};
 
 /// How an element-wise product of two shared tensors (LLaMA's gate) runs.
@@ -17,7 +17,7 @@ pub enum MulBackend {
     /// truncation: few bytes per element for small tensors, no HE keys.
     #[default]
     Cot,
-    /// Slot-encoded BFV products ([`duet_protocols::HeElementwiseMul`]): one flight each way,
+    /// Slot-encoded BFV products ([`crate::HeElementwiseMul`]): one flight each way,
     /// about 131 B per element at `l = 37` for large tensors, plus its own key setup the first
     /// time (counted in that node).
     He,
@@ -54,6 +54,9 @@ pub struct Plan {
     pub attention_ot: bool,
 }
 
+/// Most nodes a plan may name.
+pub const MAX_PLAN_ENTRIES: usize = 100_000;
+
 impl Default for Plan {
     fn default() -> Self {
         Self::for_preset(Preset::Duet)
@@ -85,6 +88,39 @@ impl Plan {
             ot_linear: Vec::new(),
             attention_ot: false,
         }
+    }
+
+    /// Checks the plan's size (it may come from the peer or a file): at most
+    /// [`MAX_PLAN_ENTRIES`] named nodes, names of at most 256 bytes. Whether the names are
+    /// nodes of the model is checked against the graph by the model walk.
+    pub fn check(&self) -> Result<()> {
+        let names = self
+            .linear
+            .iter()
+            .map(|(n, _)| n)
+            .chain(&self.ot_linear)
+            .collect::<Vec<_>>();
+        if names.len() > MAX_PLAN_ENTRIES {
+            return Err(ProtocolError::Config(format!(
+                "the plan names {} nodes (at most {MAX_PLAN_ENTRIES})",
+                names.len()
+            )));
+        }
+        if let Some(n) = names.iter().find(|n| n.len() > 256) {
+            return Err(ProtocolError::Config(format!(
+                "the plan names a node of {} bytes (at most 256)",
+                n.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Every node the plan names.
+    pub fn named_nodes(&self) -> impl Iterator<Item = &str> {
+        self.linear
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .chain(self.ot_linear.iter().map(String::as_str))
     }
 
     /// Whether linear node `node` runs by OT (else by HE with [`Plan::linear_policy`]).

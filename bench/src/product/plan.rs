@@ -2,8 +2,8 @@
 //! predicted bytes, flights, compute and latency per operator kind, beside the fixed presets'
 //! predictions.
 
-use crate::model_bench::{ClientModel, ModelArg};
 use crate::DuetError;
+use duet_models::open::{ModelSpec, PublicModel};
 use duet_models::planner::{plan, total_bytes, total_latency, AccuracyBudget, Decision};
 use duet_models::secure::predict::{predict, Prediction};
 use duet_models::secure::SecureOptions;
@@ -98,12 +98,12 @@ pub fn load_profile(path: Option<&Path>) -> Result<MachineProfile, DuetError> {
 
 /// `duet plan`.
 pub fn run_plan(
-    model: &ModelArg,
+    model: &ModelSpec,
     seq_len: usize,
     net: &str,
     profile: Option<&Path>,
 ) -> Result<PlanReport, DuetError> {
-    let client = ClientModel::open(model, false)?;
+    let client = PublicModel::open(model, false)?;
     let graph = &client.graph;
     if seq_len == 0 || seq_len > graph.config.max_positions {
         return Err(DuetError::Usage(format!(

@@ -1,0 +1,333 @@
+//! `duet bench model`: a whole built-in model between two processes (the server a child of
+//! this one, so that each party's peak RSS is its own), the network shaped as the profile
+//! says, one [`ModelReport`] with every node's predicted bytes and seconds beside the measured.
+
+use crate::harness::netns::{ShapedNet, Shaping};
+use crate::model_report::ModelReport;
+use crate::product::inputs::{builtin_references, resolve_inputs, InputArg, ProgressLine};
+use crate::product::session::{client_model_session, serve_model_session};
+use crate::report::{peak_rss_bytes, PeakRss};
+use crate::DuetError;
+use duet_models::open::{ModelSpec, PublicModel, ServerModel};
+use duet_models::secure::predict::predict;
+use duet_models::secure::{SecureOptions, SecureReport};
+use duet_models::session::RunConfig;
+use duet_models::{BuiltinModel, Graph};
+use duet_protocols::cost_model::MachineProfile;
+use duet_transport::quic::{connect, Fingerprint, Identity, QuicConfig, QuicListener, QuicRuntime};
+use duet_transport::relay::NetProfile;
+use duet_transport::Role;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Instant;
+
+fn usage(m: impl Into<String>) -> DuetError {
+    DuetError::Usage(m.into())
+}
+
+/// The run configuration of `--protocol P` and `--plan planned|fixed` on network `net`:
+/// `duet` planned for the network, every other preset (and `fixed`) its fixed choices.
+pub fn run_config(protocol: &str, planned: bool, net: &str) -> Result<RunConfig, DuetError> {
+    duet_protocols::ProtocolConfig::from_name(protocol)?;
+    Ok(if planned {
+        RunConfig::planned(protocol, net)
+    } else {
+        RunConfig::fixed(protocol)
+    })
+}
+
+/// The options of a run and the planner's decisions as report lines.
+pub fn options_and_choices(
+    config: &RunConfig,
+    graph: &Graph,
+    seq: usize,
+) -> Result<(SecureOptions, Vec<String>), DuetError> {
+    let (opts, decisions) = config.options(graph, seq)?;
+    let choices = decisions
+        .iter()
+        .map(|d| format!("{}: {}", d.target, d.chosen))
+        .collect();
+    Ok((opts, choices))
+}
+
+/// Fills each operator row's `predicted_bytes` and `predicted_s` (latency on `net`: compute
+/// on `profile` plus bytes over the rate plus half an RTT per flight) from the cost model,
+/// matching rows to predicted nodes by name, and records the profile in the report.
+pub fn add_predictions(
+    rep: &mut ModelReport,
+    graph: &Graph,
+    opts: &SecureOptions,
+    net: &NetProfile,
+    profile: &MachineProfile,
+) -> Result<(), DuetError> {
+    let p = predict(graph, rep.report.seq_len, opts, profile)?;
+    for op in &mut rep.report.ops {
+        if let Some(e) = p.node(&op.name) {
+            op.predicted_bytes = e.bytes;
+            op.predicted_s = e.latency(net);
+        }
+    }
+    rep.profile.clone_from(&profile.measured);
+    Ok(())
+}
+
+/// Arguments of `duet bench model`.
+#[derive(Clone, Debug)]
+pub struct BenchModelArgs {
+    /// The built-in shape.
+    pub builtin: BuiltinModel,
+    /// Tokens.
+    pub seq_len: usize,
+    /// Protocol preset.
+    pub protocol: String,
+    /// Network profile: `lan`, `wan`, `wan-slow` or a custom spec.
+    pub net: String,
+    /// How the profile is emulated.
+    pub shaping: Shaping,
+    /// `duet` runs the planner's choices for the network (else the preset's fixed
+    /// fewest-bytes choices); other presets always run their fixed choices.
+    pub planned: bool,
+    /// Show a progress bar (stderr, terminals only).
+    pub progress: bool,
+}
+
+/// The network profile `--net NET` names: `lan` (3 Gbit/s, 1 ms RTT), `wan` (400 Mbit/s,
+/// 10 ms), `wan-slow` (100 Mbit/s, 80 ms) or a custom `rate=..:rtt=..`. How it is emulated is
+/// [`Shaping`]'s choice (see [`crate::harness::netns`]).
+pub fn check_net(net: &str) -> Result<NetProfile, DuetError> {
+    NetProfile::by_name(net).map_err(|e| usage(format!("--net {net}: {e}")))
+}
+
+/// The reference is computed when parameters x tokens stays below this (bert-base at 128
+/// tokens is 1.1e10: seconds).
+const REFERENCE_BUDGET: f64 = 2e10;
+
+/// What the server child prints once listening.
+#[derive(Debug, Serialize, Deserialize)]
+struct ChildHello {
+    addr: SocketAddr,
+    fingerprint: String,
+}
+
+/// What the server child prints when done.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChildDone {
+    /// Its peak RSS.
+    pub peak_rss_bytes: u64,
+    /// Its online bytes (both directions), to cross-check the client's.
+    pub online_bytes: u64,
+    /// Its setup bytes.
+    pub setup_bytes: u64,
+}
+
+/// Kills the child on early return (it is ours: spawned by us, killed by its own handle).
+struct ChildGuard(Option<Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The hidden `duet bench-server` child: binds `listen` (127.0.0.1:0 by default; an address in
+/// its network namespace under netns shaping), prints its address and fingerprint as one JSON
+/// line, serves one client pinned to `peer`, prints [`ChildDone`].
+pub fn bench_server_child(
+    builtin: BuiltinModel,
+    protocol: &str,
+    peer: Fingerprint,
+    listen: SocketAddr,
+    planned_for: Option<(usize, &str)>,
+) -> Result<(), DuetError> {
+    let model = ServerModel::open(&ModelSpec::Builtin(builtin))?;
+    let config = match planned_for {
+        Some((_, net)) => run_config(protocol, true, net)?,
+        None => run_config(protocol, false, "lan")?,
+    };
+    let rt = QuicRuntime::recommended()?;
+    let id = Identity::generate()?;
+    let listener = QuicListener::bind(&rt, listen, &id, peer, QuicConfig::default())?;
+    let hello = ChildHello {
+        addr: listener.local_addr()?,
+        fingerprint: id.fingerprint().to_string(),
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", serde_json::to_string(&hello)?)?;
+    out.flush()?;
+    let session = listener.accept()?;
+    let reports = serve_model_session(&session, &model, &config, &mut |_| {})?;
+    session.close()?;
+    let m = crate::model_report::merge_reports(&reports);
+    let done = ChildDone {
+        peak_rss_bytes: peak_rss_bytes(),
+        online_bytes: m.online_bytes,
+        setup_bytes: m.setup_bytes,
+    };
+    writeln!(out, "{}", serde_json::to_string(&done)?)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// The last non-empty line a failed child wrote to stderr.
+fn child_failure(
+    guard: &mut ChildGuard,
+    stderr: Option<std::thread::JoinHandle<String>>,
+) -> DuetError {
+    if let Some(c) = guard.0.as_mut() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    guard.0 = None;
+    let text = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("it exited without a message")
+        .trim_start_matches("duet: error: ")
+        .to_string();
+    usage(format!("the server process failed: {line}"))
+}
+
+/// `duet bench model`: the server as a child process of `exe` (this executable), the client
+/// here; one report. The client's peak RSS is read before the reference executor runs.
+pub fn bench_model(args: &BenchModelArgs, exe: &Path) -> Result<ModelReport, DuetError> {
+    let profile = check_net(&args.net)?;
+    let client = PublicModel::open(&ModelSpec::Builtin(args.builtin), false)?;
+    let config = run_config(&args.protocol, args.planned, &args.net)?;
+    let (opts, choices) = options_and_choices(&config, &client.graph, args.seq_len)?;
+    let inputs = resolve_inputs(&client, &InputArg::SeqLen(args.seq_len))?;
+    let id = Identity::generate()?;
+    // declared before the child's guard: the namespace and relay outlive the child
+    let mut net = ShapedNet::setup(&profile, args.shaping)?;
+    let mut child = net
+        .server_command(exe)
+        .args(["bench-server", "--builtin", args.builtin.name()])
+        .args(["--protocol", &args.protocol])
+        .args(if args.planned {
+            vec![
+                "--seq-len".to_string(),
+                args.seq_len.to_string(),
+                "--net".into(),
+                args.net.clone(),
+            ]
+        } else {
+            Vec::new()
+        })
+        .args(["--peer-fingerprint", &id.fingerprint().to_string()])
+        .args(["--listen", &net.server_listen().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| usage(format!("cannot start the server process: {e}")))?;
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = e.read_to_string(&mut s);
+            s
+        })
+    });
+    let mut guard = ChildGuard(Some(child));
+    let Some(stdout) = stdout else {
+        return Err(child_failure(&mut guard, stderr));
+    };
+    let mut lines = BufReader::new(stdout).lines();
+    let hello: ChildHello = match lines.next() {
+        Some(Ok(l)) => serde_json::from_str(&l)?,
+        _ => return Err(child_failure(&mut guard, stderr)),
+    };
+    let server_fp: Fingerprint = hello.fingerprint.parse()?;
+    let server_addr = net.client_target(hello.addr)?;
+    let rt = QuicRuntime::recommended()?;
+    let t = Instant::now();
+    let mut bar = ProgressLine::new(args.progress, "client");
+    let run = (|| -> Result<_, DuetError> {
+        let session = connect(&rt, server_addr, &id, server_fp, QuicConfig::default())?;
+        let out = client_model_session(&session, &client.graph, &inputs, &config, &mut |p| {
+            bar.update(p)
+        })?;
+        session.close()?;
+        Ok(out)
+    })();
+    bar.finish();
+    let wall = t.elapsed().as_secs_f64();
+    let client_rss = peak_rss_bytes();
+    let results = match run {
+        Ok(r) => r,
+        Err(e) => {
+            // the child's reason is the better one when it refused (e.g. a weight range)
+            let child_err = child_failure(&mut guard, stderr);
+            return Err(usage(format!("{e} ({child_err})")));
+        }
+    };
+    let done: ChildDone = match lines.next() {
+        Some(Ok(l)) => serde_json::from_str(&l)?,
+        _ => return Err(child_failure(&mut guard, stderr)),
+    };
+    if let Some(mut c) = guard.0.take() {
+        let status = c.wait()?;
+        if !status.success() {
+            guard.0 = Some(c);
+            return Err(child_failure(&mut guard, stderr));
+        }
+    }
+    let reports: Vec<SecureReport> = results.iter().map(|(_, r)| r.clone()).collect();
+    let merged = crate::model_report::merge_reports(&reports);
+    if done.online_bytes != merged.online_bytes {
+        return Err(usage(format!(
+            "the parties count different online traffic: server {} B, client {} B",
+            done.online_bytes, merged.online_bytes
+        )));
+    }
+    let mut rep = ModelReport::from_secure(
+        args.builtin.name(),
+        &args.protocol,
+        &args.net,
+        wall,
+        &merged,
+        Role::Client,
+    );
+    rep.network_note.clone_from(&net.note);
+    rep.shaping.clone_from(&net.shaping);
+    rep.plan = choices;
+    rep.plan_name = config.plan_name();
+    rep.options = Some(opts.clone());
+    add_predictions(
+        &mut rep,
+        &client.graph,
+        &opts,
+        &profile,
+        &MachineProfile::default_profile()?,
+    )?;
+    rep.report.peak_rss_bytes = PeakRss {
+        server: done.peak_rss_bytes,
+        client: client_rss,
+    };
+    let params: f64 = client
+        .graph
+        .weight_shapes()
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>() as f64)
+        .sum();
+    if params * args.seq_len as f64 <= REFERENCE_BUDGET {
+        let refs = builtin_references(&client.graph, inputs.iter())?;
+        let pairs: Vec<_> = results.iter().map(|(o, _)| o).zip(&refs).collect();
+        rep.set_accuracy(&pairs);
+        rep.reference =
+            "f64 reference executor on the same seeded weights (after the RSS was read)".into();
+    } else {
+        rep.reference = format!(
+            "skipped: {params:.2e} parameters x {} tokens is above the budget of {REFERENCE_BUDGET:.0e}",
+            args.seq_len
+        );
+    }
+    Ok(rep)
+}

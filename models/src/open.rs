@@ -1,0 +1,155 @@
+//! Opening a model for one side of a session: [`ModelSpec`] names it (a HuggingFace folder or
+//! a built-in shape), [`PublicModel`] is what the client reads (the public config, the graph,
+//! the tokenizer; never the weights), [`ServerModel`] adds the weights.
+//!
+//! ```
+//! use duet_models::open::{ModelSpec, PublicModel, ServerModel};
+//!
+//! let spec = ModelSpec::parse("bert-tiny")?; // a built-in: seeded random weights, no files
+//! let client = PublicModel::open(&spec, false)?;
+//! let server = ServerModel::open(&spec)?;
+//! assert_eq!(client.graph, server.graph);
+//! # Ok::<(), duet_models::ModelError>(())
+//! ```
+
+use crate::builtin::{BuiltinModel, RandomWeights};
+use crate::graph::Graph;
+use crate::reference::WeightSource;
+use crate::tokenizer::TextTokenizer;
+use crate::{ModelDir, ModelError, ModelWeights, Result};
+use std::path::{Path, PathBuf};
+
+/// Seed of the built-in models' random weights. It is public: the weights of a built-in model
+/// are not a secret, which lets a client check its result against the reference.
+pub const BUILTIN_SEED: u64 = 2026;
+
+/// Which model: a HuggingFace folder or a built-in shape with seeded random weights.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelSpec {
+    /// A folder with `config.json` (both sides), `model.safetensors` (server) and
+    /// `tokenizer.json` (client, for text).
+    Dir(PathBuf),
+    /// A built-in shape.
+    Builtin(BuiltinModel),
+}
+
+impl ModelSpec {
+    /// A built-in's name (`bert-tiny`, ...) or else a path.
+    pub fn parse(s: &str) -> Result<Self> {
+        match BuiltinModel::from_name(s) {
+            Ok(b) => Ok(Self::Builtin(b)),
+            Err(_) if Path::new(s).exists() => Ok(Self::Dir(PathBuf::from(s))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The name reports carry: the folder's name or the built-in's.
+    pub fn name(&self) -> String {
+        match self {
+            ModelSpec::Dir(d) => d
+                .file_name()
+                .map_or_else(|| d.display().to_string(), |n| n.to_string_lossy().into()),
+            ModelSpec::Builtin(b) => b.name().into(),
+        }
+    }
+
+    fn open_dir(d: &Path) -> Result<ModelDir> {
+        if !d.is_dir() {
+            return Err(ModelError::Input(format!(
+                "model folder {} not found",
+                d.display()
+            )));
+        }
+        ModelDir::open(d)
+    }
+}
+
+/// The client's view of a model: the public config and the tokenizer, never the weights.
+#[derive(Debug)]
+pub struct PublicModel {
+    /// Report name.
+    pub name: String,
+    /// The graph built from the public config.
+    pub graph: Graph,
+    /// The tokenizer, when text is to be tokenized (a built-in has none).
+    pub tokenizer: Option<TextTokenizer>,
+}
+
+impl PublicModel {
+    /// Reads `config.json` (and `tokenizer.json` when `need_tokenizer`) of a folder; a
+    /// built-in needs no file.
+    pub fn open(spec: &ModelSpec, need_tokenizer: bool) -> Result<Self> {
+        match spec {
+            ModelSpec::Dir(d) => {
+                let m = ModelSpec::open_dir(d)?;
+                let tokenizer = if need_tokenizer {
+                    Some(m.tokenizer()?)
+                } else {
+                    None
+                };
+                Ok(Self {
+                    name: spec.name(),
+                    graph: m.graph,
+                    tokenizer,
+                })
+            }
+            ModelSpec::Builtin(b) => Ok(Self {
+                name: spec.name(),
+                graph: Graph::build(&b.config()),
+                tokenizer: None,
+            }),
+        }
+    }
+}
+
+/// The server's weights.
+#[derive(Debug)]
+pub enum Weights {
+    /// `model.safetensors` of a folder.
+    File(ModelWeights),
+    /// A built-in's seeded random weights.
+    Random(RandomWeights),
+}
+
+impl WeightSource for Weights {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f64>> {
+        match self {
+            Weights::File(w) => w.get(name, shape),
+            Weights::Random(w) => w.get(name, shape),
+        }
+    }
+}
+
+/// The server's model: config and weights.
+#[derive(Debug)]
+pub struct ServerModel {
+    /// Report name.
+    pub name: String,
+    /// The graph.
+    pub graph: Graph,
+    /// The weights.
+    pub weights: Weights,
+}
+
+impl ServerModel {
+    /// Opens `config.json` and `model.safetensors` (every tensor's presence and shape
+    /// checked), or a built-in.
+    pub fn open(spec: &ModelSpec) -> Result<Self> {
+        match spec {
+            ModelSpec::Dir(d) => {
+                let m = ModelSpec::open_dir(d)?;
+                let weights = Weights::File(m.open_weights()?);
+                Ok(Self {
+                    name: spec.name(),
+                    graph: m.graph,
+                    weights,
+                })
+            }
+            ModelSpec::Builtin(b) => Ok(Self {
+                name: spec.name(),
+                graph: Graph::build(&b.config()),
+                weights: Weights::Random(RandomWeights { seed: BUILTIN_SEED }),
+            }),
+        }
+    }
+}

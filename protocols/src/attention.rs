@@ -1,0 +1,249 @@
+//! Multi-head attention as one operator over any [`Backend`]: a query block of `q` rows at
+//! positions `p .. p + q` against `k = p + q` keys (the block's own and, for generation, those
+//! of earlier positions kept in a [`KvCache`]), so a prefill is `p = 0, k = q` and a decode
+//! step `q = 1, k = p + 1`.
+//!
+//! # Protocol
+//! 1. Rotary positions (LLaMA), if any: each party rotates its share of the queries and keys by
+//!    the public angles of their positions (encoded at `f` bits), then one truncation by `f`.
+//! 2. The keys and values of the block are appended to the cache (shares; never revealed).
+//! 3. Scores `Q K^T` per head by [`Backend::matmul_shared`] (the server folded `1/sqrt(d)` into
+//!    the query weights), `2f` fractional bits, truncated to `score_frac`. Grouped-query
+//!    attention reads key head `h / (heads / kv_heads)` for query head `h` (a local
+//!    selection).
+//! 4. SoftMax over each row, with the causal mask (key `j` hidden from query `i` when
+//!    `j > p + i`) for decoders.
+//! 5. Context `P V` per head, truncated back to `f`, and the heads laid side by side.
+//!
+//! Recorded as three nodes: `NAME.scores` (steps 1-3), `NAME.softmax` (4) and `NAME.context`
+//! (5).
+//!
+//! # Security
+//! Every step is a [`Backend`] operator on shares (semi-honest, composed sequentially); the
+//! positions, the mask and the cache length are public (the sequence length is).
+//!
+//! # Cost
+//! Per layer: the truncations of `q + k_new` rotated rows, two shared products of
+//! `heads x q x d x k` and `heads x q x k x d`, a SoftMax of `heads q` rows of `k`, and three
+//! truncations; [`crate::backend::CostBackend`] gives them exactly.
+
+use crate::backend::{Backend, OpKind};
+use crate::matmul::SharedShape;
+use crate::{ProtocolError, Result};
+use duet_mpc::FixedPoint;
+use serde::{Deserialize, Serialize};
+
+/// The public shape of an attention block.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttentionSpec {
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (grouped-query attention); divides `heads`.
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Mask future positions (decoders).
+    pub causal: bool,
+    /// Rotary base, if rotary positions are used.
+    pub rope_theta: Option<f64>,
+}
+
+impl AttentionSpec {
+    fn check(&self) -> Result<()> {
+        if self.kv_heads == 0
+            || self.heads % self.kv_heads != 0
+            || self.head_dim == 0
+            || self.rope_theta.is_some() && self.head_dim % 2 != 0
+        {
+            return Err(ProtocolError::Config(format!(
+                "attention of {} heads over {} key heads of width {}",
+                self.heads, self.kv_heads, self.head_dim
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One layer's keys (after rotary positions) and values of the positions seen so far: rows
+/// are positions, columns `kv_heads x head_dim`. Shares on both parties; never revealed.
+#[derive(Clone, Debug)]
+pub struct KvCache<T> {
+    k: Option<T>,
+    v: Option<T>,
+    len: usize,
+}
+
+impl<T> Default for KvCache<T> {
+    fn default() -> Self {
+        Self {
+            k: None,
+            v: None,
+            len: 0,
+        }
+    }
+}
+
+impl<T> KvCache<T> {
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Rotary positions on a `rows x heads*hd` value at positions `offset + row`: the local
+/// rotation by public angles (HuggingFace's rotate-half pairs `(i, i + hd/2)`), then one
+/// truncation by `f`.
+fn rope<B: Backend>(
+    b: &mut B,
+    x: &B::T,
+    heads: usize,
+    hd: usize,
+    theta: f64,
+    offset: usize,
+) -> Result<B::T> {
+    let ring = b.ring();
+    let f = b.options().frac;
+    let fp = FixedPoint::new(ring, f)?;
+    let (rows, _) = b.dims(x);
+    let half = hd / 2;
+    let width = heads * hd;
+    let freq: Vec<f64> = (0..half)
+        .map(|i| theta.powf(-2.0 * i as f64 / hd as f64))
+        .collect();
+    // encoded (cos, sin) per (row, i)
+    let angles: Vec<(u64, u64)> = (0..rows)
+        .flat_map(|r| {
+            freq.iter().map(move |&w| {
+                let (s, c) = ((offset + r) as f64 * w).sin_cos();
+                (c, s)
+            })
+        })
+        .map(|(c, s)| (fp.encode(c), fp.encode(s)))
+        .collect();
+    let neg = |v: u64| ring.neg(v);
+    let y = b.combine_pairs(x, &|idx| {
+        let (r, col) = (idx / width.max(1), idx % width.max(1));
+        let (h, j) = (col / hd, col % hd);
+        let i = j % half.max(1);
+        let (c, s) = angles.get(r * half + i).copied().unwrap_or((0, 0));
+        let base = r * width + h * hd;
+        if j < half {
+            // x_a cos - x_b sin
+            ((base + i, c), (base + i + half, neg(s)))
+        } else {
+            // x_b cos + x_a sin
+            ((base + i + half, c), (base + i, s))
+        }
+    })?;
+    b.trunc(&y, f)
+}
+
+/// Runs attention on `q` (`rows x heads*hd`), `k` and `v` (`rows x kv_heads*hd`) of a block at
+/// positions `offset ..`, against the cached positions when `cache` is given (its length must
+/// be `offset`, and the block's keys and values are appended to it). Records `NAME.scores`,
+/// `NAME.softmax`, `NAME.context`; returns `rows x heads*hd`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the operator's operands and context"
+)]
+pub fn attention<B: Backend>(
+    b: &mut B,
+    name: &str,
+    spec: &AttentionSpec,
+    q: &B::T,
+    k: &B::T,
+    v: &B::T,
+    offset: usize,
+    cache: Option<&mut KvCache<B::T>>,
+) -> Result<B::T> {
+    spec.check()?;
+    let (heads, kvh, hd) = (spec.heads, spec.kv_heads, spec.head_dim);
+    let group = heads / kvh;
+    let (n, qw) = b.dims(q);
+    let (nk, kw) = b.dims(k);
+    if qw != heads * hd || kw != kvh * hd || nk != n || b.dims(v) != (nk, kw) {
+        return Err(ProtocolError::Config(format!(
+            "{name}: queries {n}x{qw}, keys {nk}x{kw} for {heads} heads over {kvh} of width {hd}"
+        )));
+    }
+    let f = b.options().frac;
+    let fs = b.options().score_frac;
+    b.begin();
+    let (q, k) = match spec.rope_theta {
+        Some(t) => (
+            rope(b, q, heads, hd, t, offset)?,
+            rope(b, k, kvh, hd, t, offset)?,
+        ),
+        None => (q.clone(), k.clone()),
+    };
+    // the keys and values of every position seen, and where the block starts among them
+    let (keys, values, start) = match cache {
+        Some(c) => {
+            if c.len != offset {
+                return Err(ProtocolError::Config(format!(
+                    "{name}: the cache holds {} positions, the block starts at {offset}",
+                    c.len
+                )));
+            }
+            let keys = match &c.k {
+                Some(old) => b.concat_rows(old, &k)?,
+                None => k,
+            };
+            let values = match &c.v {
+                Some(old) => b.concat_rows(old, v)?,
+                None => v.clone(),
+            };
+            c.k = Some(keys.clone());
+            c.v = Some(values.clone());
+            c.len += n;
+            (keys, values, offset)
+        }
+        None => (k, v.clone(), 0),
+    };
+    let (kv, _) = b.dims(&keys);
+    let xq = b.gather(&q, heads * n, hd, &|o| {
+        let (h, i, j) = (o / (n * hd), (o / hd) % n, o % hd);
+        i * qw + h * hd + j
+    })?;
+    let yk = b.gather(&keys, heads * hd, kv, &|o| {
+        let (h, j, i) = (o / (hd * kv), (o / kv) % hd, o % kv);
+        i * kw + (h / group) * hd + j
+    })?;
+    let s = b.matmul_shared(SharedShape::new(heads, n, hd, kv), &xq, &yk)?;
+    let s = b.trunc(&s, 2 * f - fs)?;
+    b.finish(&format!("{name}.scores"), OpKind::AttentionMatmul, 1);
+
+    b.begin();
+    let mask: Option<Vec<bool>> = spec.causal.then(|| {
+        (0..heads * n * kv)
+            .map(|idx| {
+                let (i, j) = ((idx / kv) % n, idx % kv);
+                j > start + i
+            })
+            .collect()
+    });
+    let p = b.softmax(&s, fs, mask.as_deref())?;
+    let fp = b.options().protocol.softmax.config().exp.frac;
+    b.finish(&format!("{name}.softmax"), OpKind::Softmax, 1);
+
+    b.begin();
+    let yv = b.gather(&values, heads * kv, hd, &|o| {
+        let (h, i, j) = (o / (kv * hd), (o / hd) % kv, o % hd);
+        i * kw + (h / group) * hd + j
+    })?;
+    let z = b.matmul_shared(SharedShape::new(heads, n, kv, hd), &p, &yv)?;
+    let z = b.trunc(&z, fp)?;
+    // heads x n x hd back to n x heads*hd
+    let out = b.gather(&z, n, qw, &|o| {
+        let (i, c) = (o / qw, o % qw);
+        let (h, j) = (c / hd, c % hd);
+        h * n * hd + i * hd + j
+    })?;
+    b.finish(&format!("{name}.context"), OpKind::AttentionMatmul, 0);
+    Ok(out)
+}

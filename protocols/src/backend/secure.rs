@@ -1,0 +1,656 @@
+//! [`SecureBackend`]: the [`Backend`] operators run between the two parties.
+//!
+//! # Setup (once per session)
+//! HE keys of the client for the linear layers (weights bounded by `2^weight_bits`) and for the
+//! products of two shared operands (attention), both `N = 8192`, `log q = 200` (the 128-bit
+//! row of the HomomorphicEncryption.org table, [`duet_fhe::Preset::N8192Q200Pack`]); the OT
+//! session ([`NlSession`], Ferret silent OT by default). Keys used by some operators only (the
+//! embedding lookup's, the HE element-wise product's, the server-key embedding table) are set
+//! up at their first use and kept for the session; their traffic lands in that node.
+//!
+//! # Security
+//! Each operator is one of the crate's protocols, each secure against a semi-honest peer (their
+//! modules state the assumptions); composition is sequential, and every value passed between
+//! operators is a uniformly random additive share. Only [`Backend::reveal`] opens a value, to
+//! the client only.
+
+use super::{ActKind, Backend, NodeRecord, OpKind, QuantLinear, Tokens};
+use crate::matmul::SharedShape;
+use crate::nonlinear::activation::{gelu, gelu_new, silu, ActFormat};
+use crate::nonlinear::norm::{norm, NormKind, NormWeights};
+use crate::nonlinear::softmax::softmax;
+use crate::options::{EmbeddingMode, SecureOptions};
+use crate::plan::MulBackend;
+use crate::{
+    EmbeddingServerKeys, EmbeddingTable, EncryptedEmbeddingTable, HeClientSetup, HeElementwiseMul,
+    HeMatMul, HeMatMulShared, HeMulClientSetup, HeMulServerSetup, HeServerSetup, HeWeights,
+    MatmulShape, PrepareMode, PrivateEmbedding, ProtocolError, Result, ServerKeyEmbedding,
+};
+use duet_fhe::{Preset, RingBits, RlweParameters, SlotParameters, WeightBound};
+use duet_mpc::fixed_math::exp::add_const;
+use duet_mpc::fixed_math::poly::extend_nonneg;
+use duet_mpc::nonlinear::{self as nl, NlSession, TruncMode};
+use duet_mpc::{AShare, FixedPoint, Ring};
+use duet_transport::{Channel, ChannelStats, Role};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use std::sync::Arc;
+use std::time::Instant;
+
+enum Keys {
+    Client {
+        lin: HeClientSetup,
+        shared: HeClientSetup,
+    },
+    Server {
+        lin: HeServerSetup,
+        shared: HeServerSetup,
+    },
+}
+
+enum HeMulKeys {
+    Client(HeMulClientSetup),
+    Server(HeMulServerSetup),
+}
+
+/// The embedding lookup's keys, by preset (kept for the session).
+enum EmbedKeys {
+    Client(usize, HeClientSetup),
+    Server(usize, HeServerSetup),
+}
+
+/// The server-key embedding's state: the server's keys, or the client's encrypted table.
+enum TableState {
+    Server(EmbeddingServerKeys),
+    Client(EncryptedEmbeddingTable),
+}
+
+/// The two-party interpreter of [`Backend`] over a channel (see the module documentation).
+pub struct SecureBackend<C: Channel> {
+    ch: C,
+    role: Role,
+    opts: SecureOptions,
+    ring: Ring,
+    nl: NlSession,
+    keys: Keys,
+    lin_params: Arc<RlweParameters>,
+    he_mul: Option<HeMulKeys>,
+    embed_keys: Option<EmbedKeys>,
+    table: Option<TableState>,
+    rng: ChaCha20Rng,
+    cached_bytes: u64,
+    setup_bytes: u64,
+    setup_seconds: f64,
+    mark: (Instant, ChannelStats),
+    records: Vec<NodeRecord>,
+}
+
+fn traffic(now: ChannelStats, then: ChannelStats) -> (u64, u64) {
+    let d = now - then;
+    (d.bytes_sent + d.bytes_received, d.total_rounds())
+}
+
+fn shape2(x: &AShare) -> (usize, usize) {
+    match x.shape() {
+        [r, c] => (*r, *c),
+        [n] => (1, *n),
+        _ => (1, x.len()),
+    }
+}
+
+impl<C: Channel> SecureBackend<C> {
+    /// Sets up a session on `ch` as `role` with `opts` (both parties the same): HE keys and
+    /// the OT session. Randomness from the OS.
+    pub fn setup(ch: C, role: Role, opts: &SecureOptions) -> Result<Self> {
+        let rng = ChaCha20Rng::from_rng(rand::rngs::OsRng)
+            .map_err(|e| ProtocolError::Config(format!("no OS randomness: {e}")))?;
+        Self::setup_with_rng(ch, role, opts, rng)
+    }
+
+    /// [`SecureBackend::setup`] with a given random generator (tests).
+    pub fn setup_with_rng(
+        mut ch: C,
+        role: Role,
+        opts: &SecureOptions,
+        mut rng: ChaCha20Rng,
+    ) -> Result<Self> {
+        opts.check()?;
+        let t = Instant::now();
+        let before = ch.stats();
+        let ring = Ring::new(opts.ring_bits)?;
+        let (lin_params, shared_params) = he_params(opts)?;
+        let keys = match role {
+            Role::Client => Keys::Client {
+                lin: HeClientSetup::run(&mut ch, &lin_params, &mut rng)?,
+                shared: HeClientSetup::run(&mut ch, &shared_params, &mut rng)?,
+            },
+            Role::Server => Keys::Server {
+                lin: HeServerSetup::run(&mut ch, &lin_params)?,
+                shared: HeServerSetup::run(&mut ch, &shared_params)?,
+            },
+        };
+        let nl = NlSession::setup(&mut ch, role, &mut rng, opts.protocol.nl)?;
+        let after = ch.stats();
+        Ok(Self {
+            role,
+            opts: opts.clone(),
+            ring,
+            nl,
+            keys,
+            lin_params,
+            he_mul: None,
+            embed_keys: None,
+            table: None,
+            rng,
+            cached_bytes: 0,
+            setup_bytes: traffic(after, before).0,
+            setup_seconds: t.elapsed().as_secs_f64(),
+            mark: (Instant::now(), after),
+            records: Vec::new(),
+            ch,
+        })
+    }
+
+    /// This party's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The channel (for a session's own messages between runs).
+    pub fn channel(&mut self) -> &mut C {
+        &mut self.ch
+    }
+
+    /// The channel's counters.
+    pub fn stats(&self) -> ChannelStats {
+        self.ch.stats()
+    }
+
+    /// Setup bytes (both directions) and seconds.
+    pub fn setup_cost(&self) -> (u64, f64) {
+        (self.setup_bytes, self.setup_seconds)
+    }
+
+    /// Bytes sent so far that a later session with the same model would not send again (the
+    /// server-key embedding table).
+    pub fn cached_bytes(&self) -> u64 {
+        self.cached_bytes
+    }
+
+    /// Takes the node records made so far (a run's report), leaving none.
+    pub fn take_records(&mut self) -> Vec<NodeRecord> {
+        std::mem::take(&mut self.records)
+    }
+
+    /// The non-linear session (for operators outside [`Backend`], e.g. the next-token choice).
+    pub fn nl_and_channel(&mut self) -> (&mut NlSession, &mut C) {
+        (&mut self.nl, &mut self.ch)
+    }
+
+    fn share(&self, rows: usize, cols: usize, data: Vec<u64>) -> Result<AShare> {
+        Ok(AShare::new(self.ring, vec![rows, cols], data)?)
+    }
+
+    /// A value from another ring into the activation ring (exact within range): a local
+    /// reduction from a wider ring; from a narrower one a signed extension, or the cheaper
+    /// known-sign extension (one COT) when `nonneg`.
+    fn convert(&mut self, x: AShare, nonneg: bool) -> Result<AShare> {
+        let (from, to) = (x.ring().bits(), self.ring.bits());
+        let y = if from == to {
+            x
+        } else if from > to {
+            nl::reduce(&x, self.ring)?
+        } else if nonneg {
+            extend_nonneg(&mut self.nl, &mut self.ch, &x, self.ring)?
+        } else {
+            nl::extend(&mut self.nl, &mut self.ch, &x, self.ring, true)?
+        };
+        Ok(y)
+    }
+
+    fn he_mul(&mut self, a: &AShare, b: &AShare) -> Result<AShare> {
+        if self.he_mul.is_none() {
+            let params = SlotParameters::new(RingBits(self.ring.bits()))?;
+            self.he_mul = Some(match self.role {
+                Role::Client => {
+                    HeMulKeys::Client(HeMulClientSetup::run(&mut self.ch, &params, &mut self.rng)?)
+                }
+                Role::Server => HeMulKeys::Server(HeMulServerSetup::run(&mut self.ch, &params)?),
+            });
+        }
+        match &self.he_mul {
+            Some(HeMulKeys::Client(k)) => {
+                HeElementwiseMul::run_client(&mut self.ch, k, a, b, &mut self.rng)
+            }
+            Some(HeMulKeys::Server(k)) => {
+                HeElementwiseMul::run_server(&mut self.ch, k, a, b, &mut self.rng)
+            }
+            None => Err(ProtocolError::Config("no HE product keys".into())),
+        }
+    }
+
+    /// The server's side of a linear layer by OT: its own share times `W` plus the bias
+    /// locally, plus its share of the client's share times `W`.
+    fn linear_ot_server(
+        &mut self,
+        x: &AShare,
+        (n, d, k): (usize, usize, usize),
+        w: &QuantLinear,
+    ) -> Result<Vec<u64>> {
+        let ring = self.ring;
+        let wr: Vec<u64> = w.w.iter().map(|&v| ring.from_i64(v)).collect();
+        let shape = nl::MatShape::new(1, n, d, k)?;
+        let mut y =
+            nl::matmul_known_holder(&mut self.nl, &mut self.ch, shape, &wr, ring)?.into_data();
+        let local = nl::local_product(shape, x.data(), &wr);
+        let bias: Vec<u64> = w
+            .bias
+            .as_deref()
+            .map_or_else(Vec::new, |b| b.iter().map(|&v| ring.from_i64(v)).collect());
+        for (o, (out, l)) in y.iter_mut().zip(&local).enumerate() {
+            let b = bias.get(o % k.max(1)).copied().unwrap_or(0);
+            *out = ring.add(*out, ring.reduce(l.wrapping_add(b)));
+        }
+        Ok(y)
+    }
+
+    fn embed_he(
+        &mut self,
+        tokens: Tokens<'_>,
+        table: Option<&[i64]>,
+        vocab: usize,
+        h: usize,
+    ) -> Result<Vec<u64>> {
+        let n = tokens.len();
+        let limit = 1u64 << (self.opts.weight_bits + self.opts.frac);
+        let (preset, params) = PrivateEmbedding::best_params(self.ring.bits(), limit, n, vocab, h)?;
+        let same = match &self.embed_keys {
+            Some(EmbedKeys::Client(p, _)) | Some(EmbedKeys::Server(p, _)) => *p == preset,
+            None => false,
+        };
+        if !same {
+            self.embed_keys = Some(match self.role {
+                Role::Client => EmbedKeys::Client(
+                    preset,
+                    HeClientSetup::run(&mut self.ch, &params, &mut self.rng)?,
+                ),
+                Role::Server => {
+                    EmbedKeys::Server(preset, HeServerSetup::run(&mut self.ch, &params)?)
+                }
+            });
+        }
+        match (&self.embed_keys, tokens, table) {
+            (Some(EmbedKeys::Client(_, keys)), Tokens::Ids(ids), _) => {
+                PrivateEmbedding::run_client(&mut self.ch, keys, vocab, h, ids, &mut self.rng)
+            }
+            (Some(EmbedKeys::Server(_, keys)), _, Some(t)) => {
+                let t = EmbeddingTable::new(&params, vocab, h, t.to_vec())?;
+                PrivateEmbedding::run_server(&mut self.ch, keys, &t, n, &mut self.rng)
+            }
+            _ => Err(ProtocolError::Config(
+                "embedding: the client needs its ids and the server its table".into(),
+            )),
+        }
+    }
+
+    fn embed_server_key(
+        &mut self,
+        tokens: Tokens<'_>,
+        table: Option<&[i64]>,
+        vocab: usize,
+        h: usize,
+    ) -> Result<Vec<u64>> {
+        let params = ServerKeyEmbedding::params(self.ring.bits())?;
+        if self.table.is_none() {
+            let before = self.ch.stats();
+            self.table = Some(match (self.role, table) {
+                (Role::Server, Some(t)) => {
+                    let keys = EmbeddingServerKeys::generate(&params, &mut self.rng);
+                    ServerKeyEmbedding::send_table(
+                        &mut self.ch,
+                        &keys,
+                        vocab,
+                        h,
+                        t,
+                        &mut self.rng,
+                    )?;
+                    TableState::Server(keys)
+                }
+                (Role::Client, _) => TableState::Client(ServerKeyEmbedding::recv_table(
+                    &mut self.ch,
+                    &params,
+                    vocab,
+                    h,
+                )?),
+                (Role::Server, None) => {
+                    return Err(ProtocolError::Config("embedding: no table".into()))
+                }
+            });
+            self.cached_bytes += traffic(self.ch.stats(), before).0;
+        }
+        match (&self.table, tokens) {
+            (Some(TableState::Client(model)), Tokens::Ids(ids)) => {
+                if model.dims() != (vocab, h) {
+                    return Err(ProtocolError::Config(
+                        "embedding: the cached table has other dimensions".into(),
+                    ));
+                }
+                ServerKeyEmbedding::run_client(&mut self.ch, model, ids, &mut self.rng)
+            }
+            (Some(TableState::Server(keys)), t) => {
+                ServerKeyEmbedding::run_server(&mut self.ch, keys, h, t.len())
+            }
+            _ => Err(ProtocolError::Config(
+                "embedding: the client has no ids".into(),
+            )),
+        }
+    }
+}
+
+/// The HE parameters of the linear layers and of the shared products for `opts`.
+pub(crate) fn he_params(
+    opts: &SecureOptions,
+) -> Result<(Arc<RlweParameters>, Arc<RlweParameters>)> {
+    let l = RingBits(opts.ring_bits);
+    let bound = 1u64 << (opts.weight_bits + opts.weight_frac.max(opts.frac));
+    // N = 8192, log q = 200: the 128-bit row of the HomomorphicEncryption.org table
+    let lin = RlweParameters::preset(Preset::N8192Q200Pack, l, WeightBound::MaxAbs(bound))?;
+    let shared = RlweParameters::preset(Preset::N8192Q200Pack, l, WeightBound::Uniform)?;
+    Ok((lin, shared))
+}
+
+impl<C: Channel> Backend for SecureBackend<C> {
+    type T = AShare;
+
+    fn options(&self) -> &SecureOptions {
+        &self.opts
+    }
+
+    fn ring(&self) -> Ring {
+        self.ring
+    }
+
+    fn holds_weights(&self) -> bool {
+        self.role == Role::Server
+    }
+
+    fn dims(&self, x: &AShare) -> (usize, usize) {
+        shape2(x)
+    }
+
+    fn begin(&mut self) {
+        self.mark = (Instant::now(), self.ch.stats());
+    }
+
+    fn finish(&mut self, name: &str, kind: OpKind, calls: u64) {
+        let (bytes, flights) = traffic(self.ch.stats(), self.mark.1);
+        self.records.push(NodeRecord {
+            name: name.into(),
+            kind: Some(kind),
+            calls,
+            bytes,
+            flights,
+            seconds: self.mark.0.elapsed().as_secs_f64(),
+            estimate: None,
+        });
+    }
+
+    fn records(&self) -> &[NodeRecord] {
+        &self.records
+    }
+
+    fn add(&mut self, a: &AShare, b: &AShare) -> Result<AShare> {
+        Ok(a.add(b)?)
+    }
+
+    fn gather(
+        &mut self,
+        x: &AShare,
+        rows: usize,
+        cols: usize,
+        index: &dyn Fn(usize) -> usize,
+    ) -> Result<AShare> {
+        let src = x.data();
+        let n = rows
+            .checked_mul(cols)
+            .ok_or_else(|| ProtocolError::Config("gather: size overflows".into()))?;
+        let data = (0..n)
+            .map(|i| {
+                src.get(index(i)).copied().ok_or(ProtocolError::Shape {
+                    what: "gather index",
+                    expected: src.len(),
+                    got: index(i),
+                })
+            })
+            .collect::<Result<Vec<u64>>>()?;
+        self.share(rows, cols, data)
+    }
+
+    fn concat_rows(&mut self, a: &AShare, b: &AShare) -> Result<AShare> {
+        let ((ra, ca), (rb, cb)) = (shape2(a), shape2(b));
+        if ca != cb || a.ring() != b.ring() {
+            return Err(ProtocolError::Shape {
+                what: "rows to append",
+                expected: ca,
+                got: cb,
+            });
+        }
+        let mut data = Vec::with_capacity(a.len() + b.len());
+        data.extend_from_slice(a.data());
+        data.extend_from_slice(b.data());
+        Ok(AShare::new(a.ring(), vec![ra + rb, ca], data)?)
+    }
+
+    fn combine_pairs(
+        &mut self,
+        x: &AShare,
+        f: &dyn Fn(usize) -> ((usize, u64), (usize, u64)),
+    ) -> Result<AShare> {
+        let ring = x.ring();
+        let src = x.data();
+        let out = (0..src.len())
+            .map(|i| {
+                let ((j0, c0), (j1, c1)) = f(i);
+                let a = src.get(j0).copied().unwrap_or(0);
+                let b = src.get(j1).copied().unwrap_or(0);
+                ring.add(ring.mul(a, c0), ring.mul(b, c1))
+            })
+            .collect();
+        Ok(AShare::new(ring, x.shape().to_vec(), out)?)
+    }
+
+    fn add_server_constant(&mut self, x: &AShare, c: Option<&[u64]>) -> Result<AShare> {
+        match (self.role, c) {
+            (Role::Server, Some(c)) => {
+                if c.len() != x.len() {
+                    return Err(ProtocolError::Shape {
+                        what: "server constant",
+                        expected: x.len(),
+                        got: c.len(),
+                    });
+                }
+                let ring = x.ring();
+                let data = x
+                    .data()
+                    .iter()
+                    .zip(c)
+                    .map(|(&a, &b)| ring.add(a, b))
+                    .collect();
+                Ok(AShare::new(ring, x.shape().to_vec(), data)?)
+            }
+            _ => Ok(x.clone()),
+        }
+    }
+
+    fn embed(
+        &mut self,
+        tokens: Tokens<'_>,
+        table: Option<&[i64]>,
+        vocab: usize,
+        hidden: usize,
+    ) -> Result<AShare> {
+        let n = tokens.len();
+        if n == 0 {
+            return Err(ProtocolError::Config("embedding of no tokens".into()));
+        }
+        let s = match self.opts.embedding {
+            EmbeddingMode::HeLookup => self.embed_he(tokens, table, vocab, hidden)?,
+            EmbeddingMode::ServerKey => self.embed_server_key(tokens, table, vocab, hidden)?,
+        };
+        self.share(n, hidden, s)
+    }
+
+    fn linear(
+        &mut self,
+        node: &str,
+        x: &AShare,
+        w: Option<&QuantLinear>,
+        d: usize,
+        k: usize,
+    ) -> Result<AShare> {
+        let (n, xd) = shape2(x);
+        if xd != d {
+            return Err(ProtocolError::Shape {
+                what: "linear layer input width",
+                expected: d,
+                got: xd,
+            });
+        }
+        let by_ot = self.opts.plan.linear_by_ot(node);
+        let policy = self.opts.plan.linear_policy(node);
+        let y = match (&self.keys, w) {
+            (Keys::Client { .. }, _) if by_ot => {
+                let shape = nl::MatShape::new(1, n, d, k)?;
+                nl::matmul_known_chooser(&mut self.nl, &mut self.ch, shape, x.data(), self.ring)?
+                    .into_data()
+            }
+            (Keys::Client { lin, .. }, _) => HeMatMul::run_client(
+                &mut self.ch,
+                lin,
+                MatmulShape::new(n, d, k),
+                policy,
+                x.data(),
+                &mut self.rng,
+            )?,
+            (Keys::Server { .. }, Some(w)) if by_ot => self.linear_ot_server(x, (n, d, k), w)?,
+            (Keys::Server { lin, .. }, Some(w)) => {
+                let mut hw =
+                    HeWeights::new(&self.lin_params, d, k, w.w.clone(), w.bias.as_deref())?;
+                hw.prepare(n, policy, PrepareMode::OnTheFly)?;
+                HeMatMul::run_server(&mut self.ch, lin, &hw, n, Some(x.data()), &mut self.rng)?
+            }
+            (Keys::Server { .. }, None) => {
+                return Err(ProtocolError::Config(format!(
+                    "{node}: the server has no weights"
+                )))
+            }
+        };
+        let y = self.share(n, k, y)?;
+        let fw = self.opts.weight_frac;
+        self.trunc(&y, fw)
+    }
+
+    fn matmul_shared(&mut self, shape: SharedShape, x: &AShare, y: &AShare) -> Result<AShare> {
+        let policy = self.opts.plan.attention;
+        let z = if self.opts.plan.attention_ot {
+            let ms = nl::MatShape::new(shape.heads, shape.n, shape.d, shape.k)?;
+            let xa = AShare::new(self.ring, vec![x.len()], x.data().to_vec())?;
+            let ya = AShare::new(self.ring, vec![y.len()], y.data().to_vec())?;
+            nl::matmul_shared(&mut self.nl, &mut self.ch, ms, &xa, &ya)?.into_data()
+        } else {
+            match &self.keys {
+                Keys::Client { shared, .. } => HeMatMulShared::run_client(
+                    &mut self.ch,
+                    shared,
+                    shape,
+                    policy,
+                    x.data(),
+                    y.data(),
+                    &mut self.rng,
+                )?,
+                Keys::Server { shared, .. } => HeMatMulShared::run_server(
+                    &mut self.ch,
+                    shared,
+                    shape,
+                    policy,
+                    x.data(),
+                    y.data(),
+                    &mut self.rng,
+                )?,
+            }
+        };
+        self.share(shape.heads * shape.n, shape.k, z)
+    }
+
+    /// `x / 2^f` for signed `x` with `|x| < 2^{l-2}` (encoded): the server offsets by
+    /// `2^{l-2}` so the value is non-negative with a public MSB 0, a known-MSB truncation (one
+    /// COT over `Z_2^f` per element), and removes the offset: exact to one ulp.
+    fn trunc(&mut self, x: &AShare, f: u32) -> Result<AShare> {
+        if f == 0 {
+            return Ok(x.clone());
+        }
+        let l = x.ring().bits();
+        let off = 1i64 << (l - 2);
+        let y = add_const(x, self.role, off)?;
+        let t = nl::trunc(
+            &mut self.nl,
+            &mut self.ch,
+            &y,
+            f,
+            TruncMode::KnownMsb(false),
+        )?;
+        Ok(add_const(&t, self.role, -(off >> f))?)
+    }
+
+    fn softmax(&mut self, s: &AShare, frac: u32, mask: Option<&[bool]>) -> Result<AShare> {
+        let cfg = self.opts.protocol.softmax.config();
+        let p = softmax(&mut self.nl, &mut self.ch, s, frac, mask, &cfg)?;
+        self.convert(p, true)
+    }
+
+    fn norm(&mut self, kind: NormKind, x: &AShare, w: Option<&NormWeights>) -> Result<AShare> {
+        let mut cfg = self.opts.protocol.norm.config(self.opts.frac);
+        cfg.in_bits = self.opts.norm_in_bits;
+        cfg.gamma_bits = self.opts.gamma_bits;
+        cfg.out_bits = cfg.ring_bits.max(self.ring.bits());
+        let y = norm(&mut self.nl, &mut self.ch, kind, x, self.opts.frac, w, &cfg)?;
+        self.convert(y, false)
+    }
+
+    fn activation(&mut self, kind: ActKind, x: &AShare) -> Result<AShare> {
+        let fmt = ActFormat::new(self.ring, self.opts.frac, self.opts.act_range_bits)?;
+        let p = self.opts.protocol;
+        let y = match kind {
+            ActKind::Gelu => gelu(&mut self.nl, &mut self.ch, x, fmt, p.gelu)?,
+            ActKind::GeluTanh => gelu_new(&mut self.nl, &mut self.ch, x, fmt)?,
+            ActKind::Silu => silu(&mut self.nl, &mut self.ch, x, fmt, p.silu)?,
+        };
+        self.convert(y, false)
+    }
+
+    fn mul(&mut self, a: &AShare, b: &AShare) -> Result<AShare> {
+        let p = match self.opts.plan.elementwise {
+            MulBackend::Cot => nl::mul(&mut self.nl, &mut self.ch, a, b)?,
+            MulBackend::He => self.he_mul(a, b)?,
+        };
+        let f = self.opts.frac;
+        self.trunc(&p, f)
+    }
+
+    fn reveal(&mut self, x: &AShare) -> Result<Option<Vec<f64>>> {
+        match self.role {
+            Role::Server => {
+                self.ch.send_u64s(x.data())?;
+                self.ch.flush()?;
+                Ok(None)
+            }
+            Role::Client => {
+                let theirs = self.ch.recv_u64s_exact(x.len())?;
+                let theirs = AShare::new(x.ring(), x.shape().to_vec(), theirs)?;
+                let plain = x.reconstruct(&theirs)?;
+                let fp = FixedPoint::new(self.ring, self.opts.frac)?;
+                Ok(Some(fp.decode_all(&plain)))
+            }
+        }
+    }
+}
