@@ -1,0 +1,834 @@
+//! The private next-token choice of secure text generation: greedy (secure argmax), sampling
+//! with the client's randomness (temperature, top-k, top-p) and, on explicit opt-in, the
+//! logits themselves. Only the chosen token id is revealed, to the client only.
+//!
+//! # Input and range precondition
+//! The logits of `rows` positions over a vocabulary of `V` tokens are additively shared in
+//! `Z_2^l` with `f` fractional bits ([`LogitFormat`]); the caller declares
+//! `|logit| < 2^range_bits`, i.e. `|x| < 2^M` for the encoded integers with
+//! `M = min(range_bits + f, l - 1)`. Every comparison runs on `w + 1 = M + 2` bits (at least
+//! 16): the shares are reduced to that ring locally when `l >= M + 2`, else extended once
+//! (signed, one millionaire per logit). The precondition cannot be checked on secret values;
+//! it only matters for correctness: a logit outside the declared range can make the result a
+//! wrong (but always valid, `< V`) id, and reveals nothing more (every selection below is an
+//! exact mux, so the revealed index is always one of the candidates').
+//!
+//! # Protocols (semi-honest, 128-bit, all on [`duet_mpc::nonlinear`])
+//! * **Greedy** ([`TokenChoice::Greedy`]): a tournament of `ceil(log2 V)` levels over all rows
+//!   at once. A level compares all pairs `(2j, 2j+1)` in one batch (`c = 1{v_l < v_r}`, the MSB
+//!   of the difference: one millionaire on `M + 1` bits), keeps `v_l + c (v_r - v_l)` (one
+//!   [`nl::mux`], skipped at the last level) and the winner's index as XOR-shared bits relative
+//!   to its subtree: the new top bit is `c` itself, the lower `t` bits are
+//!   `i_l ⊕ c ∧ (i_l ⊕ i_r)` (`t` boolean ANDs per pair at level `t + 1`, a fraction of a byte
+//!   each with silent OT). An odd last element passes through with a public 0 bit. Ties keep
+//!   the left element, so the result is the **lowest index among the maxima** (numpy's rule).
+//!   Finally the server sends its shares of the index bits (8 bytes per row) and the client
+//!   XORs its own: the server's shares are uniform (fresh AND / comparison outputs), so the
+//!   client learns the index and nothing else. Carrying the index in the low bits of the
+//!   values instead (`v 2^b + (2^b - 1 - i)`) widens every comparison by `b = ceil(log2 V)`
+//!   bits and every mux by as much: 26% more bytes at `V = 49,152` (see the tests).
+//! * **Sampling** ([`TokenChoice::Sample`]) by the Gumbel-max trick: `argmax_i (x_i / T + g_i)
+//!   = argmax_i (x_i + T g_i)` with `g_i` standard Gumbel drawn by the client from its seed,
+//!   `round(T (g_i - 16.9) 2^f)` added to its own share (local; the constant shift does not
+//!   change the argmax). The client's sampler `g = -ln(-ln u)`, `u = (k + 1/2) 2^-53` with `k`
+//!   uniform on 53 bits, lies in `[-3.62, 37.43]` by construction (it is also clamped to
+//!   `[-3.7, 37.5]`), so the noise is bounded: `|T (g - 16.9)| <= 20.6 T` and the noisy values
+//!   need `ceil(log2(2^M + 20.6 T 2^f)) + 2` bits, which the comparison ring gets by a cheap
+//!   extension (one COT per logit): the range precondition holds with probability 1. The
+//!   53-bit `u` cuts the Gumbel tail at 37.43 (mass `2^-54` per draw), and the noise's rounding
+//!   to `2^-f` changes the argmax only when two noisy logits are within `2^-f` of each other
+//!   (total variation from `softmax(x / T)` of the encoded logits about `2^-f / T`).
+//!   Then the tournament above on the noisy values (ties: lowest index).
+//! * **Top-k**: the kept set is `{i : x_i >= θ_k}` with `θ_k` the `k`-th largest logit (ties at
+//!   the threshold are kept, as HuggingFace's `TopKLogitsWarper` does). `θ_k` is never
+//!   computed: the offset logits `u_i = x_i + 2^M` are bit-decomposed once (a ripple-carry
+//!   adder on the two shares, `w - 1` rounds of one AND per logit) and the threshold is
+//!   searched bit by bit from the top, keeping per logit the shared bits `eq_i` (prefix equal
+//!   to the threshold's so far) and `gt_i` (prefix above it): the candidate bit 1 is taken iff
+//!   `#{gt_i ∨ (eq_i ∧ u_ij)} >= k` (B2A of one bit per logit, a local sum per row, one
+//!   comparison per row), then `eq`, `gt` are updated with the shared decision (2 ANDs per
+//!   logit). At the end `keep_i = gt_i ∨ eq_i`. Cost per logit: about `w` (B2A + 3 ANDs),
+//!   independent of `k`. The masked logits become `-2^{w_s - 1}` (one mux per logit), below
+//!   every noisy logit, before the Gumbel tournament.
+//! * **Top-p** (nucleus, after top-k as in HuggingFace): with `q_i = softmax(x / T)` over the
+//!   top-k set, the nucleus is again a threshold: `{i : x_i >= θ_p}` with `θ_p = max{t :
+//!   sum_{x_j >= t} q_j >= p}` (keep `i` iff the mass strictly above `x_i` is below `p`;
+//!   ties kept together). So the same bit search runs with the masses: `e_i = exp((x_i - max)
+//!   / T)` ([`nl::max_axis`], a cheap extension, a public scaling by `round(2^s / T)` and the
+//!   table exp [`ExpMethod::DUET_LUT`] at `F_e = max(16, log2 V + 1)` fractional bits), masked
+//!   to the top-k set (one mux), `Z = sum e_i`, `p Z` (one extension, a public product and a
+//!   truncation per row), then per bit a mux of `e_i` by the candidate bit instead of the
+//!   B2A. **Top-p needs a bounded candidate set**: the masses of all `V` logits would add `V`
+//!   rounding errors; so top-p without `top_k` runs within the top
+//!   [`TOP_P_DEFAULT_K`] = 64 logits (the mass beyond them is ignored: this differs from
+//!   HuggingFace's top-p alone when the nucleus would hold more than 64 tokens). The masses
+//!   carry the exp's error (about `4e-5` each), so the nucleus boundary can differ from the
+//!   float one when the cumulative mass is within about `k 4e-5` of `p`; `p = 1` is a no-op.
+//! * **Logits** (opt-in, [`TokenChoice::Logits`]): the server sends its shares, the client
+//!   adds them.
+//!
+//! Public: `V`, `rows`, the format and the choice's `T`, `k`, `p` (both parties call with the
+//! same values). The seed is the client's only; the server never uses it. What the client
+//! learns per mode: [`TokenChoice::reveals`]; the server learns nothing in every mode.
+//!
+//! # Cost
+//! [`choose_token_cost`]: bytes exact (measured = predicted in the tests), flights an upper
+//! bound (the sum of the steps'), COTs by direction ([`Cost::cots`]) for the Ferret pools.
+//! At `V = 49,152`, 12 fractional bits, `|logit| < 64`, Ferret: greedy about 1.3 MB; the
+//! figures of every mode are in `protocols/tests/token_choice.rs` and the bench
+//! `protocols/benches/token_choice.rs`.
+
+mod threshold;
+mod tournament;
+
+use crate::{ProtocolError, Result};
+use duet_mpc::fixed_math::exp::{extend_pos, extend_pos_cost, ExpMethod, ExpParams};
+use duet_mpc::nonlinear::{self as nl, Cost, NlConfig, NlSession};
+use duet_mpc::{AShare, Ring};
+use duet_transport::{Channel, Role};
+use rand::{RngCore, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// Top-p without `top_k` runs within this many largest logits (see the module documentation).
+pub const TOP_P_DEFAULT_K: usize = 64;
+
+/// Lower clamp of the client's Gumbel samples (the 53-bit sampler reaches -3.62).
+const GUMBEL_LO: f64 = -3.7;
+/// Upper clamp of the client's Gumbel samples (the 53-bit sampler reaches 37.43).
+const GUMBEL_HI: f64 = 37.5;
+/// Fractional bits of `p` in the nucleus target `p Z`.
+const P_BITS: u32 = 16;
+/// Relative precision of `1/T` in the exp's input scaling: `round(2^s / T) >= 2^SCALE_BITS`.
+const SCALE_BITS: i32 = 16;
+
+/// How the shared logits are encoded: ring, fractional bits and the declared range
+/// `|logit| < 2^range_bits` (in real units; see the module documentation for what it
+/// guarantees).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LogitFormat {
+    /// The ring of the shares.
+    pub ring: Ring,
+    /// Fractional bits `f` of the fixed-point encoding.
+    pub frac: u32,
+    /// The declared range: every logit lies in `(-2^range_bits, 2^range_bits)`.
+    pub range_bits: u32,
+}
+
+impl LogitFormat {
+    /// A checked format.
+    pub fn new(ring: Ring, frac: u32, range_bits: u32) -> Result<Self> {
+        let f = Self {
+            ring,
+            frac,
+            range_bits,
+        };
+        f.validate()?;
+        Ok(f)
+    }
+
+    /// Checks that the fractional bits fit the ring and that the comparisons (`range_bits +
+    /// frac + 2` bits) fit in 62 bits.
+    pub fn validate(&self) -> Result<()> {
+        if self.frac + 2 > self.ring.bits() || self.range_bits + self.frac + 2 > 62 {
+            return Err(ProtocolError::Config(format!(
+                "token choice: logits with {} fractional bits and range 2^{} in Z_2^{} \
+                 (need f + 2 <= l and range_bits + f + 2 <= 62)",
+                self.frac,
+                self.range_bits,
+                self.ring.bits()
+            )));
+        }
+        Ok(())
+    }
+
+    /// `M`: the encoded logits satisfy `|x| < 2^M`.
+    fn magnitude_bits(&self) -> u32 {
+        (self.range_bits + self.frac).min(self.ring.bits() - 1)
+    }
+}
+
+/// How the next token is chosen (public to both parties except the client's `seed`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TokenChoice {
+    /// The largest logit (lowest index among ties).
+    Greedy,
+    /// A sample from `softmax(logits / temperature)`, restricted to the `top_k` largest logits
+    /// and then to the nucleus of mass `top_p` (HuggingFace's order), drawn with the client's
+    /// randomness.
+    Sample {
+        /// `T > 0`, finite.
+        temperature: f64,
+        /// Keep the logits at least as large as the `k`-th largest (`k >= 1`; ties kept).
+        top_k: Option<usize>,
+        /// Keep the smallest set of largest logits whose probability reaches `p`
+        /// (`0 < p <= 1`; within the top [`TOP_P_DEFAULT_K`] when `top_k` is `None`).
+        top_p: Option<f64>,
+        /// The client's seed of the Gumbel noise (the server's value is ignored; use a fresh
+        /// seed per token).
+        seed: u64,
+    },
+    /// Reveal the logits to the client (explicit opt-in).
+    Logits,
+}
+
+impl TokenChoice {
+    /// Checks the public parameters: `T > 0` finite, `k >= 1`, `0 < p <= 1`.
+    pub fn validate(&self) -> Result<()> {
+        if let Self::Sample {
+            temperature,
+            top_k,
+            top_p,
+            ..
+        } = self
+        {
+            if !(temperature.is_finite() && *temperature > 0.0) {
+                return Err(ProtocolError::Config(format!(
+                    "sampling temperature {temperature} (need a finite T > 0)"
+                )));
+            }
+            if *top_k == Some(0) {
+                return Err(ProtocolError::Config(
+                    "top-k with k = 0 (need k >= 1)".into(),
+                ));
+            }
+            if let Some(p) = top_p {
+                if !(*p > 0.0 && *p <= 1.0) {
+                    return Err(ProtocolError::Config(format!(
+                        "top-p with p = {p} (need 0 < p <= 1)"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The choice as the server must know it: the seed replaced by 0.
+    pub fn public(&self) -> Self {
+        match self {
+            Self::Sample {
+                temperature,
+                top_k,
+                top_p,
+                ..
+            } => Self::Sample {
+                temperature: *temperature,
+                top_k: *top_k,
+                top_p: *top_p,
+                seed: 0,
+            },
+            other => other.clone(),
+        }
+    }
+
+    /// What the client learns in this mode (the server learns nothing in every mode).
+    pub fn reveals(&self) -> &'static str {
+        match self {
+            Self::Greedy => {
+                "the client learns the index of the largest logit of each row (the lowest \
+                 index among equal maxima) and nothing else: not the logits, not the maximum, \
+                 not the ranking; the server learns nothing"
+            }
+            Self::Sample { .. } => {
+                "the client learns the sampled token id of each row and nothing else about the \
+                 logits beyond what that id implies together with its own Gumbel noise (which \
+                 it knows: the id is the argmax of logit + T g over the top-k / top-p set), as \
+                 with any sampler whose randomness the client chooses; use a fresh seed per \
+                 token; the server learns nothing"
+            }
+            Self::Logits => {
+                "the client learns every logit (fixed point, f fractional bits): an explicit \
+                 opt-in that reveals much more than a token; the server learns nothing"
+            }
+        }
+    }
+}
+
+/// The result of [`choose_token`] for one party.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TokenOutcome {
+    /// The server's result: it learns nothing.
+    Nothing,
+    /// The client's chosen token ids, one per row.
+    Tokens(Vec<u32>),
+    /// The client's logits (decoded, row-major) for [`TokenChoice::Logits`].
+    Logits(Vec<f64>),
+}
+
+impl TokenOutcome {
+    /// The first row's token id (client, greedy or sampling).
+    pub fn token(&self) -> Option<u32> {
+        self.tokens().and_then(|t| t.first().copied())
+    }
+
+    /// The token ids (client, greedy or sampling).
+    pub fn tokens(&self) -> Option<&[u32]> {
+        match self {
+            Self::Tokens(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The revealed logits (client, [`TokenChoice::Logits`]).
+    pub fn logits(&self) -> Option<&[f64]> {
+        match self {
+            Self::Logits(l) => Some(l),
+            _ => None,
+        }
+    }
+}
+
+/// Rings and widths of a call (public, both parties derive the same).
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    rows: usize,
+    vocab: usize,
+    /// `|x| < 2^mag`.
+    mag: u32,
+    /// The ring of the logit comparisons (`mag + 2` bits, at least 16).
+    lc: Ring,
+    /// The input ring (narrower than `lc`: one signed extension first).
+    input: Ring,
+}
+
+impl Plan {
+    fn new(rows: usize, vocab: usize, fmt: &LogitFormat) -> Result<Self> {
+        fmt.validate()?;
+        if vocab == 0 || vocab > u32::MAX as usize {
+            return Err(ProtocolError::Config(format!(
+                "token choice over a vocabulary of {vocab} (need 1..=2^32-1)"
+            )));
+        }
+        let mag = fmt.magnitude_bits();
+        Ok(Self {
+            rows,
+            vocab,
+            mag,
+            lc: ring_of(mag + 2)?,
+            input: fmt.ring,
+        })
+    }
+
+    fn n(&self) -> usize {
+        self.rows * self.vocab
+    }
+
+    /// Bits of the offset logits `x + 2^mag`.
+    fn w(&self) -> u32 {
+        self.mag + 1
+    }
+}
+
+/// The sampling part of a plan.
+#[derive(Clone, Copy, Debug)]
+struct SamplePlan {
+    /// `round(T (g - mid) 2^f)` is at most this in magnitude.
+    temperature: f64,
+    /// Noisy logits lie in `(-2^{ws-1}, 2^{ws-1})`; masked ones are `-2^{ws-1}`.
+    ws: u32,
+    /// Their ring (`ws + 1` bits, at least 16).
+    ls: Ring,
+    /// Top-k when it restricts (`k < V`), with the count ring.
+    top_k: Option<(u64, Ring)>,
+    /// Top-p when it restricts (`p < 1`).
+    top_p: Option<TopP>,
+}
+
+/// The nucleus part of a plan.
+#[derive(Clone, Copy, Debug)]
+struct TopP {
+    /// `round(p 2^P_BITS)`.
+    p_q: u64,
+    /// `round(2^s / T)`.
+    scale: u64,
+    /// Fractional bits of the exp's input (`f + s`).
+    f_in: u32,
+    /// The exp's parameters.
+    exp: ExpParams,
+    /// The exp's ring.
+    le: Ring,
+    /// The ring of the masses.
+    lm: Ring,
+    /// The ring of the per-row product `p Z`.
+    lz: Ring,
+}
+
+fn ring_of(bits: u32) -> Result<Ring> {
+    if bits > Ring::MAX_BITS {
+        return Err(ProtocolError::Config(format!(
+            "token choice needs a {bits}-bit ring (at most 64): narrow the declared range or \
+             the temperature"
+        )));
+    }
+    Ok(Ring::new(bits.max(Ring::MIN_BITS))?)
+}
+
+/// Bits of `x` (`x < 2^bits`).
+fn bit_len(x: u64) -> u32 {
+    u64::BITS - x.leading_zeros()
+}
+
+impl SamplePlan {
+    fn new(p: &Plan, fmt: &LogitFormat, choice: &TokenChoice) -> Result<Self> {
+        let TokenChoice::Sample {
+            temperature,
+            top_k,
+            top_p,
+            ..
+        } = choice
+        else {
+            return Err(ProtocolError::Config("not a sampling choice".into()));
+        };
+        let t = *temperature;
+        let nmax = noise_bound(t, fmt.frac)?;
+        let vmax = (1u64 << p.mag) + nmax;
+        let ws = bit_len(vmax - 1) + 1;
+        let ls = ring_of(ws + 1)?;
+        let v = p.vocab as u64;
+        let pv = top_p.filter(|&x| x < 1.0);
+        let k = top_k.or(pv.map(|_| TOP_P_DEFAULT_K)).map(|k| k as u64);
+        let count = ring_of(bit_len(v) + 1)?;
+        let top_k = k.filter(|&k| k < v).map(|k| (k, count));
+        let top_p = match pv {
+            Some(pv) => Some(TopP::new(p, fmt, t, pv)?),
+            None => None,
+        };
+        Ok(Self {
+            temperature: t,
+            ws,
+            ls,
+            top_k,
+            top_p,
+        })
+    }
+
+    fn filters(&self) -> bool {
+        self.top_k.is_some() || self.top_p.is_some()
+    }
+}
+
+impl TopP {
+    fn new(p: &Plan, fmt: &LogitFormat, t: f64, pv: f64) -> Result<Self> {
+        let fe = 16u32.max(bit_len(p.vocab as u64) + 1);
+        let lm = ring_of(fe + bit_len(p.vocab as u64) + 2)?;
+        // s >= 0 with round(2^s / T) >= 2^SCALE_BITS
+        let s = (SCALE_BITS + t.log2().ceil() as i32).max(0) as u32;
+        let scale = (2f64.powi(s as i32) / t).round();
+        if !(1.0..(1u64 << 40) as f64).contains(&scale) {
+            return Err(ProtocolError::Config(format!(
+                "top-p at temperature {t}: the scaling by 1/T does not fit"
+            )));
+        }
+        let scale = scale as u64;
+        let f_in = fmt.frac + s;
+        // |y| = (max - x) scale < 2^{mag + 1 + bits(scale)} <= 2^{le - 2}; the table exp
+        // needs f_in + 6 <= le and F + 6 <= le
+        let le = ring_of(
+            (p.mag + 3 + bit_len(scale))
+                .max(f_in + 6)
+                .max(fe + 6)
+                .max(lm.bits()),
+        )?;
+        let lz = ring_of(lm.bits() + P_BITS + 1)?;
+        Ok(Self {
+            p_q: (pv * f64::from(1u32 << P_BITS)).round() as u64,
+            scale,
+            f_in,
+            exp: ExpParams {
+                method: ExpMethod::DUET_LUT,
+                frac: fe,
+            },
+            le,
+            lm,
+            lz,
+        })
+    }
+}
+
+/// `ceil(T (GUMBEL_HI - GUMBEL_LO) / 2 2^f) + 1`: the largest noise magnitude.
+fn noise_bound(t: f64, frac: u32) -> Result<u64> {
+    let b = (t * (GUMBEL_HI - GUMBEL_LO) / 2.0 * 2f64.powi(frac as i32)).ceil() + 1.0;
+    if !(b.is_finite() && b < 2f64.powi(60)) {
+        return Err(ProtocolError::Config(format!(
+            "sampling temperature {t}: the Gumbel noise does not fit a 64-bit ring"
+        )));
+    }
+    Ok(b as u64)
+}
+
+/// The client's Gumbel noise, `round(T (g - mid) 2^f)` for `n` draws from `seed`
+/// (`mid` the centre of the clamp interval; see the module documentation).
+fn gumbel_noise(seed: u64, n: usize, t: f64, frac: u32) -> Vec<i64> {
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+    let mid = (GUMBEL_HI + GUMBEL_LO) / 2.0;
+    let scale = t * 2f64.powi(frac as i32);
+    (0..n)
+        .map(|_| {
+            let k = rng.next_u64() >> 11;
+            let u = (k as f64 + 0.5) / (1u64 << 53) as f64;
+            // -ln u, accurate near u = 1 too
+            let nl = if u < 0.5 {
+                -u.ln()
+            } else {
+                -(-(1.0 - u)).ln_1p()
+            };
+            let g = (-nl.ln()).clamp(GUMBEL_LO, GUMBEL_HI);
+            ((g - mid) * scale).round() as i64
+        })
+        .collect()
+}
+
+fn rows_vocab(shape: &[usize]) -> Result<(usize, usize)> {
+    match shape.split_last() {
+        Some((&v, outer)) if v > 0 => Ok((outer.iter().product(), v)),
+        _ => Err(ProtocolError::Config(format!(
+            "token choice over the last axis of shape {shape:?}"
+        ))),
+    }
+}
+
+/// Adds the public `c` (signed) to every element (the server's share only).
+fn add_public(x: &AShare, role: Role, c: i64) -> Result<AShare> {
+    if role == Role::Client {
+        return Ok(x.clone());
+    }
+    let r = x.ring();
+    let cv = r.from_i64(c);
+    Ok(AShare::new(
+        r,
+        x.shape().to_vec(),
+        x.data().iter().map(|&v| r.add(v, cv)).collect(),
+    )?)
+}
+
+/// The logits in the comparison ring `lc` (local reduction, or one signed extension when the
+/// input ring is narrower).
+fn to_compare_ring<C: Channel>(
+    s: &mut NlSession,
+    ch: &mut C,
+    x: &AShare,
+    p: &Plan,
+) -> Result<AShare> {
+    let y = if p.lc.bits() <= p.input.bits() {
+        nl::reduce(x, p.lc)?
+    } else {
+        nl::extend(s, ch, x, p.lc, true)?
+    };
+    Ok(AShare::new(p.lc, vec![p.rows, p.vocab], y.into_data())?)
+}
+
+fn to_compare_ring_cost(p: &Plan, cfg: NlConfig) -> Cost {
+    if p.lc.bits() <= p.input.bits() {
+        Cost::default()
+    } else {
+        nl::extend_cost(p.n(), p.input, p.lc, cfg)
+    }
+}
+
+/// `x` (in `lc`, `|x| < 2^mag`) in the ring `to`: a reduction, or the extension of the
+/// non-negative `x + 2^mag` (one COT of `to - lc` bits per element).
+fn widen<C: Channel>(
+    s: &mut NlSession,
+    ch: &mut C,
+    x: &AShare,
+    mag: u32,
+    to: Ring,
+) -> Result<AShare> {
+    if to.bits() <= x.ring().bits() {
+        return Ok(nl::reduce(x, to)?);
+    }
+    let role = s.role();
+    let off = 1i64 << mag;
+    let u = extend_pos(s, ch, &add_public(x, role, off)?, to)?;
+    add_public(&u, role, -off)
+}
+
+fn widen_cost(n: usize, from: Ring, to: Ring, cfg: NlConfig) -> Cost {
+    if to.bits() <= from.bits() {
+        Cost::default()
+    } else {
+        extend_pos_cost(n, from, to, cfg)
+    }
+}
+
+/// Opens the index shares to the client: the server sends its `rows` words, the client XORs
+/// and checks every index against the vocabulary.
+fn open_index<C: Channel>(
+    role: Role,
+    ch: &mut C,
+    mine: &[u64],
+    vocab: usize,
+) -> Result<TokenOutcome> {
+    match role {
+        Role::Server => {
+            ch.send_u64s(mine)?;
+            ch.flush()?;
+            Ok(TokenOutcome::Nothing)
+        }
+        Role::Client => {
+            let theirs = ch.recv_u64s_exact(mine.len())?;
+            let ids = mine
+                .iter()
+                .zip(&theirs)
+                .map(|(&a, &b)| {
+                    let i = a ^ b;
+                    u32::try_from(i)
+                        .ok()
+                        .filter(|&i| (i as usize) < vocab)
+                        .ok_or_else(|| {
+                            ProtocolError::Protocol(format!(
+                                "the opened token index {i} is outside the vocabulary of {vocab}"
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<u32>>>()?;
+            Ok(TokenOutcome::Tokens(ids))
+        }
+    }
+}
+
+fn open_cost(words: usize) -> Cost {
+    Cost {
+        bytes: 8 * words as u64,
+        rounds: u64::from(words > 0),
+        ..Cost::default()
+    }
+}
+
+/// Chooses the next token of every row of `logits` (shape `[.., V]`, shares in `fmt.ring`) as
+/// `choice` says; the client gets the ids ([`TokenOutcome::Tokens`]) or, for
+/// [`TokenChoice::Logits`], the logits; the server gets [`TokenOutcome::Nothing`]. Both parties
+/// call it with the same shape, format and public choice ([`TokenChoice::public`]); only the
+/// client's seed is used. See the module documentation for the protocols, what each party
+/// learns ([`TokenChoice::reveals`]) and the range precondition. Reserves the COTs of
+/// [`choose_token_cost`] first. Cost: [`choose_token_cost`].
+pub fn choose_token<C: Channel>(
+    s: &mut NlSession,
+    ch: &mut C,
+    logits: &AShare,
+    fmt: &LogitFormat,
+    choice: &TokenChoice,
+) -> Result<TokenOutcome> {
+    choice.validate()?;
+    if logits.ring() != fmt.ring {
+        return Err(ProtocolError::Config(format!(
+            "logits in Z_2^{} for a format in Z_2^{}",
+            logits.ring().bits(),
+            fmt.ring.bits()
+        )));
+    }
+    let (rows, vocab) = rows_vocab(logits.shape())?;
+    let p = Plan::new(rows, vocab, fmt)?;
+    let role = s.role();
+    if rows == 0 {
+        return Ok(match (role, choice) {
+            (Role::Server, _) => TokenOutcome::Nothing,
+            (Role::Client, TokenChoice::Logits) => TokenOutcome::Logits(Vec::new()),
+            (Role::Client, _) => TokenOutcome::Tokens(Vec::new()),
+        });
+    }
+    if let TokenChoice::Logits = choice {
+        return match role {
+            Role::Server => {
+                ch.send_u64s(logits.data())?;
+                ch.flush()?;
+                Ok(TokenOutcome::Nothing)
+            }
+            Role::Client => {
+                let theirs = ch.recv_u64s_exact(logits.len())?;
+                let r = fmt.ring;
+                if !theirs.iter().all(|&v| r.contains(v)) {
+                    return Err(ProtocolError::Protocol(
+                        "a logit share outside the ring".into(),
+                    ));
+                }
+                let scale = 2f64.powi(-(fmt.frac as i32));
+                Ok(TokenOutcome::Logits(
+                    logits
+                        .data()
+                        .iter()
+                        .zip(&theirs)
+                        .map(|(&a, &b)| r.to_i64(r.add(a, b)) as f64 * scale)
+                        .collect(),
+                ))
+            }
+        };
+    }
+    let need = choose_token_cost(rows, vocab, fmt, choice, s.config())?;
+    s.reserve(ch, need.cots)?;
+    if vocab == 1 {
+        return Ok(match role {
+            Role::Server => TokenOutcome::Nothing,
+            Role::Client => TokenOutcome::Tokens(vec![0; rows]),
+        });
+    }
+    let x = to_compare_ring(s, ch, logits, &p)?;
+    let values = match choice {
+        TokenChoice::Sample { seed, .. } => {
+            let sp = SamplePlan::new(&p, fmt, choice)?;
+            let keep = if sp.filters() {
+                Some(threshold::keep_mask(s, ch, &x, &p, &sp)?)
+            } else {
+                None
+            };
+            let v = widen(s, ch, &x, p.mag, sp.ls)?;
+            let r = sp.ls;
+            let v = if role == Role::Client {
+                let noise = gumbel_noise(*seed, p.n(), sp.temperature, fmt.frac);
+                AShare::new(
+                    r,
+                    v.shape().to_vec(),
+                    v.data()
+                        .iter()
+                        .zip(&noise)
+                        .map(|(&a, &g)| r.add(a, r.from_i64(g)))
+                        .collect(),
+                )?
+            } else {
+                v
+            };
+            match keep {
+                // v <- -2^{ws-1} + keep (v + 2^{ws-1})
+                Some(k) => {
+                    let off = 1i64 << (sp.ws - 1);
+                    let m = nl::mux(s, ch, &k, &add_public(&v, role, off)?)?;
+                    add_public(&m, role, -off)?
+                }
+                None => v,
+            }
+        }
+        _ => x,
+    };
+    let idx = tournament::argmax(s, ch, &values, rows, vocab)?;
+    open_index(role, ch, &idx, vocab)
+}
+
+/// Exact bytes (flights: an upper bound) and COTs of [`choose_token`] on `rows` rows of `vocab`
+/// logits in `fmt` with `choice` and `cfg` (the COT reservation's own traffic excluded).
+pub fn choose_token_cost(
+    rows: usize,
+    vocab: usize,
+    fmt: &LogitFormat,
+    choice: &TokenChoice,
+    cfg: NlConfig,
+) -> Result<Cost> {
+    choice.validate()?;
+    let p = Plan::new(rows, vocab, fmt)?;
+    if let TokenChoice::Logits = choice {
+        return Ok(Cost {
+            bytes: 8 * p.n() as u64,
+            rounds: u64::from(p.n() > 0),
+            ..Cost::default()
+        });
+    }
+    if vocab == 1 || rows == 0 {
+        return Ok(Cost::default());
+    }
+    let mut c = to_compare_ring_cost(&p, cfg);
+    let lv = match choice {
+        TokenChoice::Sample { .. } => {
+            let sp = SamplePlan::new(&p, fmt, choice)?;
+            if sp.filters() {
+                c = c + threshold::keep_mask_cost(&p, &sp, cfg)?;
+            }
+            c = c + widen_cost(p.n(), p.lc, sp.ls, cfg);
+            if sp.filters() {
+                c = c + nl::mux_cost(p.n(), sp.ls, cfg);
+            }
+            sp.ls
+        }
+        _ => p.lc,
+    };
+    Ok(c + tournament::argmax_cost(rows, vocab, lv, cfg) + open_cost(rows))
+}
+
+/// The plans of a call, for the tests of the submodules.
+#[cfg(test)]
+fn plans(
+    rows: usize,
+    vocab: usize,
+    fmt: &LogitFormat,
+    choice: &TokenChoice,
+) -> (Plan, Option<SamplePlan>) {
+    let p = Plan::new(rows, vocab, fmt).unwrap();
+    let sp = SamplePlan::new(&p, fmt, choice).ok();
+    (p, sp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gumbel_noise_is_bounded_and_gumbel() {
+        let n = 200_000;
+        let g = gumbel_noise(7, n, 1.0, 12);
+        let b = noise_bound(1.0, 12).unwrap() as i64;
+        assert!(g.iter().all(|&x| x.abs() <= b));
+        // mean of the standard Gumbel: Euler's gamma
+        let mid = (GUMBEL_HI + GUMBEL_LO) / 2.0;
+        let mean = g.iter().map(|&x| x as f64 / 4096.0 + mid).sum::<f64>() / n as f64;
+        assert!((mean - 0.577_215_664_9).abs() < 0.01, "{mean}");
+        // P(g <= 0) = exp(-1)
+        let below = g
+            .iter()
+            .filter(|&&x| (x as f64) / 4096.0 + mid <= 0.0)
+            .count() as f64;
+        assert!((below / n as f64 - (-1f64).exp()).abs() < 0.005);
+    }
+
+    #[test]
+    fn plans_and_validation() {
+        let fmt = LogitFormat::new(Ring::new(37).unwrap(), 12, 6).unwrap();
+        let (p, _) = plans(1, 49_152, &fmt, &TokenChoice::Greedy);
+        assert_eq!((p.mag, p.lc.bits()), (18, 20));
+        let choice = TokenChoice::Sample {
+            temperature: 1.0,
+            top_k: None,
+            top_p: Some(0.9),
+            seed: 1,
+        };
+        let (_, sp) = plans(1, 49_152, &fmt, &choice);
+        let sp = sp.unwrap();
+        // 2^18 + 20.6 * 4096 < 2^19: 20 bits, ring of 21
+        assert_eq!((sp.ws, sp.ls.bits()), (20, 21));
+        assert_eq!(sp.top_k.map(|k| k.0), Some(64));
+        assert!(sp.top_p.is_some());
+        for bad in [
+            TokenChoice::Sample {
+                temperature: 0.0,
+                top_k: None,
+                top_p: None,
+                seed: 0,
+            },
+            TokenChoice::Sample {
+                temperature: f64::NAN,
+                top_k: None,
+                top_p: None,
+                seed: 0,
+            },
+            TokenChoice::Sample {
+                temperature: 1.0,
+                top_k: Some(0),
+                top_p: None,
+                seed: 0,
+            },
+            TokenChoice::Sample {
+                temperature: 1.0,
+                top_k: None,
+                top_p: Some(1.5),
+                seed: 0,
+            },
+            TokenChoice::Sample {
+                temperature: 1.0,
+                top_k: None,
+                top_p: Some(0.0),
+                seed: 0,
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+            assert!(choose_token_cost(1, 10, &fmt, &bad, NlConfig::default()).is_err());
+        }
+        assert!(LogitFormat::new(Ring::new(64).unwrap(), 30, 31).is_err());
+        assert!(LogitFormat::new(Ring::new(16).unwrap(), 15, 0).is_err());
+    }
+}
