@@ -20,7 +20,7 @@ use duet_mpc::{AShare, Prg, Ring};
 use duet_protocols::nonlinear::token_choice::{
     choose_token, choose_token_cost, LogitFormat, TokenChoice,
 };
-use duet_transport::{memory_pair, Channel, Role};
+use duet_transport::{memory_pair, Channel, ChannelStats, MemoryChannel, Role};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,8 @@ fn bench(c: &mut Criterion) {
     ];
     let (mut sch, mut cch) = memory_pair();
     let (tx, rx) = mpsc::channel::<Option<TokenChoice>>();
+    // the server's traffic of each call, for the report
+    let (stx, srx) = mpsc::channel::<ChannelStats>();
     std::thread::scope(|s| {
         let x0 = &x0;
         s.spawn(move || {
@@ -65,7 +67,9 @@ fn bench(c: &mut Criterion) {
             while let Ok(Some(choice)) = rx.recv() {
                 let need = choose_token_cost(1, V, &fmt, &choice, cfg).unwrap();
                 sess.reserve(&mut sch, need.cots).unwrap();
+                let before = sch.stats();
                 choose_token(&mut sess, &mut sch, x0, &fmt, &choice).unwrap();
+                stx.send(sch.stats() - before).unwrap();
             }
         });
         let mut rng = Prg::from_seed([2; 32]);
@@ -74,27 +78,31 @@ fn bench(c: &mut Criterion) {
         g.sample_size(10);
         for (name, choice) in &choices {
             let need = choose_token_cost(1, V, &fmt, choice, cfg).unwrap();
-            let run = |sess: &mut NlSession, cch: &mut _| -> Duration {
+            let run = |sess: &mut NlSession,
+                       cch: &mut MemoryChannel|
+             -> (Duration, ChannelStats, ChannelStats) {
                 tx.send(Some(choice.public())).unwrap();
                 sess.reserve(cch, need.cots).unwrap();
+                let before = cch.stats();
                 let t = Instant::now();
                 choose_token(sess, cch, &x1, &fmt, choice).unwrap();
-                t.elapsed()
+                let secs = t.elapsed();
+                (secs, cch.stats() - before, srx.recv().unwrap())
             };
-            // one call to report the traffic (the client's view of both directions)
-            let before = cch.stats();
-            let secs = run(&mut sess, &mut cch).as_secs_f64();
-            let d = cch.stats() - before;
+            // one call to report the traffic: bytes and flights sent by both parties (what
+            // `Cost` counts)
+            let (secs, dc, ds) = run(&mut sess, &mut cch);
             eprintln!(
-                "{name}: {} bytes ({} predicted), {} flights (bound {}), COTs {:?}, {secs:.3} s",
-                d.total_bytes(),
+                "{name}: {} bytes ({} predicted), {} flights (bound {}), COTs {:?}, {:.3} s",
+                dc.bytes_sent + ds.bytes_sent,
                 need.bytes,
-                d.total_rounds(),
+                dc.rounds + ds.rounds,
                 need.rounds,
-                need.cots
+                need.cots,
+                secs.as_secs_f64()
             );
             g.bench_function(*name, |b| {
-                b.iter_custom(|iters| (0..iters).map(|_| run(&mut sess, &mut cch)).sum())
+                b.iter_custom(|iters| (0..iters).map(|_| run(&mut sess, &mut cch).0).sum())
             });
         }
         g.finish();

@@ -25,20 +25,24 @@
 //!   Finally the server sends its shares of the index bits (8 bytes per row) and the client
 //!   XORs its own: the server's shares are uniform (fresh AND / comparison outputs), so the
 //!   client learns the index and nothing else. Carrying the index in the low bits of the
-//!   values instead (`v 2^b + (2^b - 1 - i)`) widens every comparison by `b = ceil(log2 V)`
-//!   bits and every mux by as much: 26% more bytes at `V = 49,152` (see the tests).
+//!   values instead (`v 2^b + (2^b - 1 - i)`, one comparison and one mux of a single value per
+//!   pair) widens every comparison and every mux by `b = ceil(log2 V)` bits: 1.72 times the
+//!   bytes at `V = 49,152` (2.21 MB against 1.28 MB, from the exact cost formulas; see the
+//!   tests).
 //! * **Sampling** ([`TokenChoice::Sample`]) by the Gumbel-max trick: `argmax_i (x_i / T + g_i)
 //!   = argmax_i (x_i + T g_i)` with `g_i` standard Gumbel drawn by the client from its seed,
-//!   `round(T (g_i - 16.9) 2^f)` added to its own share (local; the constant shift does not
+//!   `round(T (g_i - 16.9) 2^f)` added to its own share (local; the common shift does not
 //!   change the argmax). The client's sampler `g = -ln(-ln u)`, `u = (k + 1/2) 2^-53` with `k`
-//!   uniform on 53 bits, lies in `[-3.62, 37.43]` by construction (it is also clamped to
-//!   `[-3.7, 37.5]`), so the noise is bounded: `|T (g - 16.9)| <= 20.6 T` and the noisy values
-//!   need `ceil(log2(2^M + 20.6 T 2^f)) + 2` bits, which the comparison ring gets by a cheap
-//!   extension (one COT per logit): the range precondition holds with probability 1. The
-//!   53-bit `u` cuts the Gumbel tail at 37.43 (mass `2^-54` per draw), and the noise's rounding
-//!   to `2^-f` changes the argmax only when two noisy logits are within `2^-f` of each other
-//!   (total variation from `softmax(x / T)` of the encoded logits about `2^-f / T`).
-//!   Then the tournament above on the noisy values (ties: lowest index).
+//!   uniform on 53 bits, lies in `[-3.62, 37.43]` by construction (and is clamped to
+//!   `[-3.7, 37.5]`), so the noise is bounded, `|T (g - 16.9)| <= 20.6 T`: the noisy values
+//!   lie below `2^M + 20.6 T 2^f + 1` in magnitude and are compared in a ring of
+//!   `ceil(log2(2^M + 20.6 T 2^f + 1)) + 2` bits, which the logits reach by a cheap extension
+//!   (one COT per logit). The range precondition of the noisy values therefore holds with
+//!   probability 1 whenever the logits' does. The 53-bit `u` cuts the Gumbel tail at 37.43
+//!   (mass `2^-54` per draw), and the noise's rounding to `2^-f` changes the argmax only when
+//!   two noisy logits are within `2^-f` of each other (total variation from `softmax(x / T)` of
+//!   the encoded logits of the order of `2^-f / T`). Then the tournament above on the noisy
+//!   values (ties: lowest index).
 //! * **Top-k**: the kept set is `{i : x_i >= θ_k}` with `θ_k` the `k`-th largest logit (ties at
 //!   the threshold are kept, as HuggingFace's `TopKLogitsWarper` does). `θ_k` is never
 //!   computed: the offset logits `u_i = x_i + 2^M` are bit-decomposed once (a ripple-carry
@@ -47,35 +51,42 @@
 //!   to the threshold's so far) and `gt_i` (prefix above it): the candidate bit 1 is taken iff
 //!   `#{gt_i ∨ (eq_i ∧ u_ij)} >= k` (B2A of one bit per logit, a local sum per row, one
 //!   comparison per row), then `eq`, `gt` are updated with the shared decision (2 ANDs per
-//!   logit). At the end `keep_i = gt_i ∨ eq_i`. Cost per logit: about `w` (B2A + 3 ANDs),
-//!   independent of `k`. The masked logits become `-2^{w_s - 1}` (one mux per logit), below
-//!   every noisy logit, before the Gumbel tournament.
+//!   logit). At the end `keep_i = gt_i ∨ eq_i`. Cost per logit: `w` times (a B2A and 3 ANDs),
+//!   independent of `k`; no comparison per logit at all. The dropped logits become
+//!   `-2^{w_s - 1}` (one mux per logit), below every noisy logit, before the tournament.
 //! * **Top-p** (nucleus, after top-k as in HuggingFace): with `q_i = softmax(x / T)` over the
 //!   top-k set, the nucleus is again a threshold: `{i : x_i >= θ_p}` with `θ_p = max{t :
-//!   sum_{x_j >= t} q_j >= p}` (keep `i` iff the mass strictly above `x_i` is below `p`;
-//!   ties kept together). So the same bit search runs with the masses: `e_i = exp((x_i - max)
-//!   / T)` ([`nl::max_axis`], a cheap extension, a public scaling by `round(2^s / T)` and the
-//!   table exp [`ExpMethod::DUET_LUT`] at `F_e = max(16, log2 V + 1)` fractional bits), masked
-//!   to the top-k set (one mux), `Z = sum e_i`, `p Z` (one extension, a public product and a
+//!   sum_{x_j >= t} q_j >= p}` (keep `i` iff the mass strictly above `x_i` is below `p`, as
+//!   HuggingFace's `TopPLogitsWarper`; ties kept together). So the same bit search runs with
+//!   the masses: `e_i = exp((x_i - max) / T)` ([`nl::max_axis`], a cheap extension, a public
+//!   scaling by `round(2^s / T) >= 2^16` and the table exp [`ExpMethod::DUET_LUT`] at
+//!   `F_e = 16` fractional bits, more above 57,344 tokens, for every logit), masked to the
+//!   top-k set (one mux), `Z = sum e_i`, `p Z` (one extension, a public product and a
 //!   truncation per row), then per bit a mux of `e_i` by the candidate bit instead of the
 //!   B2A. **Top-p needs a bounded candidate set**: the masses of all `V` logits would add `V`
-//!   rounding errors; so top-p without `top_k` runs within the top
-//!   [`TOP_P_DEFAULT_K`] = 64 logits (the mass beyond them is ignored: this differs from
-//!   HuggingFace's top-p alone when the nucleus would hold more than 64 tokens). The masses
-//!   carry the exp's error (about `4e-5` each), so the nucleus boundary can differ from the
-//!   float one when the cumulative mass is within about `k 4e-5` of `p`; `p = 1` is a no-op.
+//!   rounding errors; so top-p without `top_k` runs within the top [`TOP_P_DEFAULT_K`] = 64
+//!   logits (the mass beyond them is ignored: this differs from HuggingFace's top-p alone when
+//!   the nucleus would hold more than 64 tokens). The masses carry the exp's error (about
+//!   `4.5e-5` each), so the nucleus boundary can differ from the float one when the cumulative
+//!   mass is within about `k 4.5e-5` of `p`; `p = 1` is a no-op. Not done: a compaction of the
+//!   top-k candidates (which would make top-p `O(k^2)` instead of `O(V w)`): every oblivious
+//!   compaction found costs more than the search it would replace.
 //! * **Logits** (opt-in, [`TokenChoice::Logits`]): the server sends its shares, the client
 //!   adds them.
 //!
 //! Public: `V`, `rows`, the format and the choice's `T`, `k`, `p` (both parties call with the
 //! same values). The seed is the client's only; the server never uses it. What the client
-//! learns per mode: [`TokenChoice::reveals`]; the server learns nothing in every mode.
+//! learns per mode: [`TokenChoice::reveals`]; the server learns nothing in every mode (it
+//! receives only OT messages and AND openings, all masked by uniform pads).
 //!
 //! # Cost
 //! [`choose_token_cost`]: bytes exact (measured = predicted in the tests), flights an upper
 //! bound (the sum of the steps'), COTs by direction ([`Cost::cots`]) for the Ferret pools.
-//! At `V = 49,152`, 12 fractional bits, `|logit| < 64`, Ferret: greedy about 1.3 MB; the
-//! figures of every mode are in `protocols/tests/token_choice.rs` and the bench
+//! At `V = 49,152`, 12 fractional bits, `|logit| < 64` (20-bit comparisons), Ferret, one row:
+//! greedy 1.28 MB (26 bytes and 37 COTs per logit) in at most 188 flights; sampling 1.31 MB;
+//! with top-k 5.45 MB (the bit decomposition 9 and the search 70 bytes per logit); with top-k
+//! and top-p 21.6 MB (the exp of every logit 99, the mass search 193 bytes per logit) in at
+//! most 946 flights. Measured figures: `protocols/tests/token_choice.rs` and the bench
 //! `protocols/benches/token_choice.rs`.
 
 mod threshold;
@@ -408,7 +419,13 @@ impl SamplePlan {
 
 impl TopP {
     fn new(p: &Plan, fmt: &LogitFormat, t: f64, pv: f64) -> Result<Self> {
-        let fe = 16u32.max(bit_len(p.vocab as u64) + 1);
+        // the row sum of the masses stays positive: the max's e = 1 outweighs one negative
+        // ulp of rounding on every other logit
+        let fe = if p.vocab <= 7 << 13 {
+            16
+        } else {
+            bit_len(p.vocab as u64) + 1
+        };
         let lm = ring_of(fe + bit_len(p.vocab as u64) + 2)?;
         // s >= 0 with round(2^s / T) >= 2^SCALE_BITS
         let s = (SCALE_BITS + t.log2().ceil() as i32).max(0) as u32;

@@ -306,3 +306,77 @@ pub(super) fn keep_mask_cost(p: &Plan, sp: &SamplePlan, cfg: NlConfig) -> Result
     }
     Ok(c)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{plans, tournament, LogitFormat, TokenChoice};
+    use super::*;
+
+    /// Bytes and flights of each step of sampling with top-k 50 and top-p 0.9 at V = 49,152
+    /// (Ferret COTs; from the cost formulas).
+    #[test]
+    #[ignore = "prints the cost breakdown"]
+    fn print_breakdown() {
+        let cfg = NlConfig::default();
+        let fmt = LogitFormat::new(Ring::new(37).unwrap(), 12, 6).unwrap();
+        let choice = TokenChoice::Sample {
+            temperature: 0.8,
+            top_k: Some(50),
+            top_p: Some(0.9),
+            seed: 0,
+        };
+        let (p, sp) = plans(1, 49_152, &fmt, &choice);
+        let sp = sp.unwrap();
+        let tp = sp.top_p.unwrap();
+        let (_, count) = sp.top_k.unwrap();
+        let n = p.n();
+        let show = |what: &str, c: Cost| {
+            eprintln!(
+                "{what:28} {:>10} B {:>6.1} B/logit {:>5} flights",
+                c.bytes,
+                c.bytes as f64 / n as f64,
+                c.rounds
+            );
+        };
+        eprintln!(
+            "rings: compare {}, noisy {}, count {}, exp {}, mass {}, exp frac {}",
+            p.lc.bits(),
+            sp.ls.bits(),
+            count.bits(),
+            tp.le.bits(),
+            tp.lm.bits(),
+            tp.exp.frac
+        );
+        eprintln!("exp error bound {:.2e}", tp.exp.error_bound());
+        show("bit decomposition", decompose_cost(n, p.w(), cfg));
+        show(
+            "top-k search",
+            search_cost(1, p.vocab, p.w(), count, false, cfg),
+        );
+        show("max", nl::max_axis_cost(1, p.vocab, p.lc, cfg));
+        show(
+            "extension to the exp ring",
+            to_ring_cost(n, p.lc, tp.le, cfg),
+        );
+        show("exp", exp_cost(n, tp.le, tp.f_in, tp.exp, cfg));
+        show("top-k mask of the masses", nl::mux_cost(n, tp.lm, cfg));
+        show("p Z", nucleus_target_cost(&p, &tp, cfg));
+        show(
+            "top-p search",
+            search_cost(1, p.vocab, p.w(), tp.lm, true, cfg),
+        );
+        show(
+            "widening to the noisy ring",
+            extend_pos_cost(n, p.lc, sp.ls, cfg),
+        );
+        show("mask of the noisy logits", nl::mux_cost(n, sp.ls, cfg));
+        show(
+            "tournament",
+            tournament::argmax_cost(1, p.vocab, sp.ls, cfg),
+        );
+        show(
+            "greedy tournament",
+            tournament::argmax_cost(1, p.vocab, p.lc, cfg),
+        );
+    }
+}
