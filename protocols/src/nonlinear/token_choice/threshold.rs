@@ -2,7 +2,8 @@
 //! searched bit by bit from the top with shared per-logit state (see the parent module's
 //! documentation).
 
-use super::{add_public, Plan, SamplePlan, TopP, P_BITS};
+use super::add_public;
+use super::plan::{Plan, SamplePlan, TopP, P_BITS};
 use crate::{ProtocolError, Result};
 use duet_mpc::fixed_math::exp::{exp, exp_cost, extend_pos, extend_pos_cost};
 use duet_mpc::nonlinear::{self as nl, BShare, Cost, NlConfig, NlSession, TruncMode};
@@ -309,7 +310,8 @@ pub(super) fn keep_mask_cost(p: &Plan, sp: &SamplePlan, cfg: NlConfig) -> Result
 
 #[cfg(test)]
 mod tests {
-    use super::super::{plans, tournament, LogitFormat, TokenChoice};
+    use super::super::plan::plans;
+    use super::super::{tournament, LogitFormat, TokenChoice};
     use super::*;
 
     /// Bytes and flights of each step of sampling with top-k 50 and top-p 0.9 at V = 49,152
