@@ -284,11 +284,11 @@ fn linear(
     }
     let (start, count) = cols;
     // weight rows for the used outputs, each of length in_dim
-    let wt: Vec<f64> = match layout {
+    let wt: std::borrow::Cow<'_, [f64]> = match layout {
         WeightLayout::OutIn => w
             .get(start * in_dim..(start + count) * in_dim)
             .unwrap_or(&[])
-            .to_vec(),
+            .into(),
         WeightLayout::InOut => {
             let mut t = vec![0.0; count * in_dim];
             for (k, row) in w.chunks_exact(out_total).enumerate() {
@@ -298,21 +298,53 @@ fn linear(
                     }
                 }
             }
-            t
+            t.into()
         }
     };
+    let rows: Vec<&[f64]> = wt.chunks_exact(in_dim.max(1)).collect();
     let mut out = Matrix::zeros(x.rows, count);
-    for r in 0..x.rows {
-        let xr = x.row(r);
-        for (o, wr) in wt.chunks_exact(in_dim).enumerate() {
-            let bias = b.and_then(|b| b.get(start + o)).copied().unwrap_or(0.0);
-            let v: f64 = xr.iter().zip(wr).map(|(a, b)| a * b).sum::<f64>() + bias;
-            if let Some(d) = out.data.get_mut(r * count + o) {
-                *d = v;
+    // four weight rows at a time against every input row: the weights are read from memory
+    // once per call rather than once per input row
+    for (o, ws) in rows.chunks(4).enumerate() {
+        for r in 0..x.rows {
+            let xr = x.row(r);
+            let sums = match ws {
+                [w0, w1, w2, w3] => dot4(xr, [w0, w1, w2, w3]),
+                _ => {
+                    let mut s = [0.0; 4];
+                    s.iter_mut()
+                        .zip(ws)
+                        .for_each(|(s, w)| *s = xr.iter().zip(*w).map(|(a, b)| a * b).sum());
+                    s
+                }
+            };
+            let at = r * count + 4 * o;
+            let dst = out.data.get_mut(at..(at + ws.len()).min(r * count + count));
+            for (j, (d, v)) in dst.unwrap_or(&mut []).iter_mut().zip(sums).enumerate() {
+                let bias = b
+                    .and_then(|b| b.get(start + 4 * o + j))
+                    .copied()
+                    .unwrap_or(0.0);
+                *d = v + bias;
             }
         }
     }
     Ok(out)
+}
+
+/// Four dot products of `x` with rows `w`, each summed in order from the first term (as
+/// `Iterator::sum` does), so the results equal four separate dot products bit for bit; the
+/// four independent sums let the CPU overlap them.
+fn dot4(x: &[f64], w: [&[f64]; 4]) -> [f64; 4] {
+    let [w0, w1, w2, w3] = w;
+    let mut s = [-0.0f64; 4];
+    for ((((&a, &b0), &b1), &b2), &b3) in x.iter().zip(w0).zip(w1).zip(w2).zip(w3) {
+        s[0] += a * b0;
+        s[1] += a * b1;
+        s[2] += a * b2;
+        s[3] += a * b3;
+    }
+    s
 }
 
 fn norm(x: &Matrix, g: &[f64], b: Option<&[f64]>, eps: f64, center: bool) -> Matrix {
