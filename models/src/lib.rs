@@ -1,10 +1,11 @@
-//! Duet models: HuggingFace configs, safetensors weights and tokenizers; a transformer as a
+//! Duet models: HuggingFace configs, safetensors weights and tokenizers; GGUF files ([`gguf`]); a transformer as a
 //! graph of operators; the plaintext f64 reference executor and the secure two-party executor
 //! ([`secure`]).
 
 pub mod builtin;
 pub mod config;
 mod error;
+pub mod gguf;
 pub mod graph;
 pub mod planner;
 pub mod reference;
@@ -15,6 +16,7 @@ pub mod weights;
 pub use builtin::{BuiltinModel, RandomWeights};
 pub use config::{Activation, Arch, ModelConfig};
 pub use error::{ModelError, Result};
+pub use gguf::{ChatTemplate, GgufFile, GgufModel};
 pub use graph::{Graph, Node, NodeId, Op};
 pub use reference::{
     run_reference, run_reference_outputs, run_reference_traced, sentence_embedding, Matrix,
