@@ -487,3 +487,41 @@ pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
         dot / (na * nb)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    /// `linear` equals plain dot products bit for bit, for both layouts, a bias, a column
+    /// window and widths that are not multiples of four.
+    #[test]
+    fn linear_equals_plain_dot_products() {
+        let val = |i: usize| ((i * 7919 % 1013) as f64 - 506.0) / 97.0;
+        let (rows, in_dim, out_total) = (3, 13, 11);
+        let x = Matrix {
+            rows,
+            cols: in_dim,
+            data: (0..rows * in_dim).map(val).collect(),
+        };
+        let w: Vec<f64> = (0..in_dim * out_total).map(|i| val(i + 5)).collect();
+        let b: Vec<f64> = (0..out_total).map(|i| val(i + 99)).collect();
+        for layout in [WeightLayout::OutIn, WeightLayout::InOut] {
+            for (start, count) in [(0, out_total), (2, 7), (4, 1)] {
+                let got =
+                    linear(&x, &w, Some(&b), in_dim, out_total, (start, count), layout).unwrap();
+                for r in 0..rows {
+                    for o in 0..count {
+                        let wt = |k: usize| match layout {
+                            WeightLayout::OutIn => w[(start + o) * in_dim + k],
+                            WeightLayout::InOut => w[k * out_total + start + o],
+                        };
+                        let want =
+                            (0..in_dim).map(|k| x.row(r)[k] * wt(k)).sum::<f64>() + b[start + o];
+                        assert_eq!(got.data[r * count + o].to_bits(), want.to_bits());
+                    }
+                }
+            }
+        }
+    }
+}
