@@ -103,7 +103,7 @@ impl TextTokenizer {
             })
     }
 
-    /// Token ids of `text` with the model's special tokens ([CLS] ... [SEP] for BERT; the
+    /// Token ids of `text` with the model's special tokens (`[CLS] ... [SEP]` for BERT; the
     /// BOS / EOS a GGUF file asks for). Special tokens written in the text (`<|im_start|>`)
     /// are recognised.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {

@@ -25,10 +25,10 @@
 //! strings are UTF-8. Tensors of types Duet cannot dequantize are refused at open. A malformed
 //! or truncated file gives [`ModelError::Gguf`] naming the file and the fault.
 
-mod chat;
-mod model;
+pub mod chat;
+pub mod model;
 pub mod quant;
-pub(crate) mod tokenizer;
+pub mod tokenizer;
 
 pub use chat::ChatTemplate;
 pub use model::{gguf_tensor_name, GgufModel};

@@ -28,7 +28,7 @@
 //! `add_space_prefix`, default true), pieces are merged pairwise, best score first, with
 //! unknown characters falling back to `<0xXX>` byte tokens. The merge ranks are derived from
 //! the scores (every split of a vocabulary piece into two vocabulary pieces, best merged
-//! score first).
+//! score first; pieces longer than [`MAX_MERGED_PIECE_BYTES`] are left out).
 
 use super::GgufFile;
 use crate::{ModelError, Result};
@@ -52,6 +52,9 @@ pub const GPT2_PATTERN: &str =
 pub const LLAMA3_PATTERN: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's pattern: LLaMA 3's with single digits.
 pub const QWEN2_PATTERN: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Longest SentencePiece piece (in bytes) that merges can produce.
+pub const MAX_MERGED_PIECE_BYTES: usize = 256;
 
 /// Token types of `tokenizer.ggml.token_type`.
 const TYPE_CONTROL: i64 = 3;
@@ -291,6 +294,11 @@ fn sentencepiece(
     // piece's score (best first), then by its id
     let mut merges: Vec<(f64, u32, String, String)> = Vec::new();
     for ((id, piece), &score) in (0u32..).zip(tokens).zip(scores) {
+        // the work per piece grows with the square of its length: longer pieces (none in
+        // real SentencePiece vocabularies, whose pieces are a few characters) are not merged
+        if piece.len() > MAX_MERGED_PIECE_BYTES {
+            continue;
+        }
         for (cut, _) in piece.char_indices().skip(1) {
             let (a, b) = piece.split_at(cut);
             if vocab.contains_key(a) && vocab.contains_key(b) {
