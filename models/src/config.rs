@@ -202,7 +202,7 @@ impl ModelConfig {
         self.hidden / self.heads
     }
 
-    fn validate(&self, path: &Path) -> Result<()> {
+    pub(crate) fn validate(&self, path: &Path) -> Result<()> {
         let bad = |reason: String| {
             Err(ModelError::Config {
                 path: path.to_path_buf(),

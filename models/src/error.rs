@@ -38,6 +38,14 @@ pub enum ModelError {
         /// What the parser said.
         reason: String,
     },
+    /// A GGUF file that is truncated, malformed, or outside what Duet reads (names the fault).
+    #[error("{path}: invalid GGUF file: {reason}")]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A tensor the architecture needs is absent.
     #[error("{path}: missing tensor {name:?}")]
     MissingTensor {

@@ -1,12 +1,14 @@
-//! Duet models: HuggingFace configs, safetensors weights and tokenizers; a transformer as a
-//! graph of operators; the plaintext f64 reference executor; the model walk ([`walk`]) that
-//! runs a graph on any `duet_protocols::Backend` (securely between two parties, or as its own
-//! cost model); and the front door, [`session`]: a [`session::Server`] and a
-//! [`session::Client`] that set up once and run any number of inputs.
+//! Duet models: HuggingFace configs, safetensors weights and tokenizers; GGUF files
+//! ([`gguf`]); a transformer as a graph of operators; the plaintext f64 reference executor; the
+//! model walk ([`walk`]) that runs a graph on any `duet_protocols::Backend` (securely between
+//! two parties, or as its own cost model); and the front door, [`session`]: a
+//! [`session::Server`] and a [`session::Client`] that set up once and run any number of
+//! inputs.
 
 pub mod builtin;
 pub mod config;
 mod error;
+pub mod gguf;
 pub mod graph;
 pub mod open;
 pub mod planner;
@@ -20,6 +22,7 @@ pub mod weights;
 pub use builtin::{BuiltinModel, RandomWeights};
 pub use config::{Activation, Arch, ModelConfig};
 pub use error::{ModelError, Result};
+pub use gguf::{ChatTemplate, GgufFile, GgufModel};
 pub use graph::{Graph, Node, NodeId, Op};
 pub use reference::{
     run_reference, run_reference_outputs, run_reference_traced, sentence_embedding, Matrix,
