@@ -41,6 +41,17 @@ pub enum MpcError {
         /// What was wrong.
         what: String,
     },
+    /// A ring too narrow for the values a computation holds on its domain: run in it, the
+    /// computation would return wrong values, so it refuses to start.
+    #[error("Z_2^{bits} is too narrow for {what}: it needs Z_2^{need} or wider")]
+    RingTooNarrow {
+        /// Ring width.
+        bits: u32,
+        /// Narrowest width that works.
+        need: u32,
+        /// Which value does not fit.
+        what: String,
+    },
     /// A protocol was called with arguments it cannot accept.
     #[error("invalid argument: {what}")]
     InvalidArgument {

@@ -15,7 +15,7 @@
 //! Cost: run [`Piecewise::eval`] on a [`super::poly::CostExec`]: `k` MSBs + the pieces + up to
 //! `k` muxes on `l`-bit values.
 
-use super::poly::{eval_many, Exec, Poly, PolyPlan};
+use super::poly::{eval_many, need_many, Exec, Need, Poly, PolyPlan};
 use crate::{MpcError, Result};
 
 fn bad(what: impl Into<String>) -> MpcError {
@@ -97,8 +97,46 @@ impl Piecewise {
         self.pieces.get(seg).map_or(0.0, |p| p.eval_f64(x))
     }
 
-    /// Evaluates on `x` (fixed point with `frac` fractional bits, in `x`'s ring).
+    /// The narrowest ring (bits) in which every piece is evaluated correctly on its segment
+    /// ([`Poly::min_ring_bits`], with the powers of the [`PolyPlan::Powers`] pieces shared as in
+    /// [`Piecewise::eval`]); the comparisons further need `|x| < 2^{l-2-frac}` for the inputs
+    /// (see the module documentation).
+    pub fn min_ring_bits(&self) -> Result<u32> {
+        Ok(self.need()?.ring_bits())
+    }
+
+    fn shared(&self) -> Vec<&Poly> {
+        self.pieces
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Poly(q) if q.plan() == PolyPlan::Powers => Some(q),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn need(&self) -> Result<Need> {
+        let shared = self.shared();
+        let xmax = shared
+            .iter()
+            .map(|q| q.domain().0.abs().max(q.domain().1.abs()))
+            .fold(0.0, f64::max);
+        let mut need = need_many(&shared, xmax)?;
+        for p in &self.pieces {
+            if let Piece::Poly(q) = p {
+                if q.plan() != PolyPlan::Powers {
+                    need.join(q.need()?);
+                }
+            }
+        }
+        Ok(need)
+    }
+
+    /// Evaluates on `x` (fixed point with `frac` fractional bits, in `x`'s ring). A ring
+    /// narrower than [`Piecewise::min_ring_bits`] is refused
+    /// ([`MpcError::RingTooNarrow`]) before any traffic.
     pub fn eval<E: Exec>(&self, e: &mut E, x: &E::T) -> Result<E::T> {
+        self.need()?.check(e.ring_of(x))?;
         let sc = (1u128 << self.frac) as f64;
         // comparisons: c_i = 1{x >= b_i} = ¬MSB(x - b_i), one batch
         let mut diffs = Vec::with_capacity(self.breaks.len());
@@ -116,14 +154,7 @@ impl Piecewise {
         };
         let bits: Vec<E::B> = msbs.iter().map(|m| e.not(m)).collect();
         // pieces: shared powers for the powers-plan polynomials
-        let shared: Vec<&Poly> = self
-            .pieces
-            .iter()
-            .filter_map(|p| match p {
-                Piece::Poly(q) if q.plan() == PolyPlan::Powers => Some(q),
-                _ => None,
-            })
-            .collect();
+        let shared = self.shared();
         let mut shared_vals = eval_many(e, x, &shared)?.into_iter();
         let mut vals = Vec::with_capacity(self.pieces.len());
         for p in &self.pieces {

@@ -29,6 +29,17 @@
 //! ([`trunc_bounded`]). Outside the domain the result is an arbitrary (but well-defined) ring
 //! value: callers select it away (see [`super::piecewise`]).
 //!
+//! # Rings
+//! Every intermediate must fit the ring of `x` on the domain: squares below `2^{l-1}`, a value
+//! of magnitude below `2^b` with its offset `2^b` below `2^{l-1}` (`l >= b + 2`), and the final
+//! sum, held at `frac + fc` fractional bits (`fc >= coeff_frac`, see [`Poly`]), likewise. The
+//! bounds are analytic (the domain, the rounding of the coefficients and the truncation errors
+//! propagated through the powers), fixed before any traffic: [`Poly::eval`] and
+//! [`eval_many_in`] refuse a narrower ring with [`MpcError::RingTooNarrow`] instead of
+//! returning wrong values, and [`Poly::min_ring_bits`] (or [`min_ring_bits_many`]) gives the
+//! narrowest ring that works. A [`BoundsExec`] run on samples checks the same values
+//! empirically.
+//!
 //! Security: semi-honest, 128-bit, inherited from the OTs of [`crate::nonlinear`]; every
 //! building block outputs fresh additive shares and reveals nothing.
 
@@ -676,11 +687,68 @@ impl Exec for BoundsExec {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Bounded truncation
+// Ring requirements and bounded truncation
 // ---------------------------------------------------------------------------------------------
+
+/// What a computation needs of its ring: the narrowest width and the value that sets it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Need {
+    /// Narrowest width (0: anything).
+    pub(crate) bits: u32,
+    /// The value that sets it.
+    pub(crate) what: String,
+}
+
+impl Need {
+    /// Adds a requirement; keeps the widest.
+    pub(crate) fn add(&mut self, bits: u32, what: impl FnOnce() -> String) {
+        if bits > self.bits {
+            self.bits = bits;
+            self.what = what();
+        }
+    }
+
+    /// Adds all of `other`'s requirement.
+    pub(crate) fn join(&mut self, other: Need) {
+        if other.bits > self.bits {
+            *self = other;
+        }
+    }
+
+    /// Refuses a ring narrower than the requirement ([`MpcError::RingTooNarrow`]).
+    pub(crate) fn check(&self, ring: Ring) -> Result<()> {
+        if ring.bits() < self.bits {
+            return Err(MpcError::RingTooNarrow {
+                bits: ring.bits(),
+                need: self.bits,
+                what: self.what.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The requirement as a ring width (at least [`Ring::MIN_BITS`]).
+    pub(crate) fn ring_bits(&self) -> u32 {
+        self.bits.max(Ring::MIN_BITS)
+    }
+}
+
+/// Ring width that holds the non-negative values up to `m` (ring units) below the sign bit,
+/// as a known-MSB truncation needs: the smallest `l` with `m < 2^{l-1}`.
+fn nonneg_need(m: f64) -> u32 {
+    let mut l = 1;
+    while l < 128 && scale(l - 1) <= m {
+        l += 1;
+    }
+    l
+}
 
 /// The smallest power of two `2^b` with `2^b > bound` and `b >= f` (an offset that makes a
 /// value of magnitude at most `bound` non-negative and is a multiple of `2^f`).
+///
+/// The offset value `2^b + x` then lies in `(0, 2^{b+1})`: a known-MSB truncation of it needs
+/// a ring of at least `b + 2` bits (with `b + 1` bits, or fewer, the offset itself is at or
+/// beyond the sign bit and the result is wrong).
 pub fn offset_bits(bound: f64, f: u32) -> u32 {
     let mut b = f;
     let bound = bound + (1u128 << f) as f64;
@@ -690,14 +758,22 @@ pub fn offset_bits(bound: f64, f: u32) -> u32 {
     b
 }
 
-/// `x / 2^f` rounded, for values of magnitude below `2^{b}` with `b = offset_bits(bound, f)`
-/// (ring units): `((x + 2^b + 2^{f-1}) >> f) - 2^{b-f}` with a known-MSB truncation (one COT
-/// of `f` bits; the result is the nearest integer or one less). Needs `b + 1 < l`; values outside the bound give an arbitrary
-/// result.
+/// `x / 2^f` rounded, for values of magnitude at most `bound` (ring units): with
+/// `b = offset_bits(bound, f)`, `((x + 2^b + 2^{f-1}) >> f) - 2^{b-f}` with a known-MSB
+/// truncation (one COT of `f` bits; the result is the nearest integer or one less). Needs a
+/// ring of at least `b + 2` bits: narrower rings are refused ([`MpcError::RingTooNarrow`]).
+/// Values outside the bound give an arbitrary result.
 pub fn trunc_bounded<E: Exec>(e: &mut E, xs: &[&E::T], f: u32, bound: f64) -> Result<Vec<E::T>> {
     let b = offset_bits(bound, f);
     if f == 0 {
         return Ok(xs.iter().map(|x| (*x).clone()).collect());
+    }
+    let mut need = Need::default();
+    need.add(b + 2, || {
+        format!("a truncation by {f} bits of values of magnitude up to {bound:.4e} (offset 2^{b})")
+    });
+    for x in xs {
+        need.check(e.ring_of(x))?;
     }
     let off = i64::try_from(1u128 << b).map_err(|_| bad("offset beyond 63 bits"))?;
     // + 2^{f-1}: round to nearest instead of flooring (error in (-1.5, 0.5] ulp)
@@ -733,8 +809,15 @@ pub enum PolyPlan {
 }
 
 /// A public polynomial `sum a_k x^k` on a fixed-point input with `frac` fractional bits, valid
-/// for `x` in `[lo, hi]`; the output has `frac` fractional bits too. Coefficients are rounded
-/// to `coeff_frac` fractional bits.
+/// for `x` in `[lo, hi]`; the output has `frac` fractional bits too.
+///
+/// Coefficients are rounded to `fc >= coeff_frac` fractional bits: more than `coeff_frac`
+/// when the terms are large on the domain, so that rounding them costs at most a quarter ulp of
+/// the output in total. The final sum `sum round(a_k 2^fc) x^k` is held at `frac + fc`
+/// fractional bits, so the ring must hold `|P| 2^{frac + fc}` (plus an offset of the same
+/// size): [`Poly::min_ring_bits`] is the narrowest ring in which every intermediate fits, and
+/// [`Poly::eval`] refuses narrower rings ([`MpcError::RingTooNarrow`]) instead of returning
+/// wrong values.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Poly {
     coeffs: Vec<f64>,
@@ -769,14 +852,82 @@ fn coeff_bits(min: u32, f: u32, mags: impl Iterator<Item = f64>) -> u32 {
     b.max(min)
 }
 
-/// Bound (ring units at `f + fc` fractional bits) of `sum k_j t_j + k_0` when `|P| <= out`
-/// and the terms `t_j` (magnitude at most `m_j`, each possibly one ulp low) carry coefficients
-/// `a_j` rounded to `fc` bits.
-fn sum_bound(out: f64, terms: impl Iterator<Item = (f64, f64)>, f: u32, fc: u32) -> f64 {
+/// Bound (ring units at `f + fc` fractional bits) of `sum k_j t_j + k_0` when `|P| <= out`:
+/// the terms `t_j` (magnitude at most `m_j` reals, error at most `e_j` ulps of `f` bits,
+/// counted as at least the two of one truncation) carry the coefficients `a_j` rounded to `fc`
+/// bits (`k_j = a_j 2^fc + ε_j`, `|ε_j| <= 1/2`), so `sum - P 2^{f+fc}` is at most
+/// `sum_j (|ε_j| (m_j 2^f + e_j) + |a_j| 2^fc e_j) + 1/2` in magnitude.
+fn sum_bound(out: f64, terms: impl Iterator<Item = (f64, f64, f64)>, f: u32, fc: u32) -> f64 {
     let slack: f64 = terms
-        .map(|(a, m)| 0.5 * (m * scale(f) + 2.0) + (a.abs() * scale(fc) + 1.0) * 2.0)
+        .map(|(a, m, e)| {
+            let e = e.max(2.0);
+            0.5 * (m * scale(f) + e) + (a.abs() * scale(fc) + 1.0) * e
+        })
         .sum();
     (out * scale(f + fc) + slack + 1.0) * 1.01
+}
+
+/// Bound (ulps of `f` bits) of the error of the powers plan's `x^k` for `|x| <= xm`: `x` is
+/// exact, every truncation is at most two ulps low (the floor, and the secure truncation may
+/// be one less), and `x^{a+b} = x^a x^b` (or `(x^a)^2`) carries the factors' errors:
+/// `e_{a+b} = xm^a e_b + xm^b e_a + e_a e_b 2^{-f} + 2`.
+fn power_err(k: usize, xm: f64, f: u32) -> f64 {
+    if k <= 1 {
+        return 0.0;
+    }
+    let (a, b) = (k / 2, k - k / 2);
+    let (ea, eb) = (power_err(a, xm, f), power_err(b, xm, f));
+    xm.powi(a as i32) * eb + xm.powi(b as i32) * ea + ea * eb / scale(f) + 2.0
+}
+
+/// The powers `x^k` (`k >= 2`) the powers plan makes for `coeffs`: those with a non-zero
+/// coefficient and, recursively, the factors `x^{k/2}`, `x^{k - k/2}` of each.
+fn needed_powers(coeffs: &[f64]) -> Vec<bool> {
+    let d = coeffs.len().saturating_sub(1);
+    let mut need: Vec<bool> = coeffs
+        .iter()
+        .enumerate()
+        .map(|(k, a)| k >= 2 && *a != 0.0)
+        .collect();
+    for k in (2..=d).rev() {
+        if need.get(k) == Some(&true) {
+            for j in [k / 2, k - k / 2] {
+                if let (true, Some(n)) = (j >= 2, need.get_mut(j)) {
+                    *n = true;
+                }
+            }
+        }
+    }
+    need
+}
+
+/// The constants of a [`PolyPlan::QuarticBySquares`] evaluation and its ring requirement.
+struct Quartic {
+    /// `w = x^2 + p x + q` in `[-wb, wb]` on the domain.
+    p: f64,
+    q: f64,
+    /// Offset bits of `w`'s truncation.
+    bw: u32,
+    /// `a4 w^2 + c2 x^2 + c1 x + c0`: `c0` and the terms `(a4, ..), (c2, ..), (c1, ..)` as
+    /// `(coefficient, magnitude, error)` for [`Poly::finish`].
+    c0: f64,
+    terms: [(f64, f64, f64); 3],
+    need: Need,
+}
+
+/// The constants of a [`PolyPlan::SexticBySquares`] evaluation and its ring requirement.
+struct Sextic {
+    /// `v = x^3 + al x^2 + be x + ga` in `[-vb, vb]` on the domain.
+    al: f64,
+    be: f64,
+    ga: f64,
+    /// Bounds (ring units at `2f` bits) of the truncations of `x^3` and `v`.
+    x3b: f64,
+    vbound: f64,
+    /// `a6 v^2 + c3 x^3 + c2 x^2 + c1 x + c0`: `c0` and the terms `(a6, ..), (c3, ..), ...`.
+    c0: f64,
+    terms: [(f64, f64, f64); 4],
+    need: Need,
 }
 
 impl Poly {
@@ -853,6 +1004,17 @@ impl Poly {
         self.coeffs.iter().rev().fold(0.0, |acc, &a| acc * x + a)
     }
 
+    /// `the degree-d polynomial on [lo, hi] (plan)`, for messages.
+    fn describe(&self) -> String {
+        format!(
+            "the degree-{} polynomial on [{}, {}] ({:?})",
+            self.degree(),
+            self.lo,
+            self.hi,
+            self.plan
+        )
+    }
+
     fn xmax(&self) -> f64 {
         self.lo.abs().max(self.hi.abs())
     }
@@ -867,9 +1029,28 @@ impl Poly {
         m * 1.05 + 0.5
     }
 
+    /// The narrowest ring (bits, at least [`Ring::MIN_BITS`]) in which [`Poly::eval`] is
+    /// correct on the domain: every power, every known-sign truncation with its offset and the
+    /// final sum at `frac + fc` fractional bits fit (see [`Poly`]). `eval` refuses narrower
+    /// rings. (For [`PolyPlan::Powers`] polynomials evaluated together, see
+    /// [`min_ring_bits_many`].)
+    pub fn min_ring_bits(&self) -> Result<u32> {
+        Ok(self.need()?.ring_bits())
+    }
+
+    /// The ring requirement of [`Poly::eval`].
+    pub(crate) fn need(&self) -> Result<Need> {
+        Ok(match self.plan {
+            PolyPlan::Powers => powers_layout(&[self], self.xmax())?.need,
+            PolyPlan::QuarticBySquares => self.quartic()?.need,
+            PolyPlan::SexticBySquares => self.sextic()?.need,
+        })
+    }
+
     /// Evaluates on `x` (fixed point with [`Poly::frac`] fractional bits) in `x`'s ring: the
-    /// polynomial for `x` in the domain, an arbitrary ring value elsewhere.
-    /// Cost: run it on a [`CostExec`].
+    /// polynomial for `x` in the domain, an arbitrary ring value elsewhere. A ring narrower
+    /// than [`Poly::min_ring_bits`] is refused ([`MpcError::RingTooNarrow`]) before any
+    /// traffic. Cost: run it on a [`CostExec`].
     pub fn eval<E: Exec>(&self, e: &mut E, x: &E::T) -> Result<E::T> {
         match self.plan {
             PolyPlan::Powers => eval_many(e, x, &[self])?
@@ -880,29 +1061,52 @@ impl Poly {
         }
     }
 
-    /// `sum k_j t_j + k_0` at fraction `frac + coeff_frac`, truncated by `coeff_frac` with the
-    /// output bound (ring units of the final value).
-    fn finish<E: Exec>(&self, e: &mut E, terms: &[(f64, &E::T, f64)], a0: f64) -> Result<E::T> {
+    /// Coefficient fraction `fc`, bound and offset bits of the final sum
+    /// `sum a_j t_j + a_0` (terms `(a_j, magnitude m_j, error e_j)`, see [`sum_bound`]).
+    fn finish_sizes(&self, terms: &[(f64, f64, f64)]) -> (u32, f64, u32) {
         let f = self.frac;
-        let fc = coeff_bits(self.coeff_frac, f, terms.iter().map(|t| t.2));
-        let ks: Vec<(i64, &E::T)> = terms
+        let fc = coeff_bits(self.coeff_frac, f, terms.iter().map(|t| t.1));
+        let bound = sum_bound(self.out_bound(), terms.iter().copied(), f, fc);
+        (fc, bound, offset_bits(bound, fc))
+    }
+
+    /// The final sum's ring requirement.
+    fn finish_need(&self, need: &mut Need, terms: &[(f64, f64, f64)]) {
+        let (fc, _, b) = self.finish_sizes(terms);
+        let f = self.frac;
+        need.add(b + 2, || {
+            format!(
+                "the sum of the terms of {} at {} fractional bits ({f} of x, {fc} of the \
+                 coefficients; offset 2^{b})",
+                self.describe(),
+                f + fc
+            )
+        });
+    }
+
+    /// `sum k_j t_j + k_0` at fraction `frac + fc`, truncated by `fc` with the output bound.
+    fn finish<E: Exec>(
+        &self,
+        e: &mut E,
+        sizes: &[(f64, f64, f64)],
+        ts: &[&E::T],
+        a0: f64,
+    ) -> Result<E::T> {
+        let (fc, bound, _) = self.finish_sizes(sizes);
+        let f = self.frac;
+        let ks: Vec<(i64, &E::T)> = sizes
             .iter()
-            .map(|(a, t, _)| Ok((round_i(a * scale(fc))?, *t)))
+            .zip(ts)
+            .map(|((a, _, _), t)| Ok((round_i(a * scale(fc))?, *t)))
             .collect::<Result<_>>()?;
         let c0 = round_i(a0 * scale(f + fc))?;
         let sum = e.lin(&ks, c0)?;
-        let bound = sum_bound(
-            self.out_bound(),
-            terms.iter().map(|(a, _, m)| (*a, *m)),
-            f,
-            fc,
-        );
         trunc_bounded(e, &[&sum], fc, bound)?
             .pop()
             .ok_or_else(|| bad("trunc"))
     }
 
-    fn eval_quartic<E: Exec>(&self, e: &mut E, x: &E::T) -> Result<E::T> {
+    fn quartic(&self) -> Result<Quartic> {
         let (f, a) = (self.frac, &self.coeffs);
         let g = |k: usize| a.get(k).copied().unwrap_or(0.0);
         let a4 = g(4);
@@ -921,15 +1125,57 @@ impl Poly {
         let wmax = cands.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let q = -(wmin + wmax) / 2.0;
         let wb = (wmax - wmin) / 2.0;
-        let c2 = g(2) - a4 * (p * p + 2.0 * q);
-        let c1 = g(1) - 2.0 * a4 * p * q;
-        let c0 = g(0) - a4 * q * q;
+        let xm = self.xmax();
+        // w at 2f: x^2 2^2f + round(p 2^f) x 2^f + round(q 2^2f), error 0.5 xm 2^f + 0.5;
+        // truncated to f bits (two ulps more)
+        let ew = 0.5 * xm + 0.5 / scale(f) + 2.0;
+        let bw = offset_bits(((wb + 1.0) * scale(2 * f) + 0.5 * xm * scale(f)) * 1.01, f);
+        let e4 = 2.0 * wb * ew + ew * ew / scale(f) + 2.0;
+        let terms = [
+            (a4, (wb + 1.0).powi(2), e4),
+            (g(2) - a4 * (p * p + 2.0 * q), xm * xm, 2.0),
+            (g(1) - 2.0 * a4 * p * q, xm, 0.0),
+        ];
+        let mut need = Need::default();
+        need.add(nonneg_need((xm * scale(f)).powi(2)), || {
+            format!("x^2 at {} fractional bits for |x| <= {xm}", 2 * f)
+        });
+        need.add(bw + 2, || {
+            format!(
+                "w = x^2 + p x + q at {} fractional bits (|w| <= {wb:.4}, offset 2^{bw})",
+                2 * f
+            )
+        });
+        need.add(nonneg_need((wb * scale(f) + ew).powi(2)), || {
+            format!("w^2 at {} fractional bits (|w| <= {wb:.4})", 2 * f)
+        });
+        self.finish_need(&mut need, &terms);
+        Ok(Quartic {
+            p,
+            q,
+            bw,
+            c0: g(0) - a4 * q * q,
+            terms,
+            need,
+        })
+    }
+
+    fn eval_quartic<E: Exec>(&self, e: &mut E, x: &E::T) -> Result<E::T> {
+        let f = self.frac;
+        let Quartic {
+            p,
+            q,
+            bw,
+            c0,
+            terms,
+            need,
+        } = self.quartic()?;
+        need.check(e.ring_of(x))?;
         let s1 = e.square(&[x])?.pop().ok_or_else(|| bad("square"))?;
         let pk = round_i(p * scale(f))?;
         let qk = round_i(q * scale(2 * f))?;
         let w2 = e.lin(&[(1, &s1), (pk, x)], qk)?;
         // w and x^2 truncated in one batch: w with an offset, x^2 as it is (non-negative)
-        let bw = offset_bits((wb + 1.0) * scale(2 * f) * 1.01, f);
         let off = i64::try_from(1u128 << bw).map_err(|_| bad("offset beyond 63 bits"))?;
         let w2o = e.lin(&[(1, &w2)], off)?;
         let mut t = e.trunc_nonneg(&[&w2o, &s1], f)?;
@@ -941,19 +1187,10 @@ impl Poly {
             .trunc_nonneg(&[&s2], f)?
             .pop()
             .ok_or_else(|| bad("trunc"))?;
-        let xm = self.xmax();
-        self.finish(
-            e,
-            &[
-                (a4, &u4, (wb + 1.0).powi(2)),
-                (c2, &u2, xm * xm),
-                (c1, x, xm),
-            ],
-            c0,
-        )
+        self.finish(e, &terms, &[&u4, &u2, x], c0)
     }
 
-    fn eval_sextic<E: Exec>(&self, e: &mut E, x: &E::T) -> Result<E::T> {
+    fn sextic(&self) -> Result<Sextic> {
         let (f, a) = (self.frac, &self.coeffs);
         let g = |k: usize| a.get(k).copied().unwrap_or(0.0);
         let a6 = g(6);
@@ -972,30 +1209,76 @@ impl Poly {
         }
         let ga = -(vmin + vmax) / 2.0;
         let vb = (vmax - vmin) / 2.0;
+        let xm = self.xmax();
+        // |v| <= vs on the domain: the samples' extremes plus |v''| h^2 / 8 between samples
+        let h = (self.hi - self.lo) / n as f64;
+        let vs = vb + (6.0 * xm + 2.0 * al.abs()) * h * h / 8.0;
+        // x^3 = x u2: error 2 xm ulps from u2, plus the rounded truncation
+        let e3 = 2.0 * xm + 2.0;
+        let x3b = (xm.powi(3) * scale(2 * f) + 2.0 * xm * scale(f)) * 1.01 + scale(f + 1);
+        // v at 2f: errors of u3 (scaled by 2^f), of u2 and x times the rounded al, be, and of ga
+        let ev = e3 + 2.0 * al.abs() + 0.5 * (xm * xm + xm) + 1.5 / scale(f);
+        let vbound = ((vs + 1.0) * scale(2 * f) + ev * scale(f)) * 1.01;
+        let evv = ev + 2.0;
+        let e6 = 2.0 * vs * evv + evv * evv / scale(f) + 2.0;
         let c3 = g(3) - a6 * (2.0 * ga + 2.0 * al * be);
         let c2 = g(2) - a6 * (be * be + 2.0 * al * ga);
         let c1 = g(1) - 2.0 * a6 * be * ga;
-        let c0 = g(0) - a6 * ga * ga;
+        let terms = [
+            (a6, (vb + 1.0).powi(2), e6),
+            (c3, xm.powi(3), e3),
+            (c2, xm * xm, 2.0),
+            (c1, xm, 0.0),
+        ];
+        let mut need = Need::default();
+        need.add(nonneg_need((xm * scale(f)).powi(2)), || {
+            format!("x^2 at {} fractional bits for |x| <= {xm}", 2 * f)
+        });
+        for (what, bound) in [("x^3", x3b), ("v = x^3 + al x^2 + be x + ga", vbound)] {
+            let b = offset_bits(bound, f);
+            need.add(b + 2, || {
+                format!("{what} at {} fractional bits (offset 2^{b})", 2 * f)
+            });
+        }
+        need.add(nonneg_need((vs * scale(f) + evv).powi(2)), || {
+            format!("v^2 at {} fractional bits (|v| <= {vs:.4})", 2 * f)
+        });
+        self.finish_need(&mut need, &terms);
+        Ok(Sextic {
+            al,
+            be,
+            ga,
+            x3b,
+            vbound,
+            c0: g(0) - a6 * ga * ga,
+            terms,
+            need,
+        })
+    }
+
+    fn eval_sextic<E: Exec>(&self, e: &mut E, x: &E::T) -> Result<E::T> {
+        let f = self.frac;
+        let s = self.sextic()?;
+        s.need.check(e.ring_of(x))?;
         let s1 = e.square(&[x])?.pop().ok_or_else(|| bad("square"))?;
         let u2 = e
             .trunc_nonneg(&[&s1], f)?
             .pop()
             .ok_or_else(|| bad("trunc"))?;
         let p3 = e.mul(&[x], &[&u2])?.pop().ok_or_else(|| bad("mul"))?;
-        let x3b = self.xmax().powi(3) * scale(2 * f) * 1.01 + scale(f + 1);
-        let u3 = trunc_bounded(e, &[&p3], f, x3b)?
+        let u3 = trunc_bounded(e, &[&p3], f, s.x3b)?
             .pop()
             .ok_or_else(|| bad("trunc"))?;
         // v at 2f: x^3 2^f + al x^2 2^f + be x 2^f + ga 2^{2f}
         let v2 = e.lin(
             &[
                 (round_i(scale(f))?, &u3),
-                (round_i(al * scale(f))?, &u2),
-                (round_i(be * scale(f))?, x),
+                (round_i(s.al * scale(f))?, &u2),
+                (round_i(s.be * scale(f))?, x),
             ],
-            round_i(ga * scale(2 * f))?,
+            round_i(s.ga * scale(2 * f))?,
         )?;
-        let vv = trunc_bounded(e, &[&v2], f, (vb + 1.0) * scale(2 * f) * 1.01)?
+        let vv = trunc_bounded(e, &[&v2], f, s.vbound)?
             .pop()
             .ok_or_else(|| bad("trunc"))?;
         let s2 = e.square(&[&vv])?.pop().ok_or_else(|| bad("square"))?;
@@ -1003,24 +1286,163 @@ impl Poly {
             .trunc_nonneg(&[&s2], f)?
             .pop()
             .ok_or_else(|| bad("trunc"))?;
-        let xm = self.xmax();
-        self.finish(
-            e,
-            &[
-                (a6, &u6, (vb + 1.0).powi(2)),
-                (c3, &u3, xm.powi(3)),
-                (c2, &u2, xm * xm),
-                (c1, x, xm),
-            ],
-            c0,
-        )
+        self.finish(e, &s.terms, &[&u6, &u3, &u2, x], s.c0)
     }
+}
+
+/// The sizes of a shared powers evaluation ([`eval_many_in`]), all fixed (and the ring
+/// checked) before any traffic.
+struct PowersLayout {
+    /// Which powers are made (`x^0`, `x^1` not included).
+    made: Vec<bool>,
+    /// Offset bits of each odd power's truncation (0 for the others).
+    prod_b: Vec<u32>,
+    /// Coefficient fraction of the final sums (one for all: they are truncated in one batch).
+    fc: u32,
+    /// Offset bits of each polynomial's final sum.
+    sum_b: Vec<u32>,
+    need: Need,
+}
+
+/// Sizes [`eval_many_in`]: powers bounded by `xmax` (at least the polynomials' domains) for
+/// the offsets and the coefficient fraction, by the domains of the polynomials that need them
+/// for the squares; each polynomial's final sum on its own domain.
+fn powers_layout(polys: &[&Poly], xmax: f64) -> Result<PowersLayout> {
+    let Some(first) = polys.first() else {
+        return Ok(PowersLayout {
+            made: Vec::new(),
+            prod_b: Vec::new(),
+            fc: 0,
+            sum_b: Vec::new(),
+            need: Need::default(),
+        });
+    };
+    if polys
+        .iter()
+        .any(|p| p.frac != first.frac || p.plan != PolyPlan::Powers)
+    {
+        return Err(bad("shared powers need one fraction and the powers plan"));
+    }
+    let xmax = polys.iter().map(|p| p.xmax()).fold(xmax, f64::max);
+    let f = first.frac;
+    let dmax = polys.iter().map(|p| p.degree()).max().unwrap_or(0);
+    let mut made = vec![false; dmax + 1];
+    // the widest domain among the polynomials that need each power
+    let mut xk = vec![0.0f64; dmax + 1];
+    for p in polys {
+        for (k, n) in needed_powers(&p.coeffs).into_iter().enumerate() {
+            if n {
+                if let (Some(m), Some(x)) = (made.get_mut(k), xk.get_mut(k)) {
+                    *m = true;
+                    *x = x.max(p.xmax());
+                }
+            }
+        }
+    }
+    let mut need = Need::default();
+    let mut prod_b = vec![0u32; dmax + 1];
+    for k in 2..=dmax {
+        if made.get(k) != Some(&true) {
+            continue;
+        }
+        let (a, b) = (k / 2, k - k / 2);
+        if a == b {
+            // (x^a)^2, truncated with a known sign: below 2^{l-1} on the domains that need it
+            let xs = xk.get(k).copied().unwrap_or(xmax);
+            let m = xs.powi(a as i32) * scale(f) + power_err(a, xs, f);
+            need.add(nonneg_need(m * m), || {
+                format!(
+                    "x^{k} = (x^{a})^2 at {} fractional bits for |x| <= {xs}",
+                    2 * f
+                )
+            });
+        } else {
+            let (ea, eb) = (power_err(a, xmax, f), power_err(b, xmax, f));
+            let pa = xmax.powi(a as i32);
+            let pb = xmax.powi(b as i32);
+            let bound =
+                (xmax.powi(k as i32) * scale(2 * f) + (pa * eb + pb * ea) * scale(f) + ea * eb)
+                    * 1.01
+                    + scale(f + 1);
+            let ob = offset_bits(bound, f);
+            if let Some(slot) = prod_b.get_mut(k) {
+                *slot = ob;
+            }
+            need.add(ob + 2, || {
+                format!(
+                    "x^{k} = x^{a} x^{b} at {} fractional bits for |x| <= {xmax} (offset 2^{ob})",
+                    2 * f
+                )
+            });
+        }
+    }
+    let fc = polys
+        .iter()
+        .map(|p| {
+            coeff_bits(
+                p.coeff_frac,
+                f,
+                p.coeffs
+                    .iter()
+                    .enumerate()
+                    .skip(1)
+                    .filter(|(_, a)| **a != 0.0)
+                    .map(|(k, _)| xmax.powi(k as i32)),
+            )
+        })
+        .max()
+        .unwrap_or(first.coeff_frac);
+    let mut sum_b = Vec::with_capacity(polys.len());
+    for p in polys {
+        let bound = sum_bound(
+            p.out_bound(),
+            p.coeffs.iter().enumerate().skip(1).map(|(k, &a)| {
+                let e = if a == 0.0 {
+                    0.0
+                } else {
+                    power_err(k, p.xmax(), f)
+                };
+                (a, xmax.powi(k as i32), e)
+            }),
+            f,
+            fc,
+        );
+        let b = offset_bits(bound, fc);
+        need.add(b + 2, || {
+            format!(
+                "the sum of the terms of {} at {} fractional bits ({f} of x, {fc} of the \
+                 coefficients; offset 2^{b})",
+                p.describe(),
+                f + fc
+            )
+        });
+        sum_b.push(b);
+    }
+    Ok(PowersLayout {
+        made,
+        prod_b,
+        fc,
+        sum_b,
+        need,
+    })
+}
+
+/// The narrowest ring (bits) in which [`eval_many_in`] of `polys` with powers sized for
+/// `|x| <= xmax` is correct on every polynomial's domain (it refuses narrower rings).
+pub fn min_ring_bits_many(polys: &[&Poly], xmax: f64) -> Result<u32> {
+    Ok(powers_layout(polys, xmax)?.need.ring_bits())
+}
+
+/// The ring requirement of [`eval_many_in`].
+pub(crate) fn need_many(polys: &[&Poly], xmax: f64) -> Result<Need> {
+    Ok(powers_layout(polys, xmax)?.need)
 }
 
 /// Evaluates several [`PolyPlan::Powers`] polynomials on the same `x` (same `frac`), sharing
 /// the powers: every power `x^k` (`k >= 2`) that some polynomial needs is made once, level by
 /// level (all squares of a level in one batch, all products in one, all truncations in one).
-/// Powers are bounded by the largest domain. Cost: run on a [`CostExec`].
+/// Powers are bounded by the largest domain. Refuses a ring narrower than
+/// [`min_ring_bits_many`] before any traffic. Cost: run on a [`CostExec`].
 pub fn eval_many<E: Exec>(e: &mut E, x: &E::T, polys: &[&Poly]) -> Result<Vec<E::T>> {
     let xmax = polys.iter().map(|p| p.xmax()).fold(0.0, f64::max);
     eval_many_in(e, x, polys, xmax)
@@ -1033,42 +1455,17 @@ pub fn eval_many_in<E: Exec>(e: &mut E, x: &E::T, polys: &[&Poly], xmax: f64) ->
     let Some(first) = polys.first() else {
         return Ok(Vec::new());
     };
-    if polys
-        .iter()
-        .any(|p| p.frac != first.frac || p.plan != PolyPlan::Powers)
-    {
-        return Err(bad("shared powers need one fraction and the powers plan"));
-    }
-    let xmax = polys.iter().map(|p| p.xmax()).fold(xmax, f64::max);
+    let lay = powers_layout(polys, xmax)?;
+    lay.need.check(e.ring_of(x))?;
     let f = first.frac;
-    let dmax = polys.iter().map(|p| p.degree()).max().unwrap_or(0);
-    // which powers are needed (closure under the splitting rule)
-    let mut need = vec![false; dmax + 1];
-    for p in polys {
-        for (k, a) in p.coeffs.iter().enumerate() {
-            if *a != 0.0 && k >= 2 {
-                if let Some(n) = need.get_mut(k) {
-                    *n = true;
-                }
-            }
-        }
-    }
-    for k in (2..=dmax).rev() {
-        if need.get(k) == Some(&true) {
-            for j in [k / 2, k - k / 2] {
-                if let Some(n) = need.get_mut(j) {
-                    *n = true;
-                }
-            }
-        }
-    }
+    let dmax = lay.made.len().saturating_sub(1);
     let mut pw: Vec<Option<E::T>> = vec![None; dmax + 1];
     if let Some(p1) = pw.get_mut(1) {
         *p1 = Some(x.clone());
     }
     loop {
         let ready: Vec<usize> = (2..=dmax)
-            .filter(|&k| need.get(k) == Some(&true) && pw.get(k).is_some_and(Option::is_none))
+            .filter(|&k| lay.made.get(k) == Some(&true) && pw.get(k).is_some_and(Option::is_none))
             .filter(|&k| {
                 let (a, b) = (k / 2, k - k / 2);
                 pw.get(a).is_some_and(Option::is_some) && pw.get(b).is_some_and(Option::is_some)
@@ -1111,8 +1508,7 @@ pub fn eval_many_in<E: Exec>(e: &mut E, x: &E::T, polys: &[&Poly], xmax: f64) ->
             offs.push((k, 0i64));
         }
         for (&k, v) in pr.iter().zip(&pr_out) {
-            let bound = xmax.powi(k as i32) * scale(2 * f) * 1.01 + scale(f + 1);
-            let b = offset_bits(bound, f);
+            let b = lay.prod_b.get(k).copied().unwrap_or(0);
             let off = i64::try_from(1u128 << b).map_err(|_| bad("offset beyond 63 bits"))?;
             pre.push(e.lin(&[(1, v)], off)?);
             offs.push((k, off));
@@ -1130,25 +1526,10 @@ pub fn eval_many_in<E: Exec>(e: &mut E, x: &E::T, polys: &[&Poly], xmax: f64) ->
         }
     }
     // final sums, truncated in one batch
-    let fc = polys
-        .iter()
-        .map(|p| {
-            coeff_bits(
-                p.coeff_frac,
-                f,
-                p.coeffs
-                    .iter()
-                    .enumerate()
-                    .skip(1)
-                    .filter(|(_, a)| **a != 0.0)
-                    .map(|(k, _)| xmax.powi(k as i32)),
-            )
-        })
-        .max()
-        .unwrap_or(first.coeff_frac);
+    let fc = lay.fc;
     let mut sums = Vec::with_capacity(polys.len());
     let mut offs = Vec::with_capacity(polys.len());
-    for p in polys {
+    for (p, &b) in polys.iter().zip(&lay.sum_b) {
         let mut terms = Vec::new();
         for (k, &a) in p.coeffs.iter().enumerate().skip(1) {
             if a != 0.0 {
@@ -1164,17 +1545,6 @@ pub fn eval_many_in<E: Exec>(e: &mut E, x: &E::T, polys: &[&Poly], xmax: f64) ->
             terms.push((0, x));
         }
         let sum = e.lin(&terms, c0)?;
-        let bound = sum_bound(
-            p.out_bound(),
-            p.coeffs
-                .iter()
-                .enumerate()
-                .skip(1)
-                .map(|(k, &a)| (a, xmax.powi(k as i32))),
-            f,
-            fc,
-        );
-        let b = offset_bits(bound, fc);
         let off = i64::try_from(1u128 << b).map_err(|_| bad("offset beyond 63 bits"))?;
         sums.push(e.lin(&[(1, &sum)], off)?);
         offs.push(off);
@@ -1182,7 +1552,7 @@ pub fn eval_many_in<E: Exec>(e: &mut E, x: &E::T, polys: &[&Poly], xmax: f64) ->
     let t = e.trunc_nonneg(&sums.iter().collect::<Vec<_>>(), fc)?;
     t.iter()
         .zip(offs)
-        .map(|(v, off)| e.lin(&[(1, v)], -(off >> (fc))))
+        .map(|(v, off)| e.lin(&[(1, v)], -(off >> fc)))
         .collect()
 }
 
@@ -1354,17 +1724,21 @@ mod tests {
         for (c, plan, lo, hi) in cases {
             let f = 12;
             let poly = Poly::new(&c, plan, f, 14, lo, hi).unwrap();
-            // size the ring on the domain
-            let mut ring = Ring::new(16).unwrap();
-            for bits in 16..=64 {
-                ring = Ring::new(bits).unwrap();
+            // size the ring on the domain: narrower rings are refused, and in the narrowest
+            // one accepted the samples fit
+            let ring = Ring::new(poly.min_ring_bits().unwrap()).unwrap();
+            for bits in 16..ring.bits() {
                 let mut b = BoundsExec::new();
-                poly.eval(&mut b, &plain(ring, f, &grid(lo, hi, 500)))
-                    .unwrap();
-                if b.violations().is_empty() {
-                    break;
-                }
+                let narrow = plain(Ring::new(bits).unwrap(), f, &grid(lo, hi, 500));
+                assert!(matches!(
+                    poly.eval(&mut b, &narrow),
+                    Err(MpcError::RingTooNarrow { .. })
+                ));
             }
+            let mut b = BoundsExec::new();
+            poly.eval(&mut b, &plain(ring, f, &grid(lo, hi, 500)))
+                .unwrap();
+            assert!(b.violations().is_empty(), "{:?}", b.violations());
             let mut xs = grid(lo, hi, 300);
             xs.extend([lo, hi, 0.0, 1.0 / 4096.0, -1.0 / 4096.0]);
             let got = run_poly(&poly, ring, &xs, &mut prg);
