@@ -108,6 +108,48 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Secure text generation with both parties in this process over loopback QUIC: a
+    /// prefill of the prompt, then one decode step per token (printed as it comes). Only the
+    /// chosen token is revealed to the client (or, with --choice logits, the logits).
+    Generate {
+        /// A GGUF file or a HuggingFace folder.
+        #[arg(long, conflicts_with = "builtin", required_unless_present = "builtin")]
+        model: Option<PathBuf>,
+        /// A built-in decoder shape: gpt2, llama-7b-shape (seeded random weights).
+        #[arg(long)]
+        builtin: Option<String>,
+        /// The prompt.
+        #[arg(long, conflicts_with_all = ["prompt_file", "prompt_len"], required_unless_present_any = ["prompt_file", "prompt_len"])]
+        prompt: Option<String>,
+        /// A file holding the prompt.
+        #[arg(long, conflicts_with = "prompt_len")]
+        prompt_file: Option<PathBuf>,
+        /// N token ids drawn from a public seed instead of text.
+        #[arg(long)]
+        prompt_len: Option<usize>,
+        /// Wrap the prompt in the model's chat template.
+        #[arg(long)]
+        chat: bool,
+        /// Most new tokens.
+        #[arg(long, default_value_t = 32)]
+        max_new_tokens: usize,
+        /// greedy (secure argmax), sample:t=..,top_k=..,top_p=..,seed=.. (the client's
+        /// randomness inside the protocol) or logits (reveals the logits: explicit opt-in).
+        #[arg(long, default_value = "greedy")]
+        choice: String,
+        /// Do not stop at the end-of-sequence token (the server then does not learn the
+        /// output's length).
+        #[arg(long)]
+        no_stop: bool,
+        /// Protocol preset.
+        #[arg(long, default_value = "duet")]
+        protocol: String,
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// Print the report as JSON (tokens are not echoed).
+        #[arg(long)]
+        json: bool,
+    },
     /// The server of `duet bench model` (run by it as a child process).
     #[command(name = "bench-server", hide = true)]
     BenchServer {
@@ -372,7 +414,7 @@ enum BenchCommand {
 /// `--model DIR` / `--builtin NAME` (exactly one).
 fn model_spec(dir: Option<PathBuf>, builtin: Option<&str>) -> Result<ModelSpec, DuetError> {
     match (dir, builtin) {
-        (Some(d), None) => Ok(ModelSpec::Dir(d)),
+        (Some(d), None) => Ok(ModelSpec::path(d)),
         (None, Some(b)) => Ok(ModelSpec::Builtin(BuiltinModel::from_name(b)?)),
         _ => Err(DuetError::Usage(
             "give exactly one of --model DIR or --builtin NAME".into(),
@@ -492,6 +534,60 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             args.progress = !json;
             let r = infer::infer(&args)?;
             print_model_report(&r, json)
+        }
+        Command::Generate {
+            model,
+            builtin,
+            prompt,
+            prompt_file,
+            prompt_len,
+            chat,
+            max_new_tokens,
+            choice,
+            no_stop,
+            protocol,
+            plan,
+            json,
+        } => {
+            use duet_bench::product::generate::{self as gen, GenerateArgs, PromptArg};
+            let prompt = match (prompt, prompt_file, prompt_len) {
+                (Some(t), _, _) => PromptArg::Text(t),
+                (_, Some(f), _) => PromptArg::File(f),
+                (_, _, Some(n)) => PromptArg::Len(n),
+                _ => {
+                    return Err(DuetError::Usage(
+                        "give --prompt, --prompt-file or --prompt-len".into(),
+                    ))
+                }
+            };
+            let mut args = GenerateArgs::new(model_spec(model, builtin.as_deref())?, prompt);
+            args.chat = chat;
+            args.max_new_tokens = max_new_tokens;
+            args.choice = gen::parse_choice(&choice)?;
+            args.stop_at_eos = !no_stop;
+            args.protocol = protocol;
+            args.net = plan.plan_net.clone();
+            args.planned = planned(&plan.plan)?;
+            args.stream = !json;
+            let r = gen::generate(&args)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                let (med_s, med_b) = r.decode_medians().unwrap_or((0.0, 0));
+                eprintln!(
+                    "prompt {} tokens, {} generated ({}); prefill {:.1} s, {}; decode median {:.2} s, {} per token; setup {}; options {}",
+                    r.prompt_ids.len(),
+                    r.generated_ids.len(),
+                    r.stop,
+                    r.prefill.wall_s,
+                    duet_bench::report::human_bytes(r.prefill.bytes),
+                    med_s,
+                    duet_bench::report::human_bytes(med_b),
+                    duet_bench::report::human_bytes(r.run.report.bytes.setup),
+                    r.run.plan_name
+                );
+            }
+            Ok(())
         }
         Command::BenchServer {
             builtin,

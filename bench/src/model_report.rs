@@ -97,7 +97,7 @@ pub fn top_logits(logits: &[f64], k: usize) -> Vec<(u32, f64)> {
     v
 }
 
-/// The report of whole-model runs: the DESIGN.md schema plus per-kind totals and outputs.
+/// The report of whole-model runs: the ARCHITECTURE.md schema plus per-kind totals and outputs.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ModelReport {
     /// The common schema.

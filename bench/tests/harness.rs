@@ -218,7 +218,7 @@ fn the_table_and_plots_show_every_run_and_kind() {
     let md = results::markdown(&[checked]);
     assert!(md.contains("Machine check before each run"), "{md}");
     assert!(md.contains("duet lan 4: 0.49"), "{md}");
-    // PUMA has no BERT figure in DESIGN.md; a PUMA run quotes its LLaMA one
+    // PUMA has no BERT figure in ARCHITECTURE.md; a PUMA run quotes its LLaMA one
     let md = results::markdown(&[fake("puma", "lan", 1, false)]);
     assert!(md.contains("| puma | llama-7b-shape | 1 |"), "{md}");
     let mut base = fake("iron", "lan", 1, false);

@@ -1,4 +1,5 @@
-//! Model configuration from a HuggingFace `config.json`.
+//! Model configuration from a HuggingFace `config.json` (GGUF metadata: [`crate::gguf`]): the
+//! public shape both parties share, validated before any graph is built.
 
 use crate::{ModelError, Result};
 use serde_json::Value;

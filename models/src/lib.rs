@@ -8,6 +8,7 @@
 pub mod builtin;
 pub mod config;
 mod error;
+pub mod generate;
 pub mod gguf;
 pub mod graph;
 pub mod open;

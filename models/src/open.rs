@@ -13,6 +13,7 @@
 //! ```
 
 use crate::builtin::{BuiltinModel, RandomWeights};
+use crate::gguf::{ChatTemplate, GgufModel};
 use crate::graph::Graph;
 use crate::reference::WeightSource;
 use crate::tokenizer::TextTokenizer;
@@ -23,30 +24,43 @@ use std::path::{Path, PathBuf};
 /// are not a secret, which lets a client check its result against the reference.
 pub const BUILTIN_SEED: u64 = 2026;
 
-/// Which model: a HuggingFace folder or a built-in shape with seeded random weights.
+/// Which model: a HuggingFace folder, a GGUF file or a built-in shape with seeded random
+/// weights.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ModelSpec {
     /// A folder with `config.json` (both sides), `model.safetensors` (server) and
     /// `tokenizer.json` (client, for text).
     Dir(PathBuf),
+    /// A `.gguf` file (llama.cpp): config, tokenizer and chat template from its metadata
+    /// (both sides), weights dequantized one tensor at a time (server).
+    Gguf(PathBuf),
     /// A built-in shape.
     Builtin(BuiltinModel),
 }
 
 impl ModelSpec {
-    /// A built-in's name (`bert-tiny`, ...) or else a path.
+    /// A built-in's name (`bert-tiny`, ...) or else a path (a `.gguf` file or a folder).
     pub fn parse(s: &str) -> Result<Self> {
         match BuiltinModel::from_name(s) {
             Ok(b) => Ok(Self::Builtin(b)),
-            Err(_) if Path::new(s).exists() => Ok(Self::Dir(PathBuf::from(s))),
+            Err(_) if Path::new(s).exists() => Ok(Self::path(PathBuf::from(s))),
             Err(e) => Err(e),
+        }
+    }
+
+    /// A path: a file is read as GGUF, a folder as HuggingFace's.
+    pub fn path(p: PathBuf) -> Self {
+        if p.is_file() {
+            Self::Gguf(p)
+        } else {
+            Self::Dir(p)
         }
     }
 
     /// The name reports carry: the folder's name or the built-in's.
     pub fn name(&self) -> String {
         match self {
-            ModelSpec::Dir(d) => d
+            ModelSpec::Dir(d) | ModelSpec::Gguf(d) => d
                 .file_name()
                 .map_or_else(|| d.display().to_string(), |n| n.to_string_lossy().into()),
             ModelSpec::Builtin(b) => b.name().into(),
@@ -73,6 +87,8 @@ pub struct PublicModel {
     pub graph: Graph,
     /// The tokenizer, when text is to be tokenized (a built-in has none).
     pub tokenizer: Option<TextTokenizer>,
+    /// The chat template (GGUF files that carry one).
+    pub chat: Option<ChatTemplate>,
 }
 
 impl PublicModel {
@@ -91,12 +107,29 @@ impl PublicModel {
                     name: spec.name(),
                     graph: m.graph,
                     tokenizer,
+                    chat: None,
+                })
+            }
+            ModelSpec::Gguf(f) => {
+                // the client reads the metadata; the weights stay unread
+                let m = GgufModel::open(f)?;
+                let tokenizer = if need_tokenizer {
+                    Some(m.tokenizer()?)
+                } else {
+                    None
+                };
+                Ok(Self {
+                    name: spec.name(),
+                    chat: m.chat_template().ok(),
+                    graph: m.graph.clone(),
+                    tokenizer,
                 })
             }
             ModelSpec::Builtin(b) => Ok(Self {
                 name: spec.name(),
                 graph: Graph::build(&b.config()),
                 tokenizer: None,
+                chat: None,
             }),
         }
     }
@@ -107,6 +140,8 @@ impl PublicModel {
 pub enum Weights {
     /// `model.safetensors` of a folder.
     File(ModelWeights),
+    /// A GGUF file.
+    Gguf(Box<GgufModel>),
     /// A built-in's seeded random weights.
     Random(RandomWeights),
 }
@@ -115,6 +150,7 @@ impl WeightSource for Weights {
     fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f64>> {
         match self {
             Weights::File(w) => w.get(name, shape),
+            Weights::Gguf(w) => w.get(name, shape),
             Weights::Random(w) => w.get(name, shape),
         }
     }
@@ -143,6 +179,14 @@ impl ServerModel {
                     name: spec.name(),
                     graph: m.graph,
                     weights,
+                })
+            }
+            ModelSpec::Gguf(f) => {
+                let m = GgufModel::open(f)?;
+                Ok(Self {
+                    name: spec.name(),
+                    graph: m.graph.clone(),
+                    weights: Weights::Gguf(Box::new(m)),
                 })
             }
             ModelSpec::Builtin(b) => Ok(Self {

@@ -4,7 +4,7 @@
 //! Predicted latency of a node (the cost model, [`duet_protocols::cost_model`]):
 //! `compute_s + bytes * 8 / rate + flights * rtt / 2`, with bytes and flights from the
 //! protocols' exact formulas and compute from a calibrated [`MachineProfile`]
-//! ([`crate::secure::predict`] walks the graph exactly as the executor does).
+//! ([`mod@crate::secure::predict`] walks the graph exactly as the executor does).
 //!
 //! The choices, in order (each later one is made with the earlier ones fixed):
 //! 1. the COT backend of every OT-based protocol: Ferret silent OT (few bytes, GGM-tree and

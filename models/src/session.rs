@@ -54,6 +54,7 @@ use crate::reference::{Matrix, WeightSource};
 use crate::walk::{walk, Progress, WalkOutput, WalkState};
 use crate::{ModelConfig, ModelError, Result};
 use duet_protocols::cost_model::MachineProfile;
+pub use duet_protocols::nonlinear::token_choice::TokenChoice;
 use duet_protocols::{
     differences, Backend, NodeRecord, OpKind, ProtocolConfig, ProtocolError, SecureBackend,
     SecureOptions, Tokens, OPTIONS_VERSION,
@@ -136,7 +137,7 @@ impl RunConfig {
             return Ok((o.as_ref().clone(), Vec::new()));
         }
         let protocol = ProtocolConfig::from_name(&self.protocol).map_err(proto)?;
-        let base = SecureOptions::new(protocol);
+        let base = declared_ranges(SecureOptions::new(protocol), &graph.config);
         match &self.plan {
             PlanMode::Planned { net } if protocol.preset == duet_protocols::Preset::Duet => {
                 let net = NetProfile::by_name(net)
@@ -155,6 +156,24 @@ impl RunConfig {
             _ => Ok((base, Vec::new())),
         }
     }
+}
+
+/// The value ranges a model family declares (public: both parties derive them from the
+/// model's public config), with the ring widened to hold them plus one bit of headroom.
+///
+/// LLaMA-family decoders carry "massive activations" in a few residual channels (mostly at the
+/// first position): SmolLM2-135M-Instruct's residual stream reaches 24,926 and its FFN's
+/// down-projection inputs 3,065 on the reference prompts (README, value ranges), so their
+/// normalisation inputs and linear outputs are declared below `2^15` and the activations'
+/// inputs below `2^7` (SiLU inputs reach 50). Encoders and GPT-2 keep the defaults (MiniLM's
+/// largest normalisation input is 221).
+pub fn declared_ranges(mut opts: SecureOptions, config: &ModelConfig) -> SecureOptions {
+    if config.arch == crate::Arch::Llama {
+        opts.norm_in_bits = opts.norm_in_bits.max(15);
+        opts.act_range_bits = opts.act_range_bits.max(7);
+        opts.ring_bits = opts.ring_bits.max(opts.min_ring_bits() + 1);
+    }
+    opts
 }
 
 fn proto(e: ProtocolError) -> ModelError {
@@ -193,13 +212,38 @@ enum Answer {
 }
 
 /// What a request reveals to the client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Reveal {
     /// The last hidden state of every position (encoders: their declared output).
     Hidden,
     /// The last position's next-token logits (decoders; reveals more about the weights than
     /// a token: the server must allow it).
     Logits,
+    /// The next token chosen from the last position's logits on shares (decoders): greedy or
+    /// sampled with the client's randomness; only the id is revealed, to the client
+    /// ([`TokenChoice::reveals`]). The server receives [`TokenChoice::public`] (no seed).
+    Token(TokenChoice),
+}
+
+impl Reveal {
+    /// What the server may see of it (the sampling seed removed); a token choice of the
+    /// logits is the logits.
+    pub fn public(&self) -> Self {
+        match self {
+            Reveal::Token(TokenChoice::Logits) => Reveal::Logits,
+            Reveal::Token(c) => Reveal::Token(c.public()),
+            other => other.clone(),
+        }
+    }
+
+    /// What the client learns from it.
+    pub fn reveals(&self) -> &'static str {
+        match self {
+            Reveal::Hidden => "the last hidden state of every position (an encoder's output)",
+            Reveal::Logits => TokenChoice::Logits.reveals(),
+            Reveal::Token(c) => c.reveals(),
+        }
+    }
 }
 
 /// One request of a session.
@@ -272,6 +316,8 @@ pub struct SecureOutput {
     pub hidden: Option<Matrix>,
     /// The last position's next-token logits (`vocab`), when revealed.
     pub logits: Option<Vec<f64>>,
+    /// The chosen next token, when a token was asked for.
+    pub token: Option<u32>,
 }
 
 /// The records of one request as report rows: per node, and per kind in first-use order.
@@ -308,15 +354,18 @@ pub fn rows(records: &[NodeRecord]) -> (Vec<OpRecord>, Vec<OpRecord>) {
 
 /// Checks the reveal against the graph: encoders reveal their hidden state, decoders their
 /// logits (never both, never a decoder's hidden state).
-fn check_reveal(graph: &Graph, reveal: Reveal) -> Result<()> {
+fn check_reveal(graph: &Graph, reveal: &Reveal) -> Result<()> {
+    if let Reveal::Token(c) = reveal {
+        c.validate().map_err(proto)?;
+    }
     match (graph.logits.is_some(), reveal) {
-        (false, Reveal::Hidden) | (true, Reveal::Logits) => Ok(()),
+        (false, Reveal::Hidden) | (true, Reveal::Logits) | (true, Reveal::Token(_)) => Ok(()),
         (true, Reveal::Hidden) => Err(ModelError::Input(
             "a decoder's hidden state is never revealed (it and the logits together reveal the \
              head's weights); ask for its logits or a token"
                 .into(),
         )),
-        (false, Reveal::Logits) => Err(ModelError::Input(
+        (false, _) => Err(ModelError::Input(
             "the model has no language-model head".into(),
         )),
     }
@@ -330,7 +379,7 @@ pub fn run_request<B: Backend>(
     weights: Option<&dyn WeightSource>,
     tokens: Tokens<'_>,
     state: Option<&mut WalkState<B::T>>,
-    reveal: Reveal,
+    reveal: &Reveal,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<SecureOutput> {
     check_reveal(graph, reveal)?;
@@ -346,14 +395,22 @@ pub fn run_request<B: Backend>(
             let v = b.reveal(&hidden).map_err(at)?;
             SecureOutput {
                 hidden: v.map(|data| Matrix { rows, cols, data }),
-                logits: None,
+                ..SecureOutput::default()
             }
         }
         (Reveal::Logits, Some(l)) => SecureOutput {
-            hidden: None,
             logits: b.reveal(&l).map_err(at)?,
+            ..SecureOutput::default()
         },
-        (Reveal::Logits, None) => {
+        (Reveal::Token(c), Some(l)) => {
+            let outcome = b.choose_token(&l, c).map_err(at)?;
+            SecureOutput {
+                token: outcome.token(),
+                logits: outcome.logits().map(<[f64]>::to_vec),
+                ..SecureOutput::default()
+            }
+        }
+        (_, None) => {
             return Err(ModelError::Input(
                 "the model has no language-model head".into(),
             ))
@@ -544,9 +601,15 @@ impl<'a, C: Channel> Server<'a, C> {
                 } => (tokens, reveal, keep, false),
                 Request::Extend { tokens, reveal } => (tokens, reveal, true, true),
             };
+            let reveal = reveal.public();
             if reveal == Reveal::Logits && !self.allow_logits {
                 return Err(ModelError::Input(
                     "the client asked for logits, which this server does not reveal".into(),
+                ));
+            }
+            if extend && self.party.state.position() == 0 {
+                return Err(ModelError::Input(
+                    "the client continued a session that kept no state".into(),
                 ));
             }
             let n = tokens as usize;
@@ -573,7 +636,7 @@ impl<'a, C: Channel> Server<'a, C> {
                 Some(self.weights),
                 Tokens::Count(n),
                 keep.then_some(&mut self.party.state),
-                reveal,
+                &reveal,
                 progress,
             )?;
             let r = self.party.report(n, t, before);
@@ -641,6 +704,11 @@ impl<'a, C: Channel> Client<'a, C> {
         &self.config
     }
 
+    /// The model's graph.
+    pub fn graph(&self) -> &Graph {
+        self.graph
+    }
+
     /// Runs one input from position 0 and reveals its declared output (an encoder's last
     /// hidden state; a decoder's last-position logits).
     pub fn infer(&mut self, ids: &[u32]) -> Result<(SecureOutput, SecureReport)> {
@@ -658,13 +726,46 @@ impl<'a, C: Channel> Client<'a, C> {
         } else {
             Reveal::Hidden
         };
+        self.request(ids, &reveal, false, progress)
+    }
+
+    /// Runs `ids` from position 0 of a decoder, keeping each layer's keys and values for
+    /// [`Client::extend`], and reveals `reveal` (a token, or the logits where the server
+    /// allows them).
+    pub fn prefill(
+        &mut self,
+        ids: &[u32],
+        reveal: &Reveal,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<(SecureOutput, SecureReport)> {
         self.request(ids, reveal, false, progress)
+    }
+
+    /// Continues the session's kept state with `ids` (a decode step: usually the one token
+    /// chosen last), revealing `reveal`. The server learns only the count.
+    pub fn extend(
+        &mut self,
+        ids: &[u32],
+        reveal: &Reveal,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<(SecureOutput, SecureReport)> {
+        if self.party.state.position() == 0 {
+            return Err(ModelError::Input(
+                "extend needs a prefill first (the session keeps no state)".into(),
+            ));
+        }
+        self.request(ids, reveal, true, progress)
+    }
+
+    /// Positions the session holds (prompt and generated tokens so far).
+    pub fn position(&self) -> usize {
+        self.party.state.position()
     }
 
     fn request(
         &mut self,
         ids: &[u32],
-        reveal: Reveal,
+        reveal: &Reveal,
         extend: bool,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<(SecureOutput, SecureReport)> {
@@ -685,11 +786,14 @@ impl<'a, C: Channel> Client<'a, C> {
         let tokens =
             u32::try_from(ids.len()).map_err(|_| ModelError::Input("too many tokens".into()))?;
         let req = if extend {
-            Request::Extend { tokens, reveal }
+            Request::Extend {
+                tokens,
+                reveal: reveal.public(),
+            }
         } else {
             Request::Infer {
                 tokens,
-                reveal,
+                reveal: reveal.public(),
                 keep: self.graph.logits.is_some(),
             }
         };

@@ -3,7 +3,7 @@
 //! With [`duet_protocols::SecureBackend`] it is the secure run between the two parties (the
 //! server passes its weights, the client its token ids); with [`duet_protocols::CostBackend`]
 //! it is the cost model's prediction of that run, exact in bytes because it is the same walk
-//! over the same operators ([`crate::secure::predict`]). The walk owns what is model-specific:
+//! over the same operators ([`mod@crate::secure::predict`]). The walk owns what is model-specific:
 //! which tensor each node reads and how it is laid out (`[out, in]` or `[in, out]`, fused
 //! query/key/value columns), the fixed-point encoding of the server's weights (with their range
 //! checks), the attention scale folded into the query weights, positions and token types; the

@@ -76,3 +76,43 @@ fn value_ranges() {
     let ids: Vec<u32> = (0..32).map(|i| (i * 97 % 1000) as u32).collect();
     report("llama-small", &g, &RandomWeights { seed: 1 }, &ids);
 }
+
+/// SmolLM2-135M-Instruct (GGUF) on the reference prompts: activation ranges per kind and the
+/// weights' largest magnitudes per tensor kind (what `SecureOptions` must declare).
+#[test]
+#[ignore = "prints a report"]
+fn smollm2_ranges() {
+    let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared");
+    let file = shared.join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !file.exists() {
+        println!("SKIPPED: {} not found", file.display());
+        return;
+    }
+    let m = duet_models::GgufModel::open(&file).unwrap();
+    let mut wmax: BTreeMap<String, f64> = BTreeMap::new();
+    for (name, shape) in m.graph.weight_shapes() {
+        let v = m.get(&name, &shape).unwrap();
+        let k = name
+            .split('.')
+            .filter(|p| p.parse::<usize>().is_err())
+            .collect::<Vec<_>>()
+            .join(".");
+        let e = wmax.entry(k).or_insert(0.0);
+        *e = v.iter().fold(*e, |a, x| a.max(x.abs()));
+    }
+    println!("smollm2 weights: max |w| per tensor kind");
+    for (k, v) in &wmax {
+        println!("  {k:48} {v:10.4}");
+    }
+    let text = std::fs::read_to_string(shared.join("reference/smollm2/reference.json")).unwrap();
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    for e in entries.iter().take(3) {
+        let ids: Vec<u32> = e["input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        report(&format!("smollm2 {} tokens", ids.len()), &m.graph, &m, &ids);
+    }
+}

@@ -1,23 +1,28 @@
 //! # duet-protocols
 //!
-//! Hybrid two-party operators of Duet. The client holds the private input, the server the private
-//! weights; both are semi-honest. This crate currently provides the HE linear layers:
+//! Hybrid two-party operators of Duet. The client holds the private input, the server the
+//! private weights; both are semi-honest.
 //!
-//! * [`HeMatMul`]: `Y = X W + b` with `X` additively shared in `Z_{2^l}` (or held entirely by the
-//!   client) and `W`, `b` held by the server in clear; the result comes back as fresh additive
-//!   shares. RLWE with coefficient encoding and packing ([`duet_fhe`]).
-//! * [`HeMatMulShared`]: `Z = X Y` with both operands shared (attention `Q K^T`, `P V`), batched
-//!   over heads, built from two [`HeMatMul`]-style cross products.
-//! * [`HeElementwiseMul`]: `x . y` element-wise for two shared tensors with slot-encoded
-//!   (CRT-batched, prime plaintext moduli) BFV; exact over `Z_{2^l}`, `l` in `16..=64`.
+//! * Linear algebra under RLWE (coefficient encoding, [`duet_fhe`]): [`HeMatMul`] (`Y = X W + b`
+//!   with `X` shared or client-held, `W` the server's), [`HeMatMulShared`] (both operands
+//!   shared: attention), [`ServerKeyMatMul`] (weights encrypted once under the server's key),
+//!   [`HeElementwiseMul`] (slot BFV), the private embedding lookup ([`PrivateEmbedding`],
+//!   [`ServerKeyEmbedding`]).
+//! * Non-linear operators on OT-based shares ([`nonlinear`]): GELU / SiLU / tanh-GELU,
+//!   SoftMax, LayerNorm / RMSNorm, Gaussian-kernel attention, and the private next-token
+//!   choice (greedy, sampling, logits).
+//! * [`mod@attention`]: multi-head attention as one operator with a KV cache.
+//! * [`backend`]: the [`Backend`] interface a model walk is written against, with a secure
+//!   interpreter ([`SecureBackend`]) and an exact cost interpreter ([`CostBackend`]).
+//! * [`ProtocolConfig`] presets (duet, iron, bolt, bumblebee, puma), [`SecureOptions`] and
+//!   [`Plan`] (typed, serializable: both parties share them), the [`cost_model`].
 //!
-//! Every operator has an I/O-free core per party (message in, message out: [`HeMatMulClient`],
-//! [`HeMatMulServer`]) and a thin driver over a [`duet_transport::Channel`]; its traffic is
-//! predicted exactly by a `cost` function ([`Cost`]), and tests check measured bytes against it.
-//! Per-session key material is set up once ([`HeClientSetup`], [`HeServerSetup`]) and reported
-//! apart from the online traffic.
+//! Every operator has an I/O-free core per party or a thin driver over a
+//! [`duet_transport::Channel`]; its traffic is predicted exactly by a `cost` function, and
+//! tests check measured bytes against it. Per-session key material is set up once
+//! ([`HeClientSetup`], [`HeServerSetup`]) and reported apart from the online traffic.
 //!
-//! Security model: semi-honest client and server, 128-bit RLWE parameters, 40-bit statistical
+//! Security model: semi-honest client and server, 128-bit RLWE parameters, statistical
 //! flooding of everything the server sends; each operator's module documents what each party
 //! learns and its exact cost.
 //!

@@ -1,5 +1,5 @@
 //! [`Plan`]: the per-operator protocol choices of a secure run that are not approximation
-//! variants (those live in [`duet_protocols::ProtocolConfig`]): for each linear layer and for
+//! variants (those live in [`crate::ProtocolConfig`]): for each linear layer and for
 //! the attention products, HE (with its matmul layout) or OT-based products, and the backend
 //! of element-wise products.
 //!

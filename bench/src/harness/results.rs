@@ -50,7 +50,7 @@ pub struct Published {
     pub source: &'static str,
 }
 
-/// The published figures DESIGN.md anchors on (rounded as there; "-" where it quotes none).
+/// The published figures ARCHITECTURE.md anchors on (rounded as there; "-" where it quotes none).
 pub const PUBLISHED: &[Published] = &[
     Published {
         system: "iron",
@@ -59,7 +59,7 @@ pub const PUBLISHED: &[Published] = &[
         communication: "about 281 GB",
         time: "-",
         setting: "two parties",
-        source: "Iron (Hao et al., NeurIPS 2022), as quoted by DESIGN.md",
+        source: "Iron (Hao et al., NeurIPS 2022), as quoted by ARCHITECTURE.md",
     },
     Published {
         system: "bolt",
@@ -68,7 +68,7 @@ pub const PUBLISHED: &[Published] = &[
         communication: "about 25.7 GB (10.9x less than Iron)",
         time: "-",
         setting: "two parties",
-        source: "BOLT (Pang et al., IEEE S&P 2024), as quoted by DESIGN.md",
+        source: "BOLT (Pang et al., IEEE S&P 2024), as quoted by ARCHITECTURE.md",
     },
     Published {
         system: "bumblebee",
@@ -77,7 +77,7 @@ pub const PUBLISHED: &[Published] = &[
         communication: "about one tenth of BOLT's (about 2.6 GB)",
         time: "3x faster than BOLT",
         setting: "two parties",
-        source: "BumbleBee (Lu et al., NDSS 2025), as quoted by DESIGN.md",
+        source: "BumbleBee (Lu et al., NDSS 2025), as quoted by ARCHITECTURE.md",
     },
     Published {
         system: "bumblebee",
@@ -86,7 +86,7 @@ pub const PUBLISHED: &[Published] = &[
         communication: "-",
         time: "8 to 14 minutes per token",
         setting: "two parties, large CPU servers",
-        source: "BumbleBee (Lu et al., NDSS 2025), as quoted by DESIGN.md",
+        source: "BumbleBee (Lu et al., NDSS 2025), as quoted by ARCHITECTURE.md",
     },
     Published {
         system: "puma",
@@ -95,7 +95,7 @@ pub const PUBLISHED: &[Published] = &[
         communication: "-",
         time: "about 5 minutes per token, about 1 TB RAM per party",
         setting: "three parties (replicated sharing)",
-        source: "PUMA (Dong et al., 2023), as quoted by DESIGN.md",
+        source: "PUMA (Dong et al., 2023), as quoted by ARCHITECTURE.md",
     },
 ];
 
@@ -449,7 +449,7 @@ pub fn markdown(runs: &[ModelReport]) -> String {
          |---|---|---:|---|---|---|---|\n",
     );
     // every figure for a model that ran, and every figure of a system that ran (PUMA, for
-    // one, publishes no two-party BERT figure DESIGN.md quotes: its LLaMA one is listed)
+    // one, publishes no two-party BERT figure ARCHITECTURE.md quotes: its LLaMA one is listed)
     let models: Vec<&str> = runs.iter().map(|r| r.report.model.as_str()).collect();
     let systems: Vec<&str> = runs.iter().map(|r| r.report.protocol.as_str()).collect();
     let mut quoted = 0;

@@ -117,7 +117,7 @@ fn session_report(
 pub fn infer(args: &InferArgs) -> Result<ModelReport, DuetError> {
     let config = args.config()?;
     let server = ServerModel::open(&args.model)?;
-    let need_tok = args.input.is_text() && matches!(args.model, ModelSpec::Dir(_));
+    let need_tok = args.input.is_text() && !matches!(args.model, ModelSpec::Builtin(_));
     let client = PublicModel::open(&args.model, need_tok)?;
     let inputs = resolve_inputs(&client, &args.input)?;
     let longest = inputs.iter().map(|i| i.ids.len()).max().unwrap_or(1);
@@ -239,7 +239,7 @@ pub fn connect_model(
     config: &RunConfig,
     progress: bool,
 ) -> Result<ModelReport, DuetError> {
-    let need_tok = input.is_text() && matches!(model, ModelSpec::Dir(_));
+    let need_tok = input.is_text() && !matches!(model, ModelSpec::Builtin(_));
     let client = PublicModel::open(model, need_tok)?;
     let inputs = resolve_inputs(&client, input)?;
     let longest = inputs.iter().map(|i| i.ids.len()).max().unwrap_or(1);
@@ -272,7 +272,7 @@ pub fn connect_model(
             rep.reference = "f64 reference executor on the public seeded weights".into();
             Some(refs)
         }
-        ModelSpec::Dir(_) => {
+        ModelSpec::Dir(_) | ModelSpec::Gguf(_) => {
             rep.reference = "not measured: the client has no weights".into();
             None
         }

@@ -1,6 +1,7 @@
 //! The product commands: `duet demo`, `infer`, `serve` / `connect`, `generate`, `plan`,
 //! `relay`, and the glue they share (inputs, the model session over QUIC).
 
+pub mod generate;
 pub mod infer;
 pub mod inputs;
 pub mod linear_demo;

@@ -6,7 +6,7 @@
 //! private embedding lookup (HE: the client's one-hot rows times the server's table);
 //! positions and token types added to the server's share (public indices); linear layers by
 //! HE matmul (client-key, weights prepared on the fly so the server's memory stays at one
-//! matrix) or OT as the plan says; attention ([`duet_protocols::attention`]); GELU / SiLU /
+//! matrix) or OT as the plan says; attention ([`mod@duet_protocols::attention`]); GELU / SiLU /
 //! tanh-GELU, SoftMax, LayerNorm / RMSNorm as configured in
 //! [`duet_protocols::ProtocolConfig`]; residual sums locally. Only the client learns the
 //! declared output: an encoder's last hidden state, a decoder's last-position logits.

@@ -57,7 +57,7 @@ impl Prediction {
             }
             self.nodes.push((r.name, kind, e));
         }
-        self.cached_bytes = b.cached_bytes();
+        self.cached_bytes += b.take_cached_bytes();
     }
 }
 
@@ -93,7 +93,7 @@ pub fn predict(
         None,
         Tokens::Count(seq),
         keep.then_some(&mut state),
-        reveal,
+        &reveal,
         &mut |_| {},
     )?;
     let mut p = Prediction {

@@ -19,13 +19,14 @@
 //! [`MachineProfile`]: crate::cost_model::MachineProfile
 
 use super::secure::he_params;
-use super::{ActKind, Backend, NodeRecord, OpKind, QuantLinear, Tokens};
+use super::{logit_format, ActKind, Backend, NodeRecord, OpKind, QuantLinear, Tokens};
 use crate::cost_model::{he_work, nl_work, Estimate, MachineProfile, Work};
 use crate::embedding::EMBEDDING_POLICY;
 use crate::matmul::SharedShape;
 use crate::nonlinear::activation::{gelu_cost, gelu_new_cost, silu_cost, ActFormat};
 use crate::nonlinear::norm::{norm_cost, NormKind, NormWeights};
 use crate::nonlinear::softmax::softmax_cost;
+use crate::nonlinear::token_choice::{choose_token_cost, TokenChoice, TokenOutcome};
 use crate::options::{EmbeddingMode, SecureOptions};
 use crate::plan::MulBackend;
 use crate::{
@@ -33,7 +34,8 @@ use crate::{
     MatmulShape, PrivateEmbedding, ProtocolError, Result, ServerKeyEmbedding,
 };
 use duet_fhe::{RingBits, RlweParameters, SlotParameters};
-use duet_mpc::fixed_math::poly::extend_nonneg_cost;
+use duet_mpc::fixed_math::piecewise::Piecewise;
+use duet_mpc::fixed_math::poly::{extend_nonneg_cost, CostExec};
 use duet_mpc::nonlinear::{self as nl, CotBackend, NlConfig, NlSession, TruncMode};
 use duet_mpc::ot::ferret::iteration_cost;
 use duet_mpc::ot::FerretParams;
@@ -126,6 +128,7 @@ pub struct CostBackend {
     records: Vec<NodeRecord>,
     nl_memo: HashMap<String, (nl::Cost, Work)>,
     he_memo: HashMap<String, (u64, u64, Work)>,
+    custom: Vec<(ActKind, Piecewise)>,
 }
 
 impl CostBackend {
@@ -171,7 +174,15 @@ impl CostBackend {
             records: Vec::new(),
             nl_memo: HashMap::new(),
             he_memo: HashMap::new(),
+            custom: Vec::new(),
         })
+    }
+
+    /// Prices activation `kind` as the piecewise function `f`, as
+    /// [`super::SecureBackend::set_activation`] runs it.
+    pub fn set_activation(&mut self, kind: ActKind, f: Piecewise) {
+        self.custom.retain(|(k, _)| *k != kind);
+        self.custom.push((kind, f));
     }
 
     /// The session setup's estimate (HE keys and the OT session).
@@ -182,6 +193,11 @@ impl CostBackend {
     /// Bytes counted so far that a later session would not send again.
     pub fn cached_bytes(&self) -> u64 {
         self.cached_bytes
+    }
+
+    /// The cached bytes counted since the last call (a request's share of them).
+    pub fn take_cached_bytes(&mut self) -> u64 {
+        std::mem::take(&mut self.cached_bytes)
     }
 
     /// Takes the node records made so far, leaving none.
@@ -536,6 +552,22 @@ impl Backend for CostBackend {
     }
 
     fn activation(&mut self, kind: ActKind, x: &Sym) -> Result<Sym> {
+        if let Some((_, f)) = self.custom.iter().find(|(k, _)| *k == kind) {
+            let f = f.clone();
+            let (n, ring) = (x.len(), x.ring);
+            let need = f.min_ring_bits()?;
+            self.add_nl(format!("custom act {kind:?} {n} {f:?}"), |cfg| {
+                let mut e = CostExec::new(cfg);
+                if need <= ring.bits() {
+                    f.eval(&mut e, &duet_mpc::fixed_math::poly::Sym { ring, n })?;
+                    return Ok(e.cost());
+                }
+                let wide = Ring::new(need)?;
+                f.eval(&mut e, &duet_mpc::fixed_math::poly::Sym { ring: wide, n })?;
+                Ok(nl::extend_cost(n, ring, wide, cfg) + e.cost())
+            })?;
+            return Ok(*x);
+        }
         let fmt = ActFormat::new(self.ring, self.opts.frac, self.opts.act_range_bits)?;
         let p = self.opts.protocol;
         let n = x.len();
@@ -570,6 +602,16 @@ impl Backend for CostBackend {
         }
         let f = self.opts.frac;
         self.trunc(a, f)
+    }
+
+    fn choose_token(&mut self, logits: &Sym, choice: &TokenChoice) -> Result<TokenOutcome> {
+        let fmt = logit_format(self.ring, &self.opts)?;
+        let public = choice.public();
+        let (rows, vocab) = (logits.rows, logits.cols);
+        self.add_nl(format!("token {rows} {vocab} {public:?}"), |cfg| {
+            choose_token_cost(rows, vocab, &fmt, &public, cfg)
+        })?;
+        Ok(TokenOutcome::Nothing)
     }
 
     fn reveal(&mut self, x: &Sym) -> Result<Option<Vec<f64>>> {

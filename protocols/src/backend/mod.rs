@@ -6,7 +6,7 @@
 //!
 //! This is `duet_mpc`'s `Exec` idea (one activation description run by a share, a cost and a
 //! bounds interpreter) one level up: code written once against [`Backend`] (the attention
-//! operator [`crate::attention`], the model walk of `duet_models::walk`) is the secure run and
+//! operator [`mod@crate::attention`], the model walk of `duet_models::walk`) is the secure run and
 //! its cost model at the same time, so the prediction cannot drift from the execution. Both
 //! interpreters are stateful in the same way (the Ferret pools, the HE keys set up at first use,
 //! the server-key embedding table sent once per session), so a session of many runs or decode
@@ -28,6 +28,7 @@ pub use secure::SecureBackend;
 use crate::cost_model::Estimate;
 use crate::matmul::SharedShape;
 use crate::nonlinear::norm::{NormKind, NormWeights};
+use crate::nonlinear::token_choice::{LogitFormat, TokenChoice, TokenOutcome};
 use crate::options::SecureOptions;
 use crate::Result;
 use duet_mpc::Ring;
@@ -225,4 +226,16 @@ pub trait Backend {
     /// Reveals `x` to the client: the client gets the decoded values (at `frac`), the
     /// server `None`.
     fn reveal(&mut self, x: &Self::T) -> Result<Option<Vec<f64>>>;
+    /// The private next-token choice on `rows x vocab` logits
+    /// ([`crate::nonlinear::token_choice`]): the client gets the chosen ids (or, for
+    /// [`TokenChoice::Logits`], the logits), the server [`TokenOutcome::Nothing`]. The client
+    /// passes its full choice (with its seed), the server [`TokenChoice::public`].
+    fn choose_token(&mut self, logits: &Self::T, choice: &TokenChoice) -> Result<TokenOutcome>;
+}
+
+/// The format of the logits a model walk produces: the activation ring at `frac` bits,
+/// bounded like every linear output by the declared ranges (`|x| < 2^max(norm_in,
+/// act_range)`).
+pub fn logit_format(ring: Ring, opts: &SecureOptions) -> Result<LogitFormat> {
+    LogitFormat::new(ring, opts.frac, opts.norm_in_bits.max(opts.act_range_bits))
 }

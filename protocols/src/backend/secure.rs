@@ -14,11 +14,12 @@
 //! operators is a uniformly random additive share. Only [`Backend::reveal`] opens a value, to
 //! the client only.
 
-use super::{ActKind, Backend, NodeRecord, OpKind, QuantLinear, Tokens};
+use super::{logit_format, ActKind, Backend, NodeRecord, OpKind, QuantLinear, Tokens};
 use crate::matmul::SharedShape;
 use crate::nonlinear::activation::{gelu, gelu_new, silu, ActFormat};
 use crate::nonlinear::norm::{norm, NormKind, NormWeights};
 use crate::nonlinear::softmax::softmax;
+use crate::nonlinear::token_choice::{choose_token, TokenChoice, TokenOutcome};
 use crate::options::{EmbeddingMode, SecureOptions};
 use crate::plan::MulBackend;
 use crate::{
@@ -28,7 +29,8 @@ use crate::{
 };
 use duet_fhe::{Preset, RingBits, RlweParameters, SlotParameters, WeightBound};
 use duet_mpc::fixed_math::exp::add_const;
-use duet_mpc::fixed_math::poly::extend_nonneg;
+use duet_mpc::fixed_math::piecewise::Piecewise;
+use duet_mpc::fixed_math::poly::{extend_nonneg, ShareExec};
 use duet_mpc::nonlinear::{self as nl, NlSession, TruncMode};
 use duet_mpc::{AShare, FixedPoint, Ring};
 use duet_transport::{Channel, ChannelStats, Role};
@@ -83,6 +85,7 @@ pub struct SecureBackend<C: Channel> {
     setup_seconds: f64,
     mark: (Instant, ChannelStats),
     records: Vec<NodeRecord>,
+    custom: Vec<(ActKind, Piecewise)>,
 }
 
 fn traffic(now: ChannelStats, then: ChannelStats) -> (u64, u64) {
@@ -147,8 +150,19 @@ impl<C: Channel> SecureBackend<C> {
             setup_seconds: t.elapsed().as_secs_f64(),
             mark: (Instant::now(), after),
             records: Vec::new(),
+            custom: Vec::new(),
             ch,
         })
+    }
+
+    /// Runs activation `kind` as the piecewise function `f` (on the activation's input, at
+    /// `frac` fractional bits) instead of the configured approximation: how a new
+    /// approximation is tried end to end (`examples/custom_gelu.rs`). Both parties must set
+    /// the same function (it is a public protocol choice, like the options); the cost backend
+    /// takes the same call ([`super::CostBackend::set_activation`]).
+    pub fn set_activation(&mut self, kind: ActKind, f: Piecewise) {
+        self.custom.retain(|(k, _)| *k != kind);
+        self.custom.push((kind, f));
     }
 
     /// This party's role.
@@ -618,6 +632,18 @@ impl<C: Channel> Backend for SecureBackend<C> {
     }
 
     fn activation(&mut self, kind: ActKind, x: &AShare) -> Result<AShare> {
+        if let Some((_, f)) = self.custom.iter().find(|(k, _)| *k == kind) {
+            // the function runs in the narrowest ring that holds its intermediates (a signed
+            // extension first when that is wider than the activation ring)
+            let need = f.min_ring_bits()?;
+            if need <= x.ring().bits() {
+                return Ok(f.eval(&mut ShareExec::new(&mut self.nl, &mut self.ch), x)?);
+            }
+            let wide = Ring::new(need)?;
+            let xw = nl::extend(&mut self.nl, &mut self.ch, x, wide, true)?;
+            let yw = f.eval(&mut ShareExec::new(&mut self.nl, &mut self.ch), &xw)?;
+            return Ok(nl::reduce(&yw, x.ring())?);
+        }
         let fmt = ActFormat::new(self.ring, self.opts.frac, self.opts.act_range_bits)?;
         let p = self.opts.protocol;
         let y = match kind {
@@ -637,6 +663,11 @@ impl<C: Channel> Backend for SecureBackend<C> {
         self.trunc(&p, f)
     }
 
+    fn choose_token(&mut self, logits: &AShare, choice: &TokenChoice) -> Result<TokenOutcome> {
+        let fmt = logit_format(self.ring, &self.opts)?;
+        choose_token(&mut self.nl, &mut self.ch, logits, &fmt, choice)
+    }
+
     fn reveal(&mut self, x: &AShare) -> Result<Option<Vec<f64>>> {
         match self.role {
             Role::Server => {
@@ -648,7 +679,7 @@ impl<C: Channel> Backend for SecureBackend<C> {
                 let theirs = self.ch.recv_u64s_exact(x.len())?;
                 let theirs = AShare::new(x.ring(), x.shape().to_vec(), theirs)?;
                 let plain = x.reconstruct(&theirs)?;
-                let fp = FixedPoint::new(self.ring, self.opts.frac)?;
+                let fp = FixedPoint::new(x.ring(), self.opts.frac)?;
                 Ok(Some(fp.decode_all(&plain)))
             }
         }
