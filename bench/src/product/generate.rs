@@ -145,8 +145,8 @@ pub struct PhaseReport {
     pub predicted_bytes: u64,
     /// The cost model's latency on the network.
     pub predicted_s: f64,
-    /// Per operator kind: (kind, bytes, seconds).
-    pub kinds: Vec<(String, u64, f64)>,
+    /// Per operator kind: (kind, bytes, seconds, flights).
+    pub kinds: Vec<(String, u64, f64, u64)>,
 }
 
 impl PhaseReport {
@@ -161,7 +161,7 @@ impl PhaseReport {
             kinds: r
                 .ops
                 .iter()
-                .map(|k| (k.kind.clone(), k.bytes, k.seconds))
+                .map(|k| (k.kind.clone(), k.bytes, k.seconds, k.rounds))
                 .collect(),
         }
     }
