@@ -90,7 +90,7 @@ pub use matmul::{
     HeMatMulSharedServer, HeServerSetup, HeWeights, LayoutPolicy, MatmulPlan, MatmulShape,
     PrepareMode, SharedInputs, SharedShape,
 };
-pub use options::{differences, EmbeddingMode, SecureOptions, OPTIONS_VERSION};
+pub use options::{differences, AdapterLayout, EmbeddingMode, SecureOptions, OPTIONS_VERSION};
 pub use plan::{MulBackend, Plan};
 pub mod embedding;
 pub use embedding::{

@@ -7,8 +7,9 @@
 use crate::harness::model_bench::{check_net, options_and_choices, run_config};
 use crate::model_report::ModelReport;
 use crate::product::inputs::{seeded_ids, ProgressLine};
-use crate::product::session::{open_server_model, 
-    check_payload, loopback, serve_model_session, MODEL_CHANNEL, MODEL_PAYLOAD, PAYLOAD_CHANNEL,
+use crate::product::session::{
+    check_payload, loopback, open_server_model, serve_model_session, MODEL_CHANNEL, MODEL_PAYLOAD,
+    PAYLOAD_CHANNEL,
 };
 use crate::report::{peak_rss_bytes, PeakRss};
 use crate::DuetError;

@@ -9,7 +9,9 @@ use crate::model_report::{merge_reports, output_accuracy, top_logits, ModelRepor
 use crate::product::inputs::{
     builtin_references, references, resolve_inputs, Input, InputArg, ProgressLine, Reference,
 };
-use crate::product::session::{open_server_model, client_model_session, loopback, serve_model_session};
+use crate::product::session::{
+    client_model_session, loopback, open_server_model, serve_model_session,
+};
 use crate::report::{peak_rss_bytes, PeakRss};
 use crate::DuetError;
 use duet_models::open::{ModelSpec, PublicModel};
