@@ -458,3 +458,48 @@ fn corrupted_answers_are_errors() {
         assert!(b.is_err());
     }
 }
+
+/// `cargo test --release -p duet-protocols --test kv_cache -- --ignored --nocapture cost_table`:
+/// bytes and work of one decode step of one layer (SmolLM2 shape, l = 37) by context, beside
+/// `HeMatMulShared` for the same two products.
+#[test]
+#[ignore]
+fn cost_table() {
+    let p = params(37);
+    let spec = smollm2();
+    let pol = |pack, pad| KvPolicy {
+        pack,
+        pad,
+        ..KvPolicy::default()
+    };
+    println!("ctx | accs | pack16 pad: bytes, KS | pack16 split: bytes, KS | no packing: bytes | HeMatMulShared bytes");
+    for ctx in [8, 16, 24, 32, 40, 48, 60, 64, 70, 96, 128, 256, 512] {
+        let step = |policy| {
+            let s = HeKvCache::scores_cost(spec, policy, &p, ctx, 1).unwrap();
+            let c = HeKvCache::context_cost(spec, policy, &p, ctx, 1).unwrap();
+            s + c
+        };
+        let (a, b, n) = (
+            step(pol(16, true)),
+            step(pol(16, false)),
+            step(pol(1, true)),
+        );
+        let base =
+            HeMatMulShared::cost(&p, SharedShape::new(9, 1, 64, ctx), LayoutPolicy::MinBytes)
+                .unwrap()
+                .bytes
+                + HeMatMulShared::cost(&p, SharedShape::new(9, 1, ctx, 64), LayoutPolicy::MinBytes)
+                    .unwrap()
+                    .bytes;
+        let accs =
+            a.per_party.weight_polys - a.per_party.products + a.per_party.products - ctx as u64;
+        println!(
+            "{ctx} | {accs} | {} {} | {} {} | {} | {base}",
+            a.traffic.bytes,
+            a.per_party.key_switches,
+            b.traffic.bytes,
+            b.per_party.key_switches,
+            n.traffic.bytes
+        );
+    }
+}

@@ -59,19 +59,43 @@
 //!
 //! # Cost
 //! Exact, both directions ([`HeKvCache::scores_cost`], [`HeKvCache::context_cost`]; the tests
-//! check measured bytes against them). With `r` query rows, `ctx` keys, `C` score ciphertexts
-//! per query row and `A_c` context accumulators (1 for SmolLM2's 9/3/64 shape), each party sends
+//! check measured bytes and flights against them). With `r` query rows, `ctx` keys, `C` score
+//! ciphertexts per query row and `A_c` context accumulators, each party sends
 //!
 //! * scores: `r` seeded ciphertexts (`42 + N sum_i ceil(log2 p_i) / 8` = 153,642 bytes) and
 //!   `r C` output ciphertexts of `14 + ceil((m b + N a) / 8)` bytes (`m` scores each; `b`, `a` the
-//!   output widths: 78 and 48 bits at `l = 37`); 4 flights (two simultaneous exchanges);
+//!   output widths: 78 and 48 bits at `l = 37`, so 49,166 bytes plus 9.75 per score);
+//!   4 flights (two simultaneous exchanges);
 //! * context: `r A_c` output ciphertexts with `d` values per head; 2 flights.
 //!
-//! Per party work ([`KvWork`]): scores: `r` encryptions, one weight polynomial per score
-//! accumulator, `r` products per accumulator, `r sum (pack - 1)` key switches, `r C`
-//! finalizations and decryptions; context: `r A_c ctx` weight polynomials and products, `r A_c`
-//! finalizations and decryptions. Memory: the peer's rows, `2 N L 8 = 393,216` bytes each
-//! expanded ([`KvStorage::Expanded`]) or `N L 8` compact (expanded at each use).
+//! Per party work ([`KvWork`], [`KvWork::to_work`]): scores: `r` encryptions and expansions, one
+//! weight polynomial per score accumulator, `r` products per accumulator, `r sum (pack - 1)`
+//! key switches, `r C` finalizations and decryptions; context: `r A_c ctx` weight polynomials
+//! and products, `r A_c` finalizations and decryptions. Memory: the peer's rows, `2 N L 8 =
+//! 393,216` bytes each expanded ([`KvStorage::Expanded`]) or half of it compact (expanded at each
+//! use).
+//!
+//! The layout ([`layout`](self::layout)) puts 54 scores in a score accumulator for SmolLM2's
+//! shape (9 query heads over 3 key/value heads of width 64: 10 accumulators at `ctx = 60`), 6
+//! to 7 for GPT-2's (12 heads, no grouping: every key row meets every query head of the step
+//! ciphertext, 11 of 12 pairs are garbage), and all 9 (resp. 7) heads in one context
+//! accumulator. One decode step of one SmolLM2 layer (`r = 1`, `l = 37`, both directions;
+//! `cargo test --release -p duet-protocols --test kv_cache -- --ignored --nocapture cost_table`):
+//!
+//! | ctx | score accumulators | `pack 16`, padded: bytes, key switches per party | `pack 16`, split | no packing | [`super::HeMatMulShared`] (both products) |
+//! |---|---|---|---|---|---|
+//! | 40 | 7 | 522,200 B, 7 | 718,864 B, 4 | 1,112,198 B | 7,319,340 B |
+//! | 60 | 10 | 525,710 B, 15 | 624,042 B, 8 | 1,410,708 B | 7,322,850 B |
+//! | 128 | 22 | 635,976 B, 22 | 734,308 B, 19 | 2,602,638 B | 7,334,784 B |
+//! | 512 | 86 | 1,096,696 B, 82 | 1,195,028 B, 79 | 8,963,342 B | 15,698,844 B |
+//!
+//! So 30 layers cost about 15.7 MB per token at `ctx` 40 to 60 instead of 220 MB, in 6 flights
+//! per layer instead of 8; setup adds the server's keys once (3,840,628 bytes). Measured (bench
+//! `kv_cache`, both parties in one process on the shared 2-core machine at load average 9,
+//! so every figure is inflated several times): a whole step of one layer takes 209 ms
+//! (`ctx` 40) and 361 ms (`ctx` 60) with `pack 16` padded, 168 and 241 ms split into powers of
+//! two, 154 and 186 ms without packing, against 8.9 s and 8.1 s for the two
+//! [`super::HeMatMulShared`] products in the same conditions.
 //!
 //! # Use
 //! One [`HeKvCache`] per layer and party; per step: [`HeKvCache::append`] (the new key and value
@@ -147,11 +171,13 @@ pub enum KvStorage {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct KvPolicy {
     /// Most score accumulators merged into one returned ciphertext (a power of two, at most the
-    /// slot width and the parameters' `max_pack`); 1 = no packing. Each merge is one key switch
-    /// and saves one ciphertext (`N a / 8` bytes).
+    /// slot width and the parameters' `max_pack`); 1 = no packing. Merging `D` accumulators
+    /// takes `D - 1` key switches (about 2 ms each at `N = 8192` on one quiet core) and saves
+    /// `D - 1` ciphertexts (49,152 bytes of `a` each at `l = 37`).
     pub pack: usize,
-    /// For a last group of fewer accumulators: pad it to a power of two (fewest ciphertexts) or
-    /// split it into powers of two (fewest key switches).
+    /// For a last group of a number of accumulators that is not a power of two: pad it to the
+    /// next power of two (one ciphertext, but the padding's merges still cost key switches) or
+    /// split it into powers of two (more ciphertexts, one key switch per ciphertext saved).
     pub pad: bool,
     /// Storage of the peer's rows.
     pub storage: KvStorage,
@@ -280,9 +306,10 @@ enum Phase {
 }
 
 /// One layer's KV cache at one party: its own key and value shares (plaintext), the peer's
-/// step ciphertexts (its encrypted value rows), and the step protocol. See the module
-/// documentation.
-#[derive(Debug)]
+/// step ciphertexts (its encrypted value rows), and the step protocol. The protocol, its
+/// security and its cost are documented in `protocols/src/matmul/kv_cache.rs`. Cloning copies
+/// the whole state (shares and the peer's rows).
+#[derive(Clone, Debug)]
 pub struct HeKvCache {
     spec: KvSpec,
     policy: KvPolicy,
