@@ -503,3 +503,31 @@ fn cost_table() {
         );
     }
 }
+
+#[test]
+fn layout_and_cost_are_cheap() {
+    let p = params(37);
+    let t = std::time::Instant::now();
+    for _ in 0..5 {
+        HeKvCache::new(smollm2(), KvPolicy::default(), &p).unwrap();
+    }
+    let per_new = t.elapsed().as_secs_f64() / 5.0;
+    let t = std::time::Instant::now();
+    HeKvCache::scores_cost(smollm2(), KvPolicy::default(), &p, 512, 1).unwrap();
+    let cost512 = t.elapsed().as_secs_f64();
+    println!("layout {per_new:.4} s, scores cost at ctx 512 {cost512:.4} s");
+    assert!(per_new < 1.0 && cost512 < 2.0);
+}
+
+#[test]
+fn n4096_is_refused_for_uniform_multipliers() {
+    for l in 36..=42 {
+        assert!(
+            RlweParameters::preset(Preset::N4096Q109, RingBits(l), WeightBound::Uniform).is_err()
+        );
+        assert!(
+            RlweParameters::preset(Preset::N8192Q200Pack, RingBits(l), WeightBound::Uniform)
+                .is_ok()
+        );
+    }
+}

@@ -41,6 +41,16 @@
 //! So a decode step costs three flights of each party (step ciphertexts, scores, context), with
 //! the SoftMax between the last two.
 //!
+//! # Parameters
+//! The multipliers are uniform shares (`|w| <= 2^(l-1)`), so the flooding of `sum w e` needs
+//! `log q >= l + log2 |w| + log2 T + ~45`: `N = 4096` (`log q <= 109`) is refused for every
+//! `l >= 29` (test `n4096_is_refused_for_uniform_multipliers`). Splitting the multipliers into
+//! digits would fit `N = 4096` but multiplies the blocks of the step ciphertext by the number of
+//! digits, and every block meets every column: the score accumulators would hold a few scores
+//! each and, without a special prime at `N = 4096`, could not be packed. The session's
+//! `N = 8192` packing parameters are used instead; every exchange stays far below the QUIC
+//! stream window (64 MiB), so the simultaneous sends of both parties cannot block.
+//!
 //! # Security
 //! Each party sees only (1) the peer's step ciphertexts: RLWE encryptions under the peer's key
 //! at a 128-bit row of the HomomorphicEncryption.org table (IND-CPA; the cached ones are never
@@ -307,8 +317,11 @@ enum Phase {
 
 /// One layer's KV cache at one party: its own key and value shares (plaintext), the peer's
 /// step ciphertexts (its encrypted value rows), and the step protocol. The protocol, its
-/// security and its cost are documented in `protocols/src/matmul/kv_cache.rs`. Cloning copies
-/// the whole state (shares and the peer's rows).
+/// security and its cost are documented in `protocols/src/matmul/kv_cache.rs`. Calls must come
+/// in the order append, scores, context (an out-of-order call is an error and changes nothing);
+/// an error in the middle of a step (a malformed peer message, a transport failure) leaves the
+/// cache unusable, as it ends the session. Cloning copies the whole state (shares and the
+/// peer's rows).
 #[derive(Clone, Debug)]
 pub struct HeKvCache {
     spec: KvSpec,
