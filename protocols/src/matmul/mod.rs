@@ -2,12 +2,17 @@
 //!
 //! * [`HeMatMul`] (`he_matmul.rs`): `X W + b`, `X` shared or client-held, `W`, `b` server-held.
 //! * [`HeMatMulShared`] (`he_matmul_shared.rs`): `X Y`, both shared, batched over heads.
+//! * [`HeLinear`] (`linear.rs`, plan in `linear_plan.rs`): `X W_i + b_i` for matrices sharing
+//!   `X`, fused into one product, with split packing (few key switches): the linear layers of
+//!   generation.
 //! * [`MatmulPlan`] (`plan.rs`): block shapes, packing groups and the exact byte [`Cost`].
 //! * [`HeClientSetup`] / [`HeServerSetup`] (`setup.rs`): per-session keys.
 
 mod engine;
 mod he_matmul;
 mod he_matmul_shared;
+mod linear;
+mod linear_plan;
 mod plan;
 mod ring;
 mod server_key;
@@ -15,6 +20,13 @@ mod setup;
 
 pub use he_matmul::{HeMatMul, HeMatMulClient, HeMatMulServer, HeWeights, PrepareMode};
 pub use he_matmul_shared::{HeMatMulShared, HeMatMulSharedServer, SharedInputs, SharedShape};
+pub use linear::{
+    linear_params, split_parts, HeLinear, HeLinearClient, HeLinearServer, LinearWeights,
+    PreparedLinear, LINEAR_ORBIT_LEVELS,
+};
+pub use linear_plan::{
+    LinearPlan, EST_INPUT_US, EST_LEAF_US, EST_ORBIT_KS_US, EST_OUTPUT_US, EST_PACK_KS_US,
+};
 pub use plan::{LayoutPolicy, MatmulPlan, MatmulShape};
 pub use server_key::{
     server_key_params, ServerKeyClient, ServerKeyCost, ServerKeyMatMul, ServerKeyModel,
