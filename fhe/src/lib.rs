@@ -82,7 +82,7 @@ pub use galois::GaloisKeys;
 pub use keys::{PublicKey, SecretKey};
 pub use layout::{LayoutCost, MatmulLayout};
 pub use noise::NoiseReport;
-pub use orbit::{InputOrbit, OrbitWeights};
+pub use orbit::{mul_acc_node, InputOrbit, OrbitWeights};
 pub use output::OutputCiphertext;
 #[cfg(any(test, feature = "testing"))]
 pub use params::insecure_test_parameters;

@@ -247,13 +247,96 @@ fn automorphism_int(f: &[i64], k: usize, out: &mut [i64]) {
     }
 }
 
+/// The node's `W_h` as integer polynomials (coefficient order, index `h`) and its weight
+/// terms, or `None` when every leaf is absent (see [`OrbitWeights::new`]).
+fn butterflies(
+    params: &RlweParameters,
+    leaves: Vec<Option<Vec<i64>>>,
+    d: usize,
+    levels: u32,
+    offset: usize,
+) -> Result<Option<(Vec<Vec<i64>>, usize)>> {
+    check_tree(params, d, levels)?;
+    let count = 1usize << levels;
+    if leaves.len() != count {
+        return Err(FheError::range(
+            "orbit leaves",
+            leaves.len(),
+            format!("exactly 2^levels = {count}"),
+        ));
+    }
+    if leaves.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let n = params.degree();
+    let bound = params.max_weight_abs();
+    let mut terms = 0usize;
+    for leaf in leaves.iter().flatten() {
+        if leaf.len() > n {
+            return Err(FheError::range(
+                "number of weights",
+                leaf.len(),
+                format!("<= N = {n}"),
+            ));
+        }
+        if let Some(bad) = leaf.iter().find(|c| u128::from(c.unsigned_abs()) > bound) {
+            return Err(FheError::range(
+                "weight magnitude",
+                bad,
+                format!("<= {bound} (the bound the noise budget was computed for)"),
+            ));
+        }
+        terms = terms.max(leaf.iter().filter(|&&c| c != 0).count());
+    }
+    // level 0: X^{-offset} leaf (the pack's shift), each leaf padded to N
+    let e0 = (2 * n - offset % d) % (2 * n);
+    let mut tmp = vec![0i64; n];
+    let mut nodes: Vec<Vec<Vec<i64>>> = leaves
+        .into_iter()
+        .map(|leaf| {
+            let mut l = leaf.unwrap_or_default();
+            l.resize(n, 0);
+            if e0 != 0 {
+                shift_int(&l, e0, &mut tmp);
+                core::mem::swap(&mut l, &mut tmp);
+            }
+            vec![l]
+        })
+        .collect();
+    // plaintext levels: element j merges with j + half:
+    // (u, v) -> (u + X^s v, sigma_k(u - X^s v)); v's buffer is reused for the new polynomial
+    let mut xv = vec![0i64; n];
+    for t in 1..=levels {
+        let s = d >> t;
+        let k = pack_index(n, d, t);
+        let half = nodes.len() / 2;
+        let hi = nodes.split_off(half);
+        for (us, vs) in nodes.iter_mut().zip(hi) {
+            let mut extra = Vec::with_capacity(us.len());
+            for (u, mut v) in us.iter_mut().zip(vs) {
+                shift_int(&v, s, &mut xv);
+                for (x, y) in u.iter_mut().zip(xv.iter_mut()) {
+                    let (a, b) = (*x, *y);
+                    *x = a + b;
+                    *y = a - b;
+                }
+                automorphism_int(&xv, k, &mut v);
+                extra.push(v);
+            }
+            us.extend(extra);
+        }
+    }
+    Ok(Some((nodes.into_iter().next().unwrap_or_default(), terms)))
+}
+
 impl OrbitWeights {
     /// The node's `W_h` from its leaves (`leaves.len() = 2^levels`; leaf `j` is tree leaf
     /// `r + j D / 2^levels` of the node `r`; `None` = zero): integer weight polynomials in
     /// coefficient order (length `<= N`, `|w| <=` the parameters' weight bound) as
     /// [`crate::PlainWeights::from_signed`] takes them. `offset` is the pack's (the useful
     /// coefficients sit at positions `= offset mod D`). Returns `None` when every leaf is
-    /// absent.
+    /// absent. Memory: `2^levels` encoded polynomials (`8 N L` bytes each); to use a node once,
+    /// [`mul_acc_node`] encodes them one at a time instead.
     pub fn new(
         params: &Arc<RlweParameters>,
         leaves: &[Option<&[i64]>],
@@ -261,83 +344,17 @@ impl OrbitWeights {
         levels: u32,
         offset: usize,
     ) -> Result<Option<Self>> {
-        check_tree(params, d, levels)?;
-        let count = 1usize << levels;
-        if leaves.len() != count {
-            return Err(FheError::range(
-                "orbit leaves",
-                leaves.len(),
-                format!("exactly 2^levels = {count}"),
-            ));
-        }
-        if leaves.iter().all(Option::is_none) {
+        let owned = leaves.iter().map(|l| l.map(<[i64]>::to_vec)).collect();
+        let Some((ints, terms)) = butterflies(params, owned, d, levels, offset)? else {
             return Ok(None);
-        }
-        let n = params.degree();
-        let bound = params.max_weight_abs();
-        let mut terms = 0usize;
-        for leaf in leaves.iter().flatten() {
-            if leaf.len() > n {
-                return Err(FheError::range(
-                    "number of weights",
-                    leaf.len(),
-                    format!("<= N = {n}"),
-                ));
-            }
-            if let Some(bad) = leaf.iter().find(|c| u128::from(c.unsigned_abs()) > bound) {
-                return Err(FheError::range(
-                    "weight magnitude",
-                    bad,
-                    format!("<= {bound} (the bound the noise budget was computed for)"),
-                ));
-            }
-            terms = terms.max(leaf.iter().filter(|&&c| c != 0).count());
-        }
-        // level 0: X^{-offset} leaf (the pack's shift), as integers
-        let e0 = (2 * n - offset % d) % (2 * n);
-        let mut full = vec![0i64; n];
-        let mut nodes: Vec<Vec<Vec<i64>>> = leaves
-            .iter()
-            .map(|leaf| {
-                let mut out = vec![0i64; n];
-                if let Some(l) = leaf {
-                    full[..l.len()].copy_from_slice(l);
-                    full[l.len()..].fill(0);
-                    shift_int(&full, e0, &mut out);
-                }
-                vec![out]
-            })
-            .collect();
-        // plaintext levels: element j merges with j + half:
-        // (u, v) -> (u + X^s v, sigma_k(u - X^s v))
-        let mut xv = vec![0i64; n];
-        for t in 1..=levels {
-            let s = d >> t;
-            let k = pack_index(n, d, t);
-            let half = nodes.len() / 2;
-            let hi = nodes.split_off(half);
-            for (us, vs) in nodes.iter_mut().zip(hi) {
-                let mut extra = Vec::with_capacity(us.len());
-                for (u, v) in us.iter_mut().zip(&vs) {
-                    shift_int(v, s, &mut xv);
-                    for (x, y) in u.iter_mut().zip(xv.iter_mut()) {
-                        let (a, b) = (*x, *y);
-                        *x = a + b;
-                        *y = a - b;
-                    }
-                    let mut w = vec![0i64; n];
-                    automorphism_int(&xv, k, &mut w);
-                    extra.push(w);
-                }
-                us.extend(extra);
-            }
-        }
-        let polys = nodes
-            .into_iter()
-            .next()
-            .unwrap_or_default()
+        };
+        let polys = ints
             .into_par_iter()
-            .map(|w| encode_wide(params, &w))
+            .map(|w| {
+                let mut poly = params.ctx.zero();
+                encode_wide(params, &w, &mut poly);
+                poly
+            })
             .collect();
         Ok(Some(Self {
             params: Arc::clone(params),
@@ -354,10 +371,64 @@ impl OrbitWeights {
     }
 }
 
-/// An integer polynomial (`|c| < 2^62`) in the NTT domain.
-fn encode_wide(params: &RlweParameters, w: &[i64]) -> RnsPoly {
+/// One node used once (the weights prepared on the fly): for every `(accumulator, orbit)` of
+/// `targets` (e.g. one per row block), `acc += sum_h orbit_h W_h` with the node's `W_h` made
+/// from `leaves` (taken by value, each of length `<= N`) as [`OrbitWeights::new`] does, but
+/// each `W_h` encoded into one reused buffer right before its products. Returns whether any
+/// leaf was present (else nothing is added).
+pub fn mul_acc_node(
+    params: &Arc<RlweParameters>,
+    targets: &mut [(&mut MacAccumulator, &InputOrbit)],
+    leaves: Vec<Option<Vec<i64>>>,
+    d: usize,
+    levels: u32,
+    offset: usize,
+) -> Result<bool> {
+    let Some((ints, terms)) = butterflies(params, leaves, d, levels, offset)? else {
+        return Ok(false);
+    };
+    for (acc, orbit) in targets.iter() {
+        check_params(params, &acc.params)?;
+        check_params(params, &orbit.params)?;
+        if orbit.d != d || orbit.levels != levels {
+            return Err(FheError::range(
+                "orbit",
+                format!("D = {}, {} levels", orbit.d, orbit.levels),
+                format!("the node's D = {d}, {levels} levels"),
+            ));
+        }
+        let total = acc.terms.saturating_add(terms);
+        if total > params.mac_terms() {
+            return Err(FheError::NoiseBudget {
+                reason: format!(
+                    "accumulating {total} weight terms per output coefficient, parameters allow {}",
+                    params.mac_terms()
+                ),
+            });
+        }
+    }
     let ctx = &params.ctx;
-    let mut poly = ctx.zero();
+    let mut buf = ctx.zero();
+    for (h, w) in ints.iter().enumerate() {
+        encode_wide(params, w, &mut buf);
+        for (acc, orbit) in targets.iter_mut() {
+            let ct = orbit
+                .cts
+                .get(h)
+                .ok_or_else(|| FheError::range("orbit element", h, "< 2^levels"))?;
+            ctx.mul_acc(&mut acc.b, &ct.b, &buf);
+            ctx.mul_acc(&mut acc.a, &ct.a, &buf);
+        }
+    }
+    for (acc, _) in targets.iter_mut() {
+        acc.terms = acc.terms.saturating_add(terms);
+    }
+    Ok(true)
+}
+
+/// An integer polynomial (`|c| < 2^62`) into `poly` (NTT domain).
+fn encode_wide(params: &RlweParameters, w: &[i64], poly: &mut RnsPoly) {
+    let ctx = &params.ctx;
     let max_abs = w.iter().map(|c| c.unsigned_abs()).max().unwrap_or(0);
     for (limb, &p) in poly.limbs.iter_mut().zip(ctx.moduli()) {
         if max_abs < p {
@@ -370,9 +441,9 @@ fn encode_wide(params: &RlweParameters, w: &[i64]) -> RnsPoly {
                 *dst = reduce_i128(i128::from(c), p);
             }
         }
+        limb.get_mut(w.len()..).unwrap_or_default().fill(0);
     }
-    ctx.forward(&mut poly);
-    poly
+    ctx.forward(poly);
 }
 
 impl MacAccumulator {

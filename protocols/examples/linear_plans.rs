@@ -47,5 +47,20 @@ fn main() {
             c.bytes, c.key_switches, c.products, plan.estimate_us() / 1000.0,
             PreparedLinear::memory_bytes(&plan) >> 20, ob, oks, op
         );
+        let budget = c.bytes + c.bytes / 5;
+        let fast = LinearPlan::new(
+            &p,
+            n,
+            d,
+            &parts,
+            LayoutPolicy::FewestKeySwitches { max_bytes: budget },
+        )
+        .unwrap();
+        let f = fast.cost();
+        println!(
+            "         least compute within +20% bytes: blocks {}x{}x{} pack {} levels {}: {} B, {} KS, {} products, est {:.0} ms",
+            fast.layout().n_b, fast.layout().d_b, fast.layout().k_b, fast.pack(), fast.levels(),
+            f.bytes, f.key_switches, f.products, fast.estimate_us() / 1000.0
+        );
     }
 }

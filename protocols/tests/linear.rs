@@ -175,6 +175,10 @@ fn decode_shapes_every_split() {
         let plan = LinearPlan::with_layout(&p, 1, 96, &case.parts, layout, 32, levels).unwrap();
         run(&p, &plan, &case, 10 + u64::from(levels));
     }
+    // the inner dimension padded with zero rows (96 -> 128) for 128 blocks per ciphertext
+    let padded = MatmulLayout::new(&p, 1, 128, 64).unwrap();
+    let plan = LinearPlan::with_layout(&p, 1, 96, &case.parts, padded, 128, 6).unwrap();
+    run(&p, &plan, &case, 20);
 }
 
 #[test]
@@ -225,8 +229,8 @@ fn planned_policies_prefill_and_client_held_input() {
 
 #[test]
 fn a_smollm2_decode_plan_is_cheap() {
-    // the plans of one SmolLM2 layer's decode step: bytes equal the matmul plan's, key
-    // switches far fewer than without split packing
+    // the plans of one SmolLM2 layer's decode step: bytes at most the matmul plans' (fewer
+    // with a padded inner block and 128 blocks per ciphertext), key switches far fewer
     let p = params();
     for (d, parts, max_ks) in [
         (576usize, vec![576usize, 192, 192], 20u64),
@@ -239,7 +243,7 @@ fn a_smollm2_decode_plan_is_cheap() {
         let k: usize = parts.iter().sum();
         let old = HeMatMul::cost(&p, MatmulShape::new(1, d, k), LayoutPolicy::MinBytes).unwrap();
         let c = plan.cost();
-        assert_eq!(c.bytes, old.bytes, "{d}x{parts:?}");
+        assert!(c.bytes <= old.bytes, "{d}x{parts:?}");
         assert!(c.key_switches <= max_ks, "{d}x{parts:?}: {c:?}");
         assert!(plan.work().key_switches <= max_ks as f64);
     }

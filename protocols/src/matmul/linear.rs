@@ -43,8 +43,8 @@
 use std::sync::Arc;
 
 use duet_fhe::{
-    Ciphertext, InputOrbit, MacAccumulator, MacTerms, OrbitWeights, OutputCiphertext, Preset,
-    RingBits, RlweParameters, RlweParametersBuilder, SeededCiphertext, WeightBound,
+    mul_acc_node, Ciphertext, InputOrbit, MacAccumulator, MacTerms, OrbitWeights, OutputCiphertext,
+    Preset, RingBits, RlweParameters, RlweParametersBuilder, SeededCiphertext, WeightBound,
 };
 use duet_transport::Channel;
 use rand_chacha::ChaCha20Rng;
@@ -58,13 +58,20 @@ use super::setup::{HeClientSetup, HeServerSetup};
 use super::Cost;
 use crate::error::{ProtocolError, Result};
 
-/// Orbit levels [`linear_params`] asks for (the most a packing factor of 64 can use).
+/// Orbit levels [`linear_params`] asks for.
 pub const LINEAR_ORBIT_LEVELS: u32 = 6;
 
+/// Packing factor [`linear_params`] allows: 128 column blocks per output ciphertext (the
+/// preset's 64 doubled; one more Galois key in the setup, and the packing noise of seven
+/// levels in the budget), so that a one-row product's outputs fill twice as many coefficients
+/// of a returned ciphertext when the inner block is padded to a multiple of 128.
+pub const LINEAR_MAX_PACK: usize = 128;
+
 /// The linear layers' parameters: [`Preset::N8192Q200Pack`] at `l` bits with weights
-/// `|w| <= max_weight`, allowing [`InputOrbit`]s of up to [`LINEAR_ORBIT_LEVELS`] levels (or
-/// as many as the noise budget holds, at least 0). The same keys serve [`super::HeMatMul`]
-/// (its budget is only more conservative), so a session needs one key set for both.
+/// `|w| <= max_weight`, packing up to [`LINEAR_MAX_PACK`] and allowing [`InputOrbit`]s of up
+/// to [`LINEAR_ORBIT_LEVELS`] levels (or as many as the noise budget holds, at least 0). The
+/// same keys serve [`super::HeMatMul`] (its budget is only more conservative), so a session
+/// needs one key set for both.
 pub fn linear_params(ring_bits: u32, max_weight: u64) -> Result<Arc<RlweParameters>> {
     let mut last = None;
     for levels in (0..=LINEAR_ORBIT_LEVELS).rev() {
@@ -72,6 +79,7 @@ pub fn linear_params(ring_bits: u32, max_weight: u64) -> Result<Arc<RlweParamete
             .ring_bits(RingBits(ring_bits))
             .weight_bound(WeightBound::MaxAbs(max_weight))
             .mac_terms(MacTerms(Preset::N8192Q200Pack.degree().0))
+            .max_pack(LINEAR_MAX_PACK)
             .orbit_levels(levels)
             .build()
         {
@@ -147,37 +155,55 @@ impl<'a> LinearWeights<'a> {
             .collect()
     }
 
-    /// `(part, local column)` of global column `c`.
-    fn locate(&self, c: usize) -> Option<(usize, usize)> {
-        let i = self.starts.partition_point(|&s| s <= c).checked_sub(1)?;
-        let (w, _) = self.parts.get(i)?;
-        let k = w.len() / self.d;
-        let local = c - self.starts.get(i)?;
-        (local < k).then_some((i, local))
-    }
-
-    /// Weight block rows `[j0, j1)`, columns `[c0, c1)` placed as
-    /// [`duet_fhe::MatmulLayout::weight_poly`] does: `w[j][c]` at `(c - c0) d_b + d_b - 1 - (j - j0)`.
-    fn leaf(
+    /// The weight blocks of the members of group `g` for inner block `ib` (index = member),
+    /// each placed as [`duet_fhe::MatmulLayout::weight_poly`] does: `w[j][c]` at
+    /// `(c - c0) d_b + d_b - 1 - (j - j0)`. One pass over the rows, reading each row's columns
+    /// of the group contiguously.
+    fn group_leaves(
         &self,
-        d_b: usize,
-        (j0, j1): (usize, usize),
-        (c0, c1): (usize, usize),
-    ) -> Result<Vec<i64>> {
+        plan: &LinearPlan,
+        g: usize,
+        ib: usize,
+    ) -> Result<Vec<Option<Vec<i64>>>> {
         let bad = || ProtocolError::Config("weight block outside the matrices".into());
-        let mut poly = vec![0i64; (c1 - c0) * d_b];
-        for c in c0..c1 {
-            let (i, local) = self.locate(c).ok_or_else(bad)?;
-            let (w, _) = self.parts.get(i).ok_or_else(bad)?;
-            let k = w.len() / self.d;
-            for j in j0..j1 {
-                let v = *w.get(j * k + local).ok_or_else(bad)?;
-                *poly
-                    .get_mut((c - c0) * d_b + d_b - 1 - (j - j0))
-                    .ok_or_else(bad)? = v;
+        let d_b = plan.layout().d_b;
+        let (j0, j1) = plan.inner(ib);
+        let first = g * plan.pack();
+        let blocks: Vec<(usize, usize)> = (0..plan.group_members(g))
+            .map(|m| plan.cols(first + m))
+            .collect();
+        let mut polys: Vec<Option<Vec<i64>>> = blocks
+            .iter()
+            .map(|&(c0, c1)| Some(vec![0i64; (c1 - c0) * d_b]))
+            .collect();
+        for (poly, &(b0, b1)) in polys.iter_mut().flatten().zip(&blocks) {
+            // the parts overlapping the block's columns
+            for (i, (w, _)) in self.parts.iter().enumerate() {
+                let (s0, s1) = (
+                    *self.starts.get(i).ok_or_else(bad)?,
+                    *self.starts.get(i + 1).ok_or_else(bad)?,
+                );
+                let (c0, c1) = (b0.max(s0), b1.min(s1));
+                if c0 >= c1 {
+                    continue;
+                }
+                let k = s1 - s0;
+                for j in j0..j1 {
+                    let row = w.get(j * k + c0 - s0..j * k + c1 - s0).ok_or_else(bad)?;
+                    let base = (c0 - b0) * d_b + d_b - 1 - (j - j0);
+                    for (dst, &v) in poly
+                        .get_mut(base..)
+                        .unwrap_or_default()
+                        .iter_mut()
+                        .step_by(d_b)
+                        .zip(row)
+                    {
+                        *dst = v;
+                    }
+                }
             }
         }
-        Ok(poly)
+        Ok(polys)
     }
 }
 
@@ -207,16 +233,32 @@ impl PreparedLinear {
     /// Prepares every node of `plan` (parallel).
     pub fn new(plan: &LinearPlan, weights: &LinearWeights<'_>) -> Result<Self> {
         let d_out = plan.pack() >> plan.levels();
-        let total = plan.groups() * d_out * plan.inner_blocks();
-        let nodes = (0..total)
-            .into_par_iter()
-            .map(|idx| {
-                let ib = idx % plan.inner_blocks();
-                let rest = idx / plan.inner_blocks();
-                let (g, node) = (rest / d_out, rest % d_out);
-                node_weights(plan, weights, g, node, ib)
-            })
-            .collect::<Result<_>>()?;
+        let ibs = plan.inner_blocks();
+        let mut nodes: Vec<Option<OrbitWeights>> = Vec::new();
+        for g in 0..plan.groups() {
+            let per_ib: Vec<Vec<Option<Vec<i64>>>> = (0..ibs)
+                .map(|ib| weights.group_leaves(plan, g, ib))
+                .collect::<Result<_>>()?;
+            let made: Vec<Option<OrbitWeights>> = (0..d_out * ibs)
+                .into_par_iter()
+                .map(|idx| {
+                    let (node, ib) = (idx / ibs, idx % ibs);
+                    let members = per_ib.get(ib).map_or(&[][..], Vec::as_slice);
+                    let leaves: Vec<Option<&[i64]>> = node_members(plan, g, node)
+                        .into_iter()
+                        .map(|m| m.and_then(|m| members.get(m)?.as_deref()))
+                        .collect();
+                    Ok(OrbitWeights::new(
+                        plan.params(),
+                        &leaves,
+                        plan.pack(),
+                        plan.levels(),
+                        plan.layout().d_b - 1,
+                    )?)
+                })
+                .collect::<Result<_>>()?;
+            nodes.extend(made);
+        }
         Ok(Self {
             signature: signature(plan),
             nodes,
@@ -239,32 +281,12 @@ impl PreparedLinear {
     }
 }
 
-/// The weights of node `node` of group `g` for inner block `ib` (`None`: no member).
-fn node_weights(
-    plan: &LinearPlan,
-    weights: &LinearWeights<'_>,
-    g: usize,
-    node: usize,
-    ib: usize,
-) -> Result<Option<OrbitWeights>> {
+/// The member index of leaf `j` of node `node` (tree leaf `node + j D / 2^ell`), if any.
+fn node_members(plan: &LinearPlan, g: usize, node: usize) -> Vec<Option<usize>> {
     let d_out = plan.pack() >> plan.levels();
-    let layout = plan.layout();
-    let leaves = (0..1usize << plan.levels())
-        .map(|j| match plan.member_at_leaf(g, node + j * d_out) {
-            Some(m) => weights
-                .leaf(layout.d_b, plan.inner(ib), plan.cols(g * plan.pack() + m))
-                .map(Some),
-            None => Ok(None),
-        })
-        .collect::<Result<Vec<Option<Vec<i64>>>>>()?;
-    let refs: Vec<Option<&[i64]>> = leaves.iter().map(|l| l.as_deref()).collect();
-    Ok(OrbitWeights::new(
-        plan.params(),
-        &refs,
-        plan.pack(),
-        plan.levels(),
-        layout.d_b - 1,
-    )?)
+    (0..1usize << plan.levels())
+        .map(|j| plan.member_at_leaf(g, node + j * d_out))
+        .collect()
 }
 
 /// Splits a row-major `n x sum k_i` result into the parts' `n x k_i` matrices.
@@ -516,34 +538,69 @@ impl<'a> HeLinearServer<'a> {
         let nodes: Vec<usize> = (0..plan.group_nodes(g))
             .map(|j| duet_fhe::pack::bitrev_index(d_out, j))
             .collect();
-        // accumulators per (node, row block)
-        let accs: Vec<Vec<MacAccumulator>> = nodes
-            .par_iter()
-            .map(|&node| {
-                let mut accs: Vec<MacAccumulator> =
-                    (0..rbs).map(|_| MacAccumulator::new(params)).collect();
-                for ib in 0..ibs {
-                    let fresh;
-                    let w = match self.prepared {
-                        Some(p) => p
-                            .nodes
-                            .get(node_index(plan, g, node, ib))
-                            .ok_or_else(missing)?
-                            .as_ref(),
-                        None => {
-                            fresh = node_weights(plan, self.weights, g, node, ib)?;
-                            fresh.as_ref()
-                        }
-                    };
-                    let Some(w) = w else { continue };
-                    for (rb, acc) in accs.iter_mut().enumerate() {
-                        let orbit = orbits.get(rb * ibs + ib).ok_or_else(missing)?;
-                        acc.mul_acc_orbit(orbit, w)?;
-                    }
+        // accumulators per (node, row block); inner blocks one after the other, the nodes of
+        // the group in parallel
+        let mut accs: Vec<Vec<MacAccumulator>> = nodes
+            .iter()
+            .map(|_| (0..rbs).map(|_| MacAccumulator::new(params)).collect())
+            .collect();
+        let offset = plan.layout().d_b - 1;
+        for ib in 0..ibs {
+            // on the fly: every node takes its own members' blocks (each member is in one node)
+            let mut node_blocks: Vec<Vec<Option<Vec<i64>>>> = match self.prepared {
+                Some(_) => nodes.iter().map(|_| Vec::new()).collect(),
+                None => {
+                    let mut members = self.weights.group_leaves(plan, g, ib)?;
+                    nodes
+                        .iter()
+                        .map(|&node| {
+                            node_members(plan, g, node)
+                                .into_iter()
+                                .map(|m| m.and_then(|m| members.get_mut(m)?.take()))
+                                .collect()
+                        })
+                        .collect()
                 }
-                Ok(accs)
-            })
-            .collect::<Result<_>>()?;
+            };
+            nodes
+                .par_iter()
+                .zip(accs.par_iter_mut())
+                .zip(node_blocks.par_iter_mut())
+                .try_for_each(|((&node, node_accs), blocks)| -> Result<()> {
+                    let mut targets = node_accs
+                        .iter_mut()
+                        .enumerate()
+                        .map(|(rb, acc)| {
+                            let orbit = orbits.get(rb * ibs + ib).ok_or_else(missing)?;
+                            Ok((acc, orbit))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    match self.prepared {
+                        Some(p) => {
+                            let w = p
+                                .nodes
+                                .get(node_index(plan, g, node, ib))
+                                .ok_or_else(missing)?;
+                            if let Some(w) = w {
+                                for (acc, orbit) in targets.iter_mut() {
+                                    acc.mul_acc_orbit(orbit, w)?;
+                                }
+                            }
+                        }
+                        None => {
+                            mul_acc_node(
+                                params,
+                                &mut targets,
+                                core::mem::take(blocks),
+                                plan.pack(),
+                                plan.levels(),
+                                offset,
+                            )?;
+                        }
+                    }
+                    Ok(())
+                })?;
+        }
         let mut per_rb: Vec<Vec<Option<MacAccumulator>>> = (0..rbs)
             .map(|_| (0..d_out).map(|_| None).collect())
             .collect();

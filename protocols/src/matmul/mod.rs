@@ -22,7 +22,7 @@ pub use he_matmul::{HeMatMul, HeMatMulClient, HeMatMulServer, HeWeights, Prepare
 pub use he_matmul_shared::{HeMatMulShared, HeMatMulSharedServer, SharedInputs, SharedShape};
 pub use linear::{
     linear_params, split_parts, HeLinear, HeLinearClient, HeLinearServer, LinearWeights,
-    PreparedLinear, LINEAR_ORBIT_LEVELS,
+    PreparedLinear, LINEAR_MAX_PACK, LINEAR_ORBIT_LEVELS,
 };
 pub use linear_plan::{
     LinearPlan, EST_INPUT_US, EST_LEAF_US, EST_ORBIT_KS_US, EST_OUTPUT_US, EST_PACK_KS_US,
