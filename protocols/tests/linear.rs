@@ -175,6 +175,17 @@ fn decode_shapes_every_split() {
         let plan = LinearPlan::with_layout(&p, 1, 96, &case.parts, layout, 32, levels).unwrap();
         run(&p, &plan, &case, 10 + u64::from(levels));
     }
+    // several row blocks (the last partial) and inner blocks (the last partial), prepared
+    let case2 = Case {
+        n: 5,
+        d: 300,
+        parts: vec![100, 45],
+        shared: true,
+        prepared: true,
+    };
+    let blocks = MatmulLayout::new(&p, 2, 128, 16).unwrap();
+    let plan = LinearPlan::with_layout(&p, 5, 300, &case2.parts, blocks, 16, 2).unwrap();
+    run(&p, &plan, &case2, 30);
     // the inner dimension padded with zero rows (96 -> 128) for 128 blocks per ciphertext
     let padded = MatmulLayout::new(&p, 1, 128, 64).unwrap();
     let plan = LinearPlan::with_layout(&p, 1, 96, &case.parts, padded, 128, 6).unwrap();

@@ -33,20 +33,23 @@
 use std::sync::Arc;
 
 use duet_fhe::pack::{bitrev_index, sparse_key_switches};
-use duet_fhe::{MatmulLayout, OutputCiphertext, RlweParameters, SeededCiphertext};
+use duet_fhe::{MatmulLayout, RlweParameters, SeededCiphertext};
 
 use super::plan::{LayoutPolicy, MatmulShape};
 use super::Cost;
 use crate::cost_model::Work;
 use crate::error::{ProtocolError, Result};
 
-/// Server microseconds per leaf product (weight encoding on the fly and the product), one core
-/// of the development machine: ranks layouts only.
-pub const EST_LEAF_US: f64 = 120.0;
+/// Server CPU microseconds per weight encoding on the fly (a leaf block through the
+/// butterflies and `L` NTTs), one core of the development machine under load: these constants
+/// rank layouts only (the cost model's seconds come from [`LinearPlan::work`]).
+pub const EST_ENCODE_US: f64 = 90.0;
+/// Per plaintext-ciphertext product.
+pub const EST_PRODUCT_US: f64 = 40.0;
 /// Per key switch of an input orbit.
-pub const EST_ORBIT_KS_US: f64 = 900.0;
+pub const EST_ORBIT_KS_US: f64 = 1000.0;
 /// Per key switch of an output pack.
-pub const EST_PACK_KS_US: f64 = 700.0;
+pub const EST_PACK_KS_US: f64 = 900.0;
 /// Per output ciphertext (finalize, serialize, the client's decryption).
 pub const EST_OUTPUT_US: f64 = 1300.0;
 /// Per input ciphertext (the client's encryption, the server's expansion).
@@ -87,7 +90,8 @@ struct Counts {
 
 impl Counts {
     fn estimate_us(&self) -> f64 {
-        (self.products.max(self.encodes)) as f64 * EST_LEAF_US
+        self.products as f64 * EST_PRODUCT_US
+            + self.encodes as f64 * EST_ENCODE_US
             + self.orbit_ks as f64 * EST_ORBIT_KS_US
             + self.pack_ks as f64 * EST_PACK_KS_US
             + self.outputs as f64 * EST_OUTPUT_US
@@ -231,23 +235,31 @@ impl LinearPlan {
         let inputs = rbs * ibs;
         let orbit = 1u64 << levels;
         let d_out = self.pack >> levels;
+        // bytes and messages are those of the matmul layout with this packing factor (its
+        // groups are ours: `D` consecutive column blocks of a row block, the last partial)
+        let lc = self
+            .layout
+            .cost(p, self.shape.n, self.shape.d, self.shape.k, self.pack);
         let mut c = Counts {
             inputs,
             input_bytes: inputs * SeededCiphertext::serialized_len(p) as u64,
+            output_bytes: lc.output_bytes as u64,
+            outputs: lc.output_ciphertexts as u64,
             orbit_ks: inputs * (orbit - 1),
             ..Counts::default()
         };
-        for g in 0..self.groups() {
-            let m = self.group_members(g);
-            let nodes = m.div_ceil(1 << levels);
-            c.encodes += (nodes as u64) * orbit * ibs;
-            c.products += (nodes as u64) * orbit * ibs * rbs;
-            c.pack_ks += rbs * sparse_key_switches(d_out, nodes) as u64;
-            for rb in 0..self.row_blocks() {
-                let values = self.group_values(rb, g);
-                c.outputs += 1;
-                c.output_bytes += OutputCiphertext::serialized_len(p, values) as u64;
+        // groups: all full but the last
+        let cbs = self.col_blocks();
+        let (full, last) = (cbs / self.pack, cbs % self.pack);
+        for (m, count) in [(self.pack, full), (last, usize::from(last > 0))] {
+            if count == 0 {
+                continue;
             }
+            let nodes = m.div_ceil(1 << levels) as u64;
+            let count = count as u64;
+            c.encodes += count * nodes * orbit * ibs;
+            c.products += count * nodes * orbit * ibs * rbs;
+            c.pack_ks += count * rbs * sparse_key_switches(d_out, nodes as usize) as u64;
         }
         c.bytes = c.input_bytes + c.output_bytes;
         c
@@ -346,16 +358,6 @@ impl LinearPlan {
     /// order over `D / 2^ell`).
     pub(crate) fn group_nodes(&self, g: usize) -> usize {
         self.group_members(g).div_ceil(1 << self.levels)
-    }
-    fn group_values(&self, rb: usize, g: usize) -> usize {
-        let (r0, r1) = self.rows(rb);
-        let cols: usize = (0..self.group_members(g))
-            .map(|j| {
-                let (c0, c1) = self.cols(g * self.pack + j);
-                c1 - c0
-            })
-            .sum();
-        (r1 - r0) * cols
     }
     /// Rows `[start, end)` of row block `rb`.
     pub(crate) fn rows(&self, rb: usize) -> (usize, usize) {

@@ -25,7 +25,8 @@ pub use linear::{
     PreparedLinear, LINEAR_MAX_PACK, LINEAR_ORBIT_LEVELS,
 };
 pub use linear_plan::{
-    LinearPlan, EST_INPUT_US, EST_LEAF_US, EST_ORBIT_KS_US, EST_OUTPUT_US, EST_PACK_KS_US,
+    LinearPlan, EST_ENCODE_US, EST_INPUT_US, EST_ORBIT_KS_US, EST_OUTPUT_US, EST_PACK_KS_US,
+    EST_PRODUCT_US,
 };
 pub use plan::{LayoutPolicy, MatmulPlan, MatmulShape};
 pub use server_key::{
