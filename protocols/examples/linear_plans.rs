@@ -23,6 +23,12 @@ fn main() {
         duet_fhe::WeightBound::MaxAbs(1 << 16),
     )
     .unwrap();
+    let sk_p = server_key_params(
+        duet_fhe::Preset::N8192Q200Pack,
+        duet_fhe::RingBits(42),
+        duet_fhe::MacTerms(1536 * n.min(8)),
+    );
+    let mut sk_totals = (0u64, 0u64, 0u64, 0u64);
     for (name, d, parts) in [
         ("qkv", 576usize, vec![576usize, 192, 192]),
         ("o", 576, vec![576]),
@@ -47,6 +53,23 @@ fn main() {
             c.bytes, c.key_switches, c.products, plan.estimate_us() / 1000.0,
             PreparedLinear::memory_bytes(&plan) >> 20, ob, oks, op
         );
+        if let Ok(sk_p) = &sk_p {
+            let k: usize = parts.iter().sum();
+            if let Ok(skp) =
+                ServerKeyPlan::new(sk_p, MatmulShape::new(n, d, k), ServerKeyPolicy::MinBytes)
+            {
+                let sc = skp.cost();
+                let times = if name == "head" { 1 } else { 30 };
+                sk_totals.0 += times * sc.online.bytes;
+                sk_totals.1 += times * sc.cached_weight_bytes;
+                sk_totals.2 += times * sc.client_model_memory;
+                sk_totals.3 += times * sc.online.key_switches;
+                println!(
+                    "         server-key (Nimbus) mode: online {} B, {} client KS, cached weights {} B, client memory {} MB",
+                    sc.online.bytes, sc.online.key_switches, sc.cached_weight_bytes, sc.client_model_memory >> 20
+                );
+            }
+        }
         let budget = c.bytes + c.bytes / 5;
         let fast = LinearPlan::new(
             &p,
@@ -63,4 +86,8 @@ fn main() {
             f.bytes, f.key_switches, f.products, fast.estimate_us() / 1000.0
         );
     }
+    println!(
+        "server-key mode, 30 layers + head: online {} MB, client KS {}, cached weights {} MB, client memory {} MB (expanded) / {} MB (seed + b only)",
+        sk_totals.0 >> 20, sk_totals.3, sk_totals.1 >> 20, sk_totals.2 >> 20, sk_totals.1 >> 20
+    );
 }
