@@ -133,6 +133,16 @@ fn main() {
             run_new(&new_p, &mats, &xs, n, reps, head, true, false);
         }
     }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?");
+    println!(
+        "peak RSS of this process (both parties and all weights): {}; load at the end: {}",
+        hwm.trim_start_matches("VmHWM:").trim(),
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
 }
 
 fn run_old(
