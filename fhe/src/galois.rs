@@ -9,7 +9,10 @@
 //! `(beta, alpha) = round( sum_i [c]_{p_i} ksk_i / P )`, giving
 //! `beta + alpha s = c s' + sum_i [c]_{p_i} e_i / P + r_0 + r_1 s` with rounding `|r| <= 1/2`.
 //! Noise bound (worst case): `B_ks = L N max(p_i) eta / P + N/2 + 1`.
-//! Cost: `L (L+1)` forward and `2(L+1)` inverse NTTs plus `2L(L+1)N` multiply-adds.
+//! [`crate::pack`] evaluates it in the NTT domain and postpones the division by `P` (and its
+//! rounding) to the end of a whole packing tree; the automorphism is then a slot permutation
+//! ([`SlotTables`]). Cost per key switch: `L` inverse and `L^2` forward NTTs plus
+//! `2L(L+1)N` multiply-adds.
 //! Security: the keys are RLWE samples modulo `qP` with the same secret; `log2(qP)` is within the
 //! 128-bit table bound (checked by the builder). Circular security of `s(X^k)` under `s` is the
 //! standard assumption of every rotation/packing scheme (SEAL, Cheetah, BumbleBee).
@@ -25,9 +28,7 @@ use std::sync::Arc;
 
 use rand_core::{CryptoRng, RngCore};
 
-use crate::arith::{
-    add_mod, inv_mod_prime, mul_mod, mul_mod_shoup, neg_mod, shoup, small_mod, sub_mod,
-};
+use crate::arith::{add_mod, inv_mod_prime, mul_mod, small_mod, sub_mod};
 use crate::error::{FheError, Result};
 use crate::keys::SecretKey;
 use crate::params::RlweParameters;
@@ -42,10 +43,11 @@ pub(crate) struct KeySwitchContext {
     special: u64,
     /// `P^{-1} mod p_j`.
     p_inv: Vec<u64>,
-    /// Shoup companions of `p_inv`.
-    p_inv_shoup: Vec<u64>,
     /// `P mod p_j`.
-    p_mod: Vec<u64>,
+    pub(crate) p_mod: Vec<u64>,
+    /// `N P^{-1} mod p_j` repeated `N` times: multiplying by `P^{-1}` with
+    /// [`crate::ntt::NttTable::mul_scaled`].
+    pub(crate) p_inv_scaled: Vec<Vec<u64>>,
 }
 
 impl KeySwitchContext {
@@ -61,17 +63,17 @@ impl KeySwitchContext {
             })
             .collect::<Result<Vec<_>>>()?;
         let p_mod = moduli.iter().map(|&p| special % p).collect();
-        let p_inv_shoup = p_inv
+        let p_inv_scaled = p_inv
             .iter()
-            .zip(moduli)
-            .map(|(&w, &p)| shoup(w, p))
+            .zip(qp.tables())
+            .map(|(&w, t)| vec![t.scale_for_mul(w); degree])
             .collect();
         Ok(Self {
             qp,
             special,
             p_inv,
-            p_inv_shoup,
             p_mod,
+            p_inv_scaled,
         })
     }
 
@@ -79,35 +81,14 @@ impl KeySwitchContext {
         self.special
     }
 
-    fn num_q(&self) -> usize {
+    pub(crate) fn num_q(&self) -> usize {
         self.p_inv.len()
-    }
-
-    /// `round(x / P)` from `qP` (coefficient domain) to `q`.
-    fn mod_down(&self, x: &RnsPoly, q_ctx: &RnsContext) -> RnsPoly {
-        let l = self.num_q();
-        let sp = self.special;
-        let half = sp / 2;
-        let mut out = q_ctx.zero();
-        for j in 0..l {
-            let p = q_ctx.moduli()[j];
-            let (pinv, pinv_s, pm) = (self.p_inv[j], self.p_inv_shoup[j], self.p_mod[j]);
-            for n in 0..x.limbs[j].len() {
-                let xp = x.limbs[l][n];
-                // centered representative of x mod P, reduced mod p_j
-                let xp_mod = if xp > half {
-                    sub_mod(xp % p, pm, p) // xp - P
-                } else {
-                    xp % p
-                };
-                out.limbs[j][n] = mul_mod_shoup(sub_mod(x.limbs[j][n], xp_mod, p), pinv, pinv_s, p);
-            }
-        }
-        out
     }
 }
 
-/// Apply `X -> X^k` (`k` odd) to a coefficient-domain polynomial.
+/// Apply `X -> X^k` (`k` odd) to a coefficient-domain polynomial (the reference the slot
+/// tables are tested against).
+#[cfg(test)]
 pub(crate) fn automorphism(ctx: &RnsContext, poly: &RnsPoly, k: usize) -> RnsPoly {
     let n = ctx.degree();
     let two_n = 2 * n;
@@ -122,7 +103,7 @@ pub(crate) fn automorphism(ctx: &RnsContext, poly: &RnsPoly, k: usize) -> RnsPol
             if j < n {
                 dst[j] = c;
             } else {
-                dst[j - n] = neg_mod(c, p);
+                dst[j - n] = crate::arith::neg_mod(c, p);
             }
         }
     }
@@ -130,10 +111,12 @@ pub(crate) fn automorphism(ctx: &RnsContext, poly: &RnsPoly, k: usize) -> RnsPol
 }
 
 /// Multiply a coefficient-domain polynomial by `X^e` (`0 <= e < 2N`), negacyclically.
+#[cfg(test)]
 pub(crate) fn mul_monomial(ctx: &RnsContext, poly: &RnsPoly, e: usize) -> RnsPoly {
     automorphism_shift(ctx, poly, e % (2 * ctx.degree()))
 }
 
+#[cfg(test)]
 fn automorphism_shift(ctx: &RnsContext, poly: &RnsPoly, e: usize) -> RnsPoly {
     let n = ctx.degree();
     let mut out = ctx.zero();
@@ -147,7 +130,7 @@ fn automorphism_shift(ctx: &RnsContext, poly: &RnsPoly, e: usize) -> RnsPoly {
             if j < n {
                 dst[j] = c;
             } else {
-                dst[j - n] = neg_mod(c, p);
+                dst[j - n] = crate::arith::neg_mod(c, p);
             }
         }
     }
@@ -160,9 +143,87 @@ pub(crate) struct GaloisKey {
     pub(crate) k: usize,
     seeds: Vec<Seed>,
     /// `b_i`, NTT domain modulo `qP`.
-    b: Vec<RnsPoly>,
+    pub(crate) b: Vec<RnsPoly>,
     /// `a_i`, NTT domain modulo `qP` (expanded from `seeds`).
-    a: Vec<RnsPoly>,
+    pub(crate) a: Vec<RnsPoly>,
+    /// Public tables to apply the automorphism and the packing shift in the NTT domain.
+    pub(crate) slots: SlotTables,
+}
+
+/// The NTT-domain form of `X -> X^k` and of the multiplication by `X^s` (`s = N / (k - 1)`,
+/// the shift that goes with `k` in [`crate::pack`]), modulo every prime of `qP`.
+///
+/// The NTT ([`crate::ntt`]) evaluates a polynomial at the `N` primitive `2N`-th roots of unity
+/// `w_i`; `sigma_k(f)(w_i) = f(w_i^k)` and `w_i^k` is again a root `w_j`, so the automorphism
+/// is the slot permutation `perm[i] = j`, found by matching `NTT(X^k)` against `NTT(X)` (one
+/// forward NTT each; the slot order of the transform is the same for every prime, which is
+/// checked). `X^s` becomes the pointwise product with `NTT(X^s)`. Cost to build: three NTTs
+/// per prime; memory `4 N (L + 1) + 8 N (L + 1)` bytes per key.
+#[derive(Clone, Debug)]
+pub(crate) struct SlotTables {
+    /// Slot `i` of `NTT(sigma_k(f))` is slot `perm[i]` of `NTT(f)`.
+    pub(crate) perm: Vec<u32>,
+    /// `N NTT(X^s)` per prime of `qP` (the form [`crate::ntt::NttTable::mul_scaled`] takes).
+    pub(crate) x_s: RnsPoly,
+}
+
+/// The NTT (slot values) of the monomial `X^e`, `0 <= e < 2N`, modulo every prime of `ctx`.
+pub(crate) fn monomial_ntt(ctx: &RnsContext, e: usize) -> RnsPoly {
+    let n = ctx.degree();
+    let e = e % (2 * n);
+    let mut poly = ctx.zero();
+    for (limb, &p) in poly.limbs.iter_mut().zip(ctx.moduli()) {
+        if e < n {
+            limb[e] = 1;
+        } else {
+            limb[e - n] = p - 1;
+        }
+    }
+    ctx.forward(&mut poly);
+    poly
+}
+
+impl SlotTables {
+    /// Tables for `X -> X^k` (`k` odd, `1 < k < 2N`) and the shift `X^s`.
+    pub(crate) fn new(qp: &RnsContext, k: usize, s: usize) -> Result<Self> {
+        let n = qp.degree();
+        let roots = monomial_ntt(qp, 1);
+        let powers = monomial_ntt(qp, k);
+        let mut perm: Option<Vec<u32>> = None;
+        for (w, wk) in roots.limbs.iter().zip(&powers.limbs) {
+            let index: std::collections::HashMap<u64, u32> =
+                w.iter().enumerate().map(|(i, &v)| (v, i as u32)).collect();
+            let this = wk
+                .iter()
+                .map(|v| index.get(v).copied())
+                .collect::<Option<Vec<u32>>>()
+                .filter(|_| index.len() == n)
+                .ok_or_else(|| {
+                    FheError::param("galois key", k, "the NTT slots are not the 2N-th roots")
+                })?;
+            match &perm {
+                Some(p) if *p != this => {
+                    return Err(FheError::param(
+                        "galois key",
+                        k,
+                        "the NTT slot order differs between primes",
+                    ))
+                }
+                Some(_) => {}
+                None => perm = Some(this),
+            }
+        }
+        let mut x_s = monomial_ntt(qp, s);
+        for (limb, t) in x_s.limbs.iter_mut().zip(qp.tables()) {
+            for v in limb.iter_mut() {
+                *v = t.scale_for_mul(*v);
+            }
+        }
+        Ok(Self {
+            perm: perm.unwrap_or_default(),
+            x_s,
+        })
+    }
 }
 
 /// The Galois keys needed to pack up to `max_pack` ciphertexts (one key per packing level).
@@ -176,6 +237,11 @@ pub struct GaloisKeys {
 /// `k_t = 1 + N 2^t / d`.
 pub(crate) fn pack_index(n: usize, d: usize, t: u32) -> usize {
     1 + (n << t) / d
+}
+
+/// The shift `s = N / (k - 1)` that goes with automorphism `k = 1 + N / s` in packing.
+pub(crate) fn pack_shift(n: usize, k: usize) -> usize {
+    n / (k - 1).max(1)
 }
 
 impl SecretKey {
@@ -248,6 +314,7 @@ impl SecretKey {
                 seeds,
                 b: bs,
                 a: as_,
+                slots: SlotTables::new(qp, k, pack_shift(n, k))?,
             });
         }
         Ok(GaloisKeys {
@@ -316,11 +383,13 @@ impl GaloisKeys {
                 seeds.push(seed);
                 bs.push(b);
             }
+            let k = pack_index(n, d, t);
             keys.push(GaloisKey {
-                k: pack_index(n, d, t),
+                k,
                 seeds,
                 b: bs,
                 a: as_,
+                slots: SlotTables::new(&ks.qp, k, pack_shift(n, k))?,
             });
         }
         Ok(Self {
@@ -330,33 +399,54 @@ impl GaloisKeys {
     }
 }
 
-/// Key switch `c` (coefficient domain modulo `q`, decrypting as `c s'`) to `(beta, alpha)` with
-/// `beta + alpha s ~ c s'` (coefficient domain modulo `q`).
-pub(crate) fn key_switch(
-    params: &RlweParameters,
-    ks: &KeySwitchContext,
-    key: &GaloisKey,
-    c: &RnsPoly,
-) -> (RnsPoly, RnsPoly) {
-    let qp = &ks.qp;
-    let l = ks.num_q();
-    let mut acc_b = qp.zero();
-    let mut acc_a = qp.zero();
-    for i in 0..l {
-        let mut digit = qp.zero();
-        for (limb, &m) in digit.limbs.iter_mut().zip(qp.moduli()) {
-            for (dst, &v) in limb.iter_mut().zip(&c.limbs[i]) {
-                *dst = if v < m { v } else { v % m };
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::{Preset, RingBits, WeightBound};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha20Rng;
+
+    /// The slot tables agree with the coefficient-domain automorphism and shift for every
+    /// packing key.
+    #[test]
+    fn slot_tables_match_coefficient_automorphisms() {
+        let params = RlweParameters::preset(
+            Preset::N8192Q200Pack,
+            RingBits(37),
+            WeightBound::MaxAbs(1 << 16),
+        )
+        .unwrap();
+        let ks = params.ks.as_ref().unwrap();
+        let qp = &ks.qp;
+        let n = params.degree();
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let mut f = qp.zero();
+        for (limb, &p) in f.limbs.iter_mut().zip(qp.moduli()) {
+            for v in limb.iter_mut() {
+                *v = rng.gen_range(0..p);
             }
         }
-        qp.forward(&mut digit);
-        qp.mul_acc(&mut acc_b, &digit, &key.b[i]);
-        qp.mul_acc(&mut acc_a, &digit, &key.a[i]);
+        let mut f_ntt = f.clone();
+        qp.forward(&mut f_ntt);
+        let d = params.max_pack();
+        for t in 1..=d.trailing_zeros() {
+            let k = pack_index(n, d, t);
+            let s = pack_shift(n, k);
+            let tabs = SlotTables::new(qp, k, s).unwrap();
+            let mut want = automorphism(qp, &f, k);
+            qp.forward(&mut want);
+            for (j, limb) in want.limbs.iter().enumerate() {
+                for (i, &v) in limb.iter().enumerate() {
+                    assert_eq!(f_ntt.limbs[j][tabs.perm[i] as usize], v, "k={k}");
+                }
+            }
+            let mut want = mul_monomial(qp, &f, s);
+            qp.forward(&mut want);
+            let mut got = f_ntt.clone();
+            for ((limb, t), tab) in got.limbs.iter_mut().zip(qp.tables()).zip(&tabs.x_s.limbs) {
+                t.mul_scaled(limb, tab);
+            }
+            assert_eq!(got, want, "s={s}");
+        }
     }
-    qp.backward(&mut acc_b);
-    qp.backward(&mut acc_a);
-    (
-        ks.mod_down(&acc_b, &params.ctx),
-        ks.mod_down(&acc_a, &params.ctx),
-    )
 }

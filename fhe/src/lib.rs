@@ -63,6 +63,7 @@ mod keys;
 mod layout;
 pub mod noise;
 pub mod ntt;
+pub mod orbit;
 mod output;
 pub mod pack;
 mod params;
@@ -81,13 +82,14 @@ pub use galois::GaloisKeys;
 pub use keys::{PublicKey, SecretKey};
 pub use layout::{LayoutCost, MatmulLayout};
 pub use noise::NoiseReport;
+pub use orbit::{mul_acc_node, InputOrbit, OrbitWeights};
 pub use output::OutputCiphertext;
 #[cfg(any(test, feature = "testing"))]
 pub use params::insecure_test_parameters;
 pub use params::{
-    max_log_q_128, MacTerms, PolyDegree, Preset, RingBits, RlweParameters, RlweParametersBuilder,
-    WeightBound, DEFAULT_STAT_BITS, N4096Q109_PRIMES, N8192Q186_PRIMES, N8192Q200_PRIMES,
-    N8192Q200_SPECIAL, RING_BITS_RANGE,
+    max_log_q_128, orbit_noise, MacTerms, PolyDegree, Preset, RingBits, RlweParameters,
+    RlweParametersBuilder, WeightBound, DEFAULT_STAT_BITS, N4096Q109_PRIMES, N8192Q186_PRIMES,
+    N8192Q200_PRIMES, N8192Q200_SPECIAL, RING_BITS_RANGE,
 };
 pub use sampling::{fresh_seed, Seed};
 pub use serialize::{FORMAT_VERSION, HEADER_LEN};

@@ -61,6 +61,17 @@ impl NttTable {
     pub fn mul_acc(&self, acc: &mut [u64], lhs: &[u64], rhs: &[u64]) {
         self.plan.mul_accumulate(acc, lhs, rhs);
     }
+
+    /// `lhs = lhs * rhs / N` slot-wise mod `p` (vectorized; pass `rhs` pre-multiplied by `N`
+    /// for a plain product, see [`NttTable::scale_for_mul`]).
+    pub fn mul_scaled(&self, lhs: &mut [u64], rhs: &[u64]) {
+        self.plan.mul_assign_normalize(lhs, rhs);
+    }
+
+    /// `v N mod p`: the form of a constant or table for [`NttTable::mul_scaled`].
+    pub fn scale_for_mul(&self, v: u64) -> u64 {
+        ((u128::from(v % self.modulus) * self.degree as u128) % u128::from(self.modulus)) as u64
+    }
 }
 
 #[cfg(test)]

@@ -174,6 +174,7 @@ pub struct RlweParametersBuilder {
     special_prime: Option<u64>,
     special_prime_bits: Option<u32>,
     max_pack: usize,
+    orbit_levels: u32,
     insecure: bool,
 }
 
@@ -198,6 +199,7 @@ impl RlweParametersBuilder {
             special_prime: None,
             special_prime_bits: None,
             max_pack: 1,
+            orbit_levels: 0,
             insecure: false,
         }
     }
@@ -230,6 +232,14 @@ impl RlweParametersBuilder {
     /// The noise budget accounts for the key-switching noise of packing this many.
     pub fn max_pack(mut self, d: usize) -> Self {
         self.max_pack = d;
+        self
+    }
+
+    /// Allow [`crate::InputOrbit`]s of up to `levels` automorphism levels (split packing, see
+    /// [`crate::orbit`]; `2^levels <= max_pack`). The budget then also covers the orbit's
+    /// key-switch noise times the combined weights, [`orbit_noise`]. Default 0 (none).
+    pub fn orbit_levels(mut self, levels: u32) -> Self {
+        self.orbit_levels = levels;
         self
     }
 
@@ -447,6 +457,24 @@ impl RlweParametersBuilder {
                 "must be in 40..=80",
             ));
         }
+        if self.orbit_levels > 0 && (1usize << self.orbit_levels.min(30)) > self.max_pack {
+            return Err(FheError::param(
+                "orbit_levels",
+                self.orbit_levels,
+                format!("2^levels must be at most max_pack = {}", self.max_pack),
+            ));
+        }
+        let extra = special.map_or(0.0, |sp| {
+            pack_noise(n, &moduli, sp, self.max_pack)
+                + orbit_noise(
+                    n,
+                    &moduli,
+                    sp,
+                    self.orbit_levels,
+                    log2_weight.exp2(),
+                    mac_terms.0,
+                )
+        });
         let noise = analyze(&NoiseInputs {
             degree: n,
             log2_q,
@@ -454,7 +482,7 @@ impl RlweParametersBuilder {
             log2_weight,
             mac_terms: mac_terms.0,
             stat_bits: self.stat_bits,
-            extra_noise: special.map_or(0.0, |sp| pack_noise(n, &moduli, sp, self.max_pack)),
+            extra_noise: extra,
             output_bits: self.output_bits,
         })?;
         let ctx = RnsContext::new(n, &moduli)?;
@@ -492,8 +520,7 @@ impl RlweParametersBuilder {
             l,
             &noise,
             self.stat_bits,
-            special,
-            self.max_pack,
+            (special, self.max_pack, self.orbit_levels),
         );
         Ok(Arc::new(RlweParameters {
             degree,
@@ -511,6 +538,7 @@ impl RlweParametersBuilder {
             q_mod_t,
             ks,
             max_pack: self.max_pack,
+            orbit_levels: self.orbit_levels,
             id,
             insecure: self.insecure,
         }))
@@ -525,8 +553,7 @@ fn param_id(
     l: u32,
     noise: &NoiseReport,
     stat: u32,
-    special: Option<u64>,
-    max_pack: usize,
+    (special, max_pack, orbit_levels): (Option<u64>, usize, u32),
 ) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
@@ -548,6 +575,10 @@ fn param_id(
     eat(&CBD_ETA.to_le_bytes());
     eat(&special.unwrap_or(0).to_le_bytes());
     eat(&(max_pack as u64).to_le_bytes());
+    if orbit_levels > 0 {
+        // (absent for 0, so the ids of parameter sets without orbits are unchanged)
+        eat(&orbit_levels.to_le_bytes());
+    }
     h
 }
 
@@ -563,6 +594,30 @@ pub(crate) fn pack_noise(n: usize, moduli: &[u64], special: u64, d: usize) -> f6
         + 1.0;
     let levels = d.trailing_zeros() as i32;
     (4f64.powi(levels) - 1.0) / 3.0 * b_ks
+}
+
+/// Worst-case noise an [`crate::InputOrbit`] of `levels` levels adds to an output coefficient
+/// (see [`crate::orbit`]): every orbit element carries at most `levels` key switches of
+/// `B_ks = L N max(p_i) eta / P + N/2 + 1` each; it multiplies a combined weight polynomial of
+/// `l1` norm at most `2^levels` times that of one block, and `2^levels` elements are summed, so
+/// with `T` weight terms of magnitude `w` per output coefficient the bound is
+/// `4^levels levels B_ks w T` (0 without orbits).
+pub fn orbit_noise(
+    n: usize,
+    moduli: &[u64],
+    special: u64,
+    levels: u32,
+    weight: f64,
+    terms: usize,
+) -> f64 {
+    if levels == 0 {
+        return 0.0;
+    }
+    let max_p = moduli.iter().copied().max().unwrap_or(0) as f64;
+    let b_ks = moduli.len() as f64 * n as f64 * max_p * f64::from(CBD_ETA) / special as f64
+        + n as f64 / 2.0
+        + 1.0;
+    4f64.powi(levels as i32) * f64::from(levels) * b_ks * weight * terms as f64
 }
 
 /// A validated parameter set with its precomputed tables. Shared as `Arc<RlweParameters>`.
@@ -586,6 +641,7 @@ pub struct RlweParameters {
     /// Key-switching context (special prime), when packing is supported.
     pub(crate) ks: Option<KeySwitchContext>,
     max_pack: usize,
+    orbit_levels: u32,
     id: u64,
     insecure: bool,
 }
@@ -594,6 +650,10 @@ impl RlweParameters {
     /// Largest number of ciphertexts [`crate::MacAccumulator::pack`] may merge (1 = no packing).
     pub fn max_pack(&self) -> usize {
         self.max_pack
+    }
+    /// Most automorphism levels an [`crate::InputOrbit`] may have (0: none).
+    pub fn orbit_levels(&self) -> u32 {
+        self.orbit_levels
     }
     /// The special prime, if the parameters support packing.
     pub fn special_prime(&self) -> Option<u64> {

@@ -156,3 +156,55 @@ fn pack_rejects_bad_input() {
     let sk2 = SecretKey::generate(&plain, &mut rng);
     assert!(sk2.galois_keys(&mut rng).is_err());
 }
+
+/// Absent members cost no key switch and leave the present ones exact, at any subset of
+/// indices (the bit-reversed placement of the protocols and irregular ones), including a
+/// single member moved by a pure shift.
+#[test]
+fn sparse_pack_is_exact() {
+    let params = params();
+    let n = params.degree();
+    let mask = params.plain_mask();
+    let mut rng = ChaCha20Rng::seed_from_u64(4);
+    let sk = SecretKey::generate(&params, &mut rng);
+    let pk = sk.public_key(&mut rng);
+    let gk = sk.galois_keys(&mut rng).unwrap();
+    let one = PlainWeights::from_signed(&params, &[1]).unwrap();
+    let cases: Vec<(usize, usize, Vec<usize>)> = vec![
+        (8, 7, (0..5).map(|j| pack::bitrev_index(8, j)).collect()),
+        (16, 3, vec![5]),
+        (4, 0, vec![2, 3]),
+        (64, 63, (0..46).map(|j| pack::bitrev_index(64, j)).collect()),
+    ];
+    for (d, offset, present) in cases {
+        let xs: Vec<Vec<u64>> = (0..d)
+            .map(|_| (0..n).map(|_| rng.gen::<u64>() & mask).collect())
+            .collect();
+        let members: Vec<Option<MacAccumulator>> = (0..d)
+            .map(|r| {
+                present.contains(&r).then(|| {
+                    let ct = sk
+                        .encrypt(&xs[r], &mut rng)
+                        .unwrap()
+                        .expand(&params)
+                        .unwrap();
+                    let mut acc = MacAccumulator::new(&params);
+                    acc.mul_acc(&ct, &one).unwrap();
+                    acc
+                })
+            })
+            .collect();
+        let packed = MacAccumulator::pack_sparse(members, offset, &gk).unwrap();
+        let mut positions = Vec::new();
+        let mut want = Vec::new();
+        for &r in &present {
+            for p in (0..n).filter(|p| p % d == offset % d) {
+                positions.push(p - offset % d + r);
+                want.push(xs[r][p]);
+            }
+        }
+        let out = packed.finalize(&pk, &[], &positions, &mut rng).unwrap();
+        assert_eq!(sk.decrypt_output(&out, &positions).unwrap(), want, "d={d}");
+    }
+    assert_eq!(pack::sparse_key_switches(64, 46), 47);
+}

@@ -344,16 +344,28 @@ impl LoraAdapter {
         }
     }
 
-    /// `A` (`[r, in]`), `B` (`[out, r]`, all outputs of the base tensor) and the scale of the
-    /// adapter on base tensor `weight`, if it has one.
-    pub fn pair(&self, weight: &str) -> Result<Option<(Vec<f64>, Vec<f64>, f64)>> {
+    /// The adapter on base tensor `weight`, if it has one.
+    pub fn pair(&self, weight: &str) -> Result<Option<LoraPair>> {
         let Some(p) = self.pairs.iter().find(|p| p.weight == weight) else {
             return Ok(None);
         };
-        let a = self.file.read_f64(&p.a, &[p.rank, p.in_dim])?;
-        let b = self.file.read_f64(&p.b, &[p.out_total, p.rank])?;
-        Ok(Some((a, b, p.scale)))
+        Ok(Some(LoraPair {
+            a: self.file.read_f64(&p.a, &[p.rank, p.in_dim])?,
+            b: self.file.read_f64(&p.b, &[p.out_total, p.rank])?,
+            scale: p.scale,
+        }))
     }
+}
+
+/// One adapted tensor's low-rank update `scale B A`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoraPair {
+    /// `A`: `[r, in]`, row-major.
+    pub a: Vec<f64>,
+    /// `B`: `[out, r]` (all outputs of the base tensor), row-major.
+    pub b: Vec<f64>,
+    /// `alpha / r` (or `alpha / sqrt(r)` with rsLoRA).
+    pub scale: f64,
 }
 
 /// The base weights with every adapter merged in (`W + s B A`, in the base tensor's own
@@ -368,7 +380,7 @@ pub struct MergedWeights<'a> {
 impl WeightSource for MergedWeights<'_> {
     fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f64>> {
         let mut w = self.base.get(name, shape)?;
-        let Some((a, b, s)) = self.adapter.pair(name)? else {
+        let Some(LoraPair { a, b, scale: s }) = self.adapter.pair(name)? else {
             return Ok(w);
         };
         let Some(p) = self.adapter.pairs.iter().find(|p| p.weight == name) else {

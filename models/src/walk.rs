@@ -367,6 +367,27 @@ pub fn walk<B: Backend>(
                         .map_err(at(&node.name))?,
                 )
             }
+            _ if vals.get(i).is_some_and(Option::is_some) => {
+                // computed with an earlier node (a fused linear group)
+                vals.get_mut(i).and_then(Option::take)
+            }
+            Op::Linear { .. } if fused_group(graph, i, &w.b.options().plan).len() > 1 => {
+                let group = fused_group(graph, i, &w.b.options().plan);
+                let x = input(0)?.clone();
+                let names: Vec<&str> = group.iter().map(|&j| node_name(graph, j)).collect();
+                let joined = names.join("+");
+                w.b.begin();
+                let ys = fused_linears(&mut w, &group, &x)?;
+                w.b.finish(&joined, OpKind::Linear, group.len() as u64);
+                let mut ys = ys.into_iter();
+                let first = ys.next();
+                for (&j, y) in group.iter().skip(1).zip(ys) {
+                    if let Some(v) = vals.get_mut(j) {
+                        *v = Some(y);
+                    }
+                }
+                first
+            }
             _ => {
                 w.b.begin();
                 let (kind, y) = node_op(&mut w, i, node, &vals, tokens, offset)?;
@@ -406,6 +427,84 @@ pub fn walk<B: Backend>(
         hidden: take(graph.output, &mut vals)?,
         logits,
     })
+}
+
+fn node_name(graph: &Graph, j: NodeId) -> &str {
+    graph.nodes.get(j).map_or("", |n| n.name.as_str())
+}
+
+/// The linear nodes from `i` on that run as one fused product: consecutive linear nodes
+/// reading the same input, when the plan runs linear layers with split packing and none of
+/// them by OT (`[i]` alone otherwise).
+fn fused_group(graph: &Graph, i: NodeId, plan: &duet_protocols::Plan) -> Vec<NodeId> {
+    let first = match graph.nodes.get(i) {
+        Some(n) if matches!(n.op, Op::Linear { .. }) => n,
+        _ => return vec![i],
+    };
+    if !plan.linear_orbits || plan.linear_by_ot(&first.name) {
+        return vec![i];
+    }
+    let policy = plan.linear_policy(&first.name);
+    let mut group = vec![i];
+    for (j, n) in graph.nodes.iter().enumerate().skip(i + 1) {
+        let same = matches!(
+            (&n.op, &first.op),
+            (Op::Linear { in_dim: a, .. }, Op::Linear { in_dim: b, .. }) if a == b
+        ) && n.inputs == first.inputs
+            && !plan.linear_by_ot(&n.name)
+            && plan.linear_policy(&n.name) == policy;
+        if !same {
+            break;
+        }
+        group.push(j);
+    }
+    group
+}
+
+/// The fused product of a group from [`fused_group`]: every node's weights, one
+/// [`Backend::linear_many`] call.
+fn fused_linears<B: Backend>(
+    w: &mut Walker<'_, B>,
+    group: &[NodeId],
+    x: &B::T,
+) -> Result<Vec<B::T>> {
+    let mut names = Vec::with_capacity(group.len());
+    let mut weights = Vec::with_capacity(group.len());
+    let mut ks = Vec::with_capacity(group.len());
+    let mut d = 0;
+    for &j in group {
+        let Some(Node {
+            name,
+            op:
+                Op::Linear {
+                    weight,
+                    bias,
+                    in_dim,
+                    out_total,
+                    cols,
+                    layout,
+                },
+            ..
+        }) = w.graph.nodes.get(j)
+        else {
+            return Err(ModelError::Input(format!("node {j} is not a linear layer")));
+        };
+        names.push(name.as_str());
+        weights.push(w.linear_weights(
+            j,
+            weight,
+            bias.as_deref(),
+            *in_dim,
+            *out_total,
+            *cols,
+            *layout,
+        )?);
+        ks.push(cols.1);
+        d = *in_dim;
+    }
+    let refs: Vec<Option<&QuantLinear>> = weights.iter().map(Option::as_ref).collect();
+    w.b.linear_many(&names, x, &refs, d, &ks)
+        .map_err(at(&names.join("+")))
 }
 
 /// One node other than the input and attention: its kind and value.

@@ -16,12 +16,21 @@ use duet_models::generate::{predict_generation, GenerateOptions, Generation, Sto
 use duet_models::session::{Client, RunConfig, Server, TokenChoice};
 use duet_models::{run_reference_outputs, BuiltinModel, Graph, RandomWeights};
 use duet_protocols::cost_model::MachineProfile;
-use duet_protocols::SecureOptions;
+use duet_protocols::{KvCacheMode, KvPolicy, SecureOptions};
 use duet_transport::run_two_party;
 
 fn generate(g: &Graph, prompt: &[u32], opts: &GenerateOptions) -> (Generation, Vec<u64>) {
+    generate_with(g, prompt, opts, &SecureOptions::default())
+}
+
+fn generate_with(
+    g: &Graph,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    secure: &SecureOptions,
+) -> (Generation, Vec<u64>) {
     let w = RandomWeights { seed: 11 };
-    let config = RunConfig::given(&SecureOptions::default());
+    let config = RunConfig::given(secure);
     let (s, c) = run_two_party(
         |ch| Server::accept(ch, g, &w, &config)?.serve(),
         |ch| {
@@ -54,11 +63,25 @@ fn reference_greedy(g: &Graph, prompt: &[u32], n: usize) -> Vec<(u32, f64, Vec<f
     out
 }
 
+/// The decode plan of the `duet` preset for decoders: split-packing linear layers and the KV
+/// cache encrypted at the peer.
+fn decode_options() -> SecureOptions {
+    let mut o = SecureOptions::default();
+    o.plan.linear_orbits = true;
+    o.plan.kv_cache = KvCacheMode::Encrypted(KvPolicy::default());
+    o
+}
+
 fn check_greedy(b: BuiltinModel) {
+    check_greedy_with(b, &SecureOptions::default());
+}
+
+fn check_greedy_with(b: BuiltinModel, secure: &SecureOptions) {
     let g = Graph::build(&small(b));
     let prompt = [3u32, 999, 17, 17, 500];
     let n = 4;
-    let (gen, server_bytes) = generate(&g, &prompt, &GenerateOptions::greedy(n, Vec::new()));
+    let (gen, server_bytes) =
+        generate_with(&g, &prompt, &GenerateOptions::greedy(n, Vec::new()), secure);
     assert_eq!(gen.tokens.len(), n);
     assert_eq!(gen.stop, StopReason::MaxTokens);
     assert_eq!(gen.steps.len(), n - 1);
@@ -80,7 +103,7 @@ fn check_greedy(b: BuiltinModel) {
         &g,
         prompt.len(),
         n,
-        &SecureOptions::default(),
+        secure,
         &TokenChoice::Greedy,
         &MachineProfile::default_profile().unwrap(),
     )
@@ -127,6 +150,16 @@ fn gpt2_greedy_generation_matches_reference_and_prediction() {
 
 /// Logits mode: every step's logits within 0.1 of the reference on the same sequence, and
 /// stopping at a stop token.
+#[test]
+fn llama_generation_with_the_encrypted_cache_and_split_linear_layers() {
+    check_greedy_with(BuiltinModel::Llama7bShape, &decode_options());
+}
+
+#[test]
+fn gpt2_generation_with_the_encrypted_cache_and_split_linear_layers() {
+    check_greedy_with(BuiltinModel::Gpt2, &decode_options());
+}
+
 #[test]
 fn logits_mode_and_stop_tokens() {
     let g = Graph::build(&small(BuiltinModel::Llama7bShape));

@@ -28,7 +28,8 @@
 //! truncations; [`crate::backend::CostBackend`] gives them exactly.
 
 use crate::backend::{Backend, OpKind};
-use crate::matmul::SharedShape;
+use crate::matmul::{KvSpec, SharedShape};
+use crate::plan::KvCacheMode;
 use crate::{ProtocolError, Result};
 use duet_mpc::FixedPoint;
 use serde::{Deserialize, Serialize};
@@ -181,6 +182,15 @@ pub fn attention<B: Backend>(
         ),
         None => (q.clone(), k.clone()),
     };
+    if let (Some(c), KvCacheMode::Encrypted(_)) = (cache.as_deref(), b.options().plan.kv_cache) {
+        if c.len != offset {
+            return Err(ProtocolError::Config(format!(
+                "{name}: the cache holds {} positions, the block starts at {offset}",
+                c.len
+            )));
+        }
+        return encrypted_cache(b, name, spec, &q, &k, v, offset, cache);
+    }
     // the keys and values of every position seen, and where the block starts among them
     let (keys, values, start) = match cache {
         Some(c) => {
@@ -239,6 +249,65 @@ pub fn attention<B: Backend>(
     let z = b.matmul_shared(SharedShape::new(heads, n, kv, hd), &p, &yv)?;
     let z = b.trunc(&z, fp)?;
     // heads x n x hd back to n x heads*hd
+    let out = b.gather(&z, n, qw, &|o| {
+        let (i, c) = (o / qw, o % qw);
+        let (h, j) = (c / hd, c % hd);
+        h * n * hd + i * hd + j
+    })?;
+    b.finish(&format!("{name}.context"), OpKind::AttentionMatmul, 0);
+    Ok(out)
+}
+
+/// Steps 2-5 against the encrypted cache ([`Backend::kv_scores`], [`Backend::kv_context`]):
+/// the block's rotated keys and its values join the cache held by the backend (encrypted at
+/// the peer), the scores and the context are its products; the SoftMax and the truncations
+/// are those of the shared path. `cache` only counts positions here.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the operator's operands and context"
+)]
+fn encrypted_cache<B: Backend>(
+    b: &mut B,
+    name: &str,
+    spec: &AttentionSpec,
+    q: &B::T,
+    k: &B::T,
+    v: &B::T,
+    offset: usize,
+    cache: Option<&mut KvCache<B::T>>,
+) -> Result<B::T> {
+    let (heads, hd) = (spec.heads, spec.head_dim);
+    let (n, qw) = b.dims(q);
+    let f = b.options().frac;
+    let fs = b.options().score_frac;
+    let xq = b.gather(q, heads * n, hd, &|o| {
+        let (h, i, j) = (o / (n * hd), (o / hd) % n, o % hd);
+        i * qw + h * hd + j
+    })?;
+    let s = b.kv_scores(name, KvSpec::from_attention(spec), offset, &xq, k, v)?;
+    if let Some(c) = cache {
+        c.len += n;
+    }
+    let kv = offset + n;
+    let s = b.trunc(&s, 2 * f - fs)?;
+    b.finish(&format!("{name}.scores"), OpKind::AttentionMatmul, 1);
+
+    b.begin();
+    let mask: Option<Vec<bool>> = spec.causal.then(|| {
+        (0..heads * n * kv)
+            .map(|idx| {
+                let (i, j) = ((idx / kv) % n, idx % kv);
+                j > offset + i
+            })
+            .collect()
+    });
+    let p = b.softmax(&s, fs, mask.as_deref())?;
+    let fp = b.options().protocol.softmax.config().exp.frac;
+    b.finish(&format!("{name}.softmax"), OpKind::Softmax, 1);
+
+    b.begin();
+    let z = b.kv_context(name, &p)?;
+    let z = b.trunc(&z, fp)?;
     let out = b.gather(&z, n, qw, &|o| {
         let (i, c) = (o / qw, o % qw);
         let (h, j) = (c / hd, c % hd);

@@ -82,6 +82,10 @@ pub use duet_mpc::Ring;
 pub use elementwise::{HeElementwiseClient, HeElementwiseMul, HeMulClientSetup, HeMulServerSetup};
 pub use error::{ProtocolError, Result};
 pub use matmul::{
+    linear_params, split_parts, HeLinear, HeLinearClient, HeLinearServer, LinearPlan,
+    LinearWeights, PreparedLinear,
+};
+pub use matmul::{
     server_key_params, ServerKeyClient, ServerKeyCost, ServerKeyMatMul, ServerKeyModel,
     ServerKeyPlan, ServerKeyPolicy, ServerKeyServer, ServerKeySetup, ServerKeyWeights,
 };
@@ -92,7 +96,7 @@ pub use matmul::{
     KV_MAX_CONTEXT,
 };
 pub use options::{differences, AdapterLayout, EmbeddingMode, SecureOptions, OPTIONS_VERSION};
-pub use plan::{MulBackend, Plan};
+pub use plan::{KvCacheMode, MulBackend, Plan};
 pub mod embedding;
 pub use embedding::{
     EmbeddingServerKeys, EmbeddingTable, EncryptedEmbeddingTable, PrivateEmbedding,

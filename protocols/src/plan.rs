@@ -33,6 +33,19 @@ impl MulBackend {
     }
 }
 
+/// Where the keys and values of generation live between steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KvCacheMode {
+    /// Additive shares at both parties; every step's attention products run over the whole
+    /// cache with [`Plan::attention`]'s shared products (re-encrypting it each step).
+    #[default]
+    Shares,
+    /// Shares plus each party's value rows encrypted at the peer ([`crate::HeKvCache`]): a
+    /// step sends one fresh ciphertext per party and answers that grow slowly with the
+    /// context (used for generation only; a walk without a cache uses the shared products).
+    Encrypted(crate::KvPolicy),
+}
+
 /// The per-operator choices of a run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
@@ -52,6 +65,16 @@ pub struct Plan {
     /// Whether the attention products (`Q K^T`, `P V`) run by correlated OT
     /// ([`duet_mpc::nonlinear::matmul_shared`], both cross terms) instead of HE.
     pub attention_ot: bool,
+    /// Whether HE linear layers run with split packing ([`crate::HeLinear`]: key switches on
+    /// the input side, parameters with orbits and packing up to 128
+    /// column blocks) instead of [`crate::HeMatMul`]: the same bytes for a
+    /// layout, far fewer key switches; the session's linear keys then include the extra
+    /// Galois keys.
+    #[serde(default)]
+    pub linear_orbits: bool,
+    /// The KV cache of generation.
+    #[serde(default)]
+    pub kv_cache: KvCacheMode,
 }
 
 /// Most nodes a plan may name.
@@ -87,6 +110,8 @@ impl Plan {
             elementwise: MulBackend::Cot,
             ot_linear: Vec::new(),
             attention_ot: false,
+            linear_orbits: false,
+            kv_cache: KvCacheMode::Shares,
         }
     }
 

@@ -83,6 +83,12 @@ impl RunConfig {
             // the server's key (cached by the client) costs a small ciphertext per token,
             // where the client-key lookup makes the server touch the whole table every step
             base.embedding = duet_protocols::EmbeddingMode::ServerKey;
+            // one-row products: split packing keeps the key switches of a linear layer to
+            // a few per input ciphertext; the keys and values stay encrypted at the peer, so
+            // a step sends one fresh ciphertext per party instead of the whole cache
+            base.plan.linear_orbits = true;
+            base.plan.kv_cache =
+                duet_protocols::KvCacheMode::Encrypted(duet_protocols::KvPolicy::default());
         }
         Ok(base)
     }

@@ -18,7 +18,7 @@
 //!
 //! [`MachineProfile`]: crate::cost_model::MachineProfile
 
-use super::secure::he_params;
+use super::secure::{he_params, kv_policy, split_columns};
 use super::{logit_format, ActKind, Backend, NodeRecord, OpKind, QuantLinear, Tokens};
 use crate::cost_model::{he_work, nl_work, Estimate, MachineProfile, Work};
 use crate::embedding::EMBEDDING_POLICY;
@@ -33,6 +33,7 @@ use crate::{
     HeClientSetup, HeElementwiseMul, HeMatMulShared, HeMulClientSetup, LayoutPolicy, MatmulPlan,
     MatmulShape, PrivateEmbedding, ProtocolError, Result, ServerKeyEmbedding,
 };
+use crate::{HeKvCache, KvSpec, LinearPlan};
 use duet_fhe::{RingBits, RlweParameters, SlotParameters};
 use duet_mpc::fixed_math::piecewise::Piecewise;
 use duet_mpc::fixed_math::poly::{extend_nonneg_cost, CostExec};
@@ -129,6 +130,9 @@ pub struct CostBackend {
     nl_memo: HashMap<String, (nl::Cost, Work)>,
     he_memo: HashMap<String, (u64, u64, Work)>,
     custom: Vec<(ActKind, Piecewise)>,
+    /// The encrypted KV caches: shape and context length by attention node.
+    kv: HashMap<String, (KvSpec, usize)>,
+    kv_ready: bool,
 }
 
 impl CostBackend {
@@ -175,6 +179,8 @@ impl CostBackend {
             nl_memo: HashMap::new(),
             he_memo: HashMap::new(),
             custom: Vec::new(),
+            kv: HashMap::new(),
+            kv_ready: false,
         })
     }
 
@@ -480,6 +486,14 @@ impl Backend for CostBackend {
                 Ok(nl::matmul_known_cost(shape, ring, cfg, Role::Server))
             })?;
             self.acc.work.ot_matmul_words += nl::matmul_known_words(shape, ring) as f64;
+        } else if self.opts.plan.linear_orbits {
+            let lin = Arc::clone(&self.lin);
+            let policy = self.opts.plan.linear_policy(node);
+            self.he(format!("orbit linear {n} {d} {k} {policy:?}"), || {
+                let plan = LinearPlan::new(&lin, n, d, &[k], policy)?;
+                let c = plan.cost();
+                Ok((c.bytes, c.rounds, plan.work()))
+            })?;
         } else {
             let lin = Arc::clone(&self.lin);
             let policy = self.opts.plan.linear_policy(node);
@@ -488,6 +502,50 @@ impl Backend for CostBackend {
         let y = self.sym(n, k);
         let fw = self.opts.weight_frac;
         self.trunc(&y, fw)
+    }
+
+    fn linear_many(
+        &mut self,
+        nodes: &[&str],
+        x: &Sym,
+        ws: &[Option<&QuantLinear>],
+        d: usize,
+        ks: &[usize],
+    ) -> Result<Vec<Sym>> {
+        let plan = &self.opts.plan;
+        let first = nodes.first().copied().unwrap_or("");
+        let fused = plan.linear_orbits
+            && nodes.len() == ks.len()
+            && nodes.len() == ws.len()
+            && nodes.iter().all(|n| !plan.linear_by_ot(n));
+        if !fused {
+            return nodes
+                .iter()
+                .zip(ws)
+                .zip(ks)
+                .map(|((node, w), &k)| self.linear(node, x, *w, d, k))
+                .collect();
+        }
+        if x.cols != d {
+            return Err(ProtocolError::Shape {
+                what: "linear layer input width",
+                expected: d,
+                got: x.cols,
+            });
+        }
+        let n = x.rows;
+        let policy = plan.linear_policy(first);
+        let lin = Arc::clone(&self.lin);
+        let parts = ks.to_vec();
+        self.he(format!("orbit linear {n} {d} {ks:?} {policy:?}"), || {
+            let plan = LinearPlan::new(&lin, n, d, &parts, policy)?;
+            let c = plan.cost();
+            Ok((c.bytes, c.rounds, plan.work()))
+        })?;
+        let y = self.sym(n, ks.iter().sum());
+        let fw = self.opts.weight_frac;
+        let y = self.trunc(&y, fw)?;
+        split_columns(self, &y, ks)
     }
 
     fn matmul_shared(&mut self, shape: SharedShape, _x: &Sym, _y: &Sym) -> Result<Sym> {
@@ -604,6 +662,62 @@ impl Backend for CostBackend {
         }
         let f = self.opts.frac;
         self.trunc(a, f)
+    }
+
+    fn kv_scores(
+        &mut self,
+        cache: &str,
+        spec: KvSpec,
+        start: usize,
+        q: &Sym,
+        k: &Sym,
+        v: &Sym,
+    ) -> Result<Sym> {
+        let policy = kv_policy(self.opts.plan.kv_cache)?;
+        let r = k.rows;
+        if q.rows != spec.heads * r || q.cols != spec.head_dim || v.rows != r {
+            return Err(ProtocolError::Config(format!(
+                "{cache}: queries {}x{} and {r} key rows for {} heads of width {}",
+                q.rows, q.cols, spec.heads, spec.head_dim
+            )));
+        }
+        if !self.kv_ready {
+            // the reverse key setup, once per session
+            let c = HeKvCache::setup_cost(&self.shared);
+            self.acc.bytes += c.bytes;
+            self.acc.flights += c.rounds;
+            self.kv_ready = true;
+        }
+        let held = self.kv.get(cache).map_or(0, |&(_, n)| n);
+        if start != 0 && held != start {
+            return Err(ProtocolError::Config(format!(
+                "{cache}: the encrypted cache holds {held} positions, the block starts at {start}"
+            )));
+        }
+        let ctx = start + r;
+        self.kv.insert(cache.to_string(), (spec, ctx));
+        let params = Arc::clone(&self.shared);
+        self.he(format!("kv scores {spec:?} {policy:?} {ctx} {r}"), || {
+            let c = HeKvCache::scores_cost(spec, policy, &params, ctx, r)?;
+            Ok((c.traffic.bytes, c.traffic.rounds, c.per_party.to_work()))
+        })?;
+        Ok(self.sym(spec.heads * r, ctx))
+    }
+
+    fn kv_context(&mut self, cache: &str, p: &Sym) -> Result<Sym> {
+        let policy = kv_policy(self.opts.plan.kv_cache)?;
+        let (spec, ctx) = self
+            .kv
+            .get(cache)
+            .copied()
+            .ok_or_else(|| ProtocolError::Config(format!("{cache}: no encrypted cache")))?;
+        let r = p.rows / spec.heads.max(1);
+        let params = Arc::clone(&self.shared);
+        self.he(format!("kv context {spec:?} {policy:?} {ctx} {r}"), || {
+            let c = HeKvCache::context_cost(spec, policy, &params, ctx, r)?;
+            Ok((c.traffic.bytes, c.traffic.rounds, c.per_party.to_work()))
+        })?;
+        Ok(self.sym(spec.heads * r, spec.head_dim))
     }
 
     fn choose_token(&mut self, logits: &Sym, choice: &TokenChoice) -> Result<TokenOutcome> {

@@ -26,7 +26,7 @@ pub use cost::{CostBackend, Sym};
 pub use secure::SecureBackend;
 
 use crate::cost_model::Estimate;
-use crate::matmul::SharedShape;
+use crate::matmul::{KvSpec, SharedShape};
 use crate::nonlinear::norm::{NormKind, NormWeights};
 use crate::nonlinear::token_choice::{LogitFormat, TokenChoice, TokenOutcome};
 use crate::options::SecureOptions;
@@ -208,6 +208,19 @@ pub trait Backend {
         d: usize,
         k: usize,
     ) -> Result<Self::T>;
+    /// Linear layers that read the same `x`: `x W_i + b_i` for every node, each rescaled to
+    /// `frac` (`ws[i]` the server's weights, `d x ks[i]`). One fused product with split
+    /// packing when the plan runs linear layers that way ([`crate::Plan::linear_orbits`]:
+    /// one input encryption and output packing across the matrices, one truncation); else one
+    /// [`Backend::linear`] per node.
+    fn linear_many(
+        &mut self,
+        nodes: &[&str],
+        x: &Self::T,
+        ws: &[Option<&QuantLinear>],
+        d: usize,
+        ks: &[usize],
+    ) -> Result<Vec<Self::T>>;
     /// `heads` products of two shared operands (`x`: `heads x n x d`, `y`: `heads x d x k`,
     /// flattened); the result is `(heads n) x k` with `2 frac` fractional bits.
     fn matmul_shared(&mut self, shape: SharedShape, x: &Self::T, y: &Self::T) -> Result<Self::T>;
@@ -226,6 +239,24 @@ pub trait Backend {
     /// Reveals `x` to the client: the client gets the decoded values (at `frac`), the
     /// server `None`.
     fn reveal(&mut self, x: &Self::T) -> Result<Option<Vec<f64>>>;
+    /// Generation's scores against the encrypted KV cache `cache` (one per attention node,
+    /// [`crate::HeKvCache`]; only when the plan's [`crate::KvCacheMode`] is `Encrypted`):
+    /// appends the block's keys `k` (after rotary positions) and values `v` (`rows x kv_heads
+    /// head_dim`) at position `start` (0 starts a new cache) and returns `q K^T` for the
+    /// queries `q` (`heads x rows x head_dim`) as `(heads rows) x ctx`, `ctx = start + rows`,
+    /// with `2 frac` fractional bits.
+    fn kv_scores(
+        &mut self,
+        cache: &str,
+        spec: KvSpec,
+        start: usize,
+        q: &Self::T,
+        k: &Self::T,
+        v: &Self::T,
+    ) -> Result<Self::T>;
+    /// `P V` against the values of the same cache for the probabilities `p` (`(heads rows) x
+    /// ctx`, after [`Backend::kv_scores`]): `(heads rows) x head_dim`.
+    fn kv_context(&mut self, cache: &str, p: &Self::T) -> Result<Self::T>;
     /// The private next-token choice on `rows x vocab` logits
     /// ([`crate::nonlinear::token_choice`]): the client gets the chosen ids (or, for
     /// [`TokenChoice::Logits`], the logits), the server [`TokenOutcome::Nothing`]. The client

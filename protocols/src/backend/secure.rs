@@ -14,6 +14,10 @@
 //! operators is a uniformly random additive share. Only [`Backend::reveal`] opens a value, to
 //! the client only.
 
+mod kv;
+
+pub(crate) use kv::kv_policy;
+
 use super::{logit_format, ActKind, Backend, NodeRecord, OpKind, QuantLinear, Tokens};
 use crate::matmul::SharedShape;
 use crate::nonlinear::activation::{gelu, gelu_new, silu, ActFormat};
@@ -22,6 +26,7 @@ use crate::nonlinear::softmax::softmax;
 use crate::nonlinear::token_choice::{choose_token, TokenChoice, TokenOutcome};
 use crate::options::{EmbeddingMode, SecureOptions};
 use crate::plan::MulBackend;
+use crate::{linear_params, HeKvCache, HeLinear, KvSpec, LayoutPolicy, LinearPlan, LinearWeights};
 use crate::{
     EmbeddingServerKeys, EmbeddingTable, EncryptedEmbeddingTable, HeClientSetup, HeElementwiseMul,
     HeMatMul, HeMatMulShared, HeMulClientSetup, HeMulServerSetup, HeServerSetup, HeWeights,
@@ -36,6 +41,7 @@ use duet_mpc::{AShare, FixedPoint, Ring};
 use duet_transport::{Channel, ChannelStats, Role};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -86,6 +92,11 @@ pub struct SecureBackend<C: Channel> {
     mark: (Instant, ChannelStats),
     records: Vec<NodeRecord>,
     custom: Vec<(ActKind, Piecewise)>,
+    /// Plans of the split-packing linear layers, by shape and layout.
+    linear_plans: HashMap<(usize, usize, Vec<usize>, LayoutPolicy), Arc<LinearPlan>>,
+    /// The encrypted KV caches of generation, by attention node.
+    kv: HashMap<String, HeKvCache>,
+    kv_rev: Option<kv::KvReverse>,
 }
 
 fn traffic(now: ChannelStats, then: ChannelStats) -> (u64, u64) {
@@ -151,6 +162,9 @@ impl<C: Channel> SecureBackend<C> {
             mark: (Instant::now(), after),
             records: Vec::new(),
             custom: Vec::new(),
+            linear_plans: HashMap::new(),
+            kv: HashMap::new(),
+            kv_rev: None,
             ch,
         })
     }
@@ -241,6 +255,65 @@ impl<C: Channel> SecureBackend<C> {
             }
             None => Err(ProtocolError::Config("no HE product keys".into())),
         }
+    }
+
+    /// Linear layers sharing `x` by one [`HeLinear`] product (split packing): the client's or
+    /// the server's share of `x [W_1 | ... | W_m] + [b_1 | ... | b_m]`, `n x sum k_i`
+    /// row-major (not yet rescaled).
+    fn linear_orbits(
+        &mut self,
+        node: &str,
+        x: &AShare,
+        ws: &[Option<&QuantLinear>],
+        (n, d): (usize, usize),
+        ks: &[usize],
+        policy: LayoutPolicy,
+    ) -> Result<Vec<u64>> {
+        let key = (n, d, ks.to_vec(), policy);
+        let plan = match self.linear_plans.get(&key) {
+            Some(p) => Arc::clone(p),
+            None => {
+                let p = Arc::new(LinearPlan::new(&self.lin_params, n, d, ks, policy)?);
+                self.linear_plans.insert(key, Arc::clone(&p));
+                p
+            }
+        };
+        let parts = match &self.keys {
+            Keys::Client { lin, .. } => {
+                HeLinear::run_client(&mut self.ch, lin, &plan, x.data(), &mut self.rng)?
+            }
+            Keys::Server { lin, .. } => {
+                let mut mats = Vec::with_capacity(ws.len());
+                for w in ws {
+                    let w = w.ok_or_else(|| {
+                        ProtocolError::Config(format!("{node}: the server has no weights"))
+                    })?;
+                    mats.push((&w.w[..], w.bias.as_deref()));
+                }
+                let lw = LinearWeights::new(&self.lin_params, d, mats)?;
+                HeLinear::run_server(
+                    &mut self.ch,
+                    lin,
+                    &plan,
+                    &lw,
+                    None,
+                    Some(x.data()),
+                    &mut self.rng,
+                )?
+            }
+        };
+        // rows of the concatenation
+        let total: usize = ks.iter().sum();
+        let mut y = Vec::with_capacity(n * total);
+        for r in 0..n {
+            for (part, &k) in parts.iter().zip(ks) {
+                let row = part.get(r * k..(r + 1) * k).ok_or_else(|| {
+                    ProtocolError::Config(format!("{node}: a linear output part is short"))
+                })?;
+                y.extend_from_slice(row);
+            }
+        }
+        Ok(y)
     }
 
     /// The server's side of a linear layer by OT: its own share times `W` plus the bias
@@ -361,6 +434,20 @@ impl<C: Channel> SecureBackend<C> {
     }
 }
 
+/// The column blocks of widths `ks` of `y` (`rows x sum ks`), by local gathers.
+pub(crate) fn split_columns<B: Backend>(b: &mut B, y: &B::T, ks: &[usize]) -> Result<Vec<B::T>> {
+    let (rows, total) = b.dims(y);
+    let mut out = Vec::with_capacity(ks.len());
+    let mut start = 0;
+    for &k in ks {
+        out.push(b.gather(y, rows, k, &|o| {
+            (o / k.max(1)) * total + start + o % k.max(1)
+        })?);
+        start += k;
+    }
+    Ok(out)
+}
+
 /// The HE parameters of the linear layers and of the shared products for `opts`.
 pub(crate) fn he_params(
     opts: &SecureOptions,
@@ -368,7 +455,11 @@ pub(crate) fn he_params(
     let l = RingBits(opts.ring_bits);
     let bound = 1u64 << (opts.weight_bits + opts.weight_frac.max(opts.frac));
     // N = 8192, log q = 200: the 128-bit row of the HomomorphicEncryption.org table
-    let lin = RlweParameters::preset(Preset::N8192Q200Pack, l, WeightBound::MaxAbs(bound))?;
+    let lin = if opts.plan.linear_orbits {
+        linear_params(opts.ring_bits, bound)?
+    } else {
+        RlweParameters::preset(Preset::N8192Q200Pack, l, WeightBound::MaxAbs(bound))?
+    };
     let shared = RlweParameters::preset(Preset::N8192Q200Pack, l, WeightBound::Uniform)?;
     Ok((lin, shared))
 }
@@ -532,6 +623,12 @@ impl<C: Channel> Backend for SecureBackend<C> {
         }
         let by_ot = self.opts.plan.linear_by_ot(node);
         let policy = self.opts.plan.linear_policy(node);
+        if self.opts.plan.linear_orbits && !by_ot {
+            let y = self.linear_orbits(node, x, &[w], (n, d), &[k], policy)?;
+            let y = self.share(n, k, y)?;
+            let fw = self.opts.weight_frac;
+            return self.trunc(&y, fw);
+        }
         let y = match (&self.keys, w) {
             (Keys::Client { .. }, _) if by_ot => {
                 let shape = nl::MatShape::new(1, n, d, k)?;
@@ -562,6 +659,45 @@ impl<C: Channel> Backend for SecureBackend<C> {
         let y = self.share(n, k, y)?;
         let fw = self.opts.weight_frac;
         self.trunc(&y, fw)
+    }
+
+    fn linear_many(
+        &mut self,
+        nodes: &[&str],
+        x: &AShare,
+        ws: &[Option<&QuantLinear>],
+        d: usize,
+        ks: &[usize],
+    ) -> Result<Vec<AShare>> {
+        let plan = &self.opts.plan;
+        let first = nodes.first().copied().unwrap_or("");
+        let fused = plan.linear_orbits
+            && nodes.len() == ks.len()
+            && nodes.len() == ws.len()
+            && nodes.iter().all(|n| !plan.linear_by_ot(n));
+        if !fused {
+            return nodes
+                .iter()
+                .zip(ws)
+                .zip(ks)
+                .map(|((node, w), &k)| self.linear(node, x, *w, d, k))
+                .collect();
+        }
+        let (n, xd) = shape2(x);
+        if xd != d {
+            return Err(ProtocolError::Shape {
+                what: "linear layer input width",
+                expected: d,
+                got: xd,
+            });
+        }
+        let policy = plan.linear_policy(first);
+        let y = self.linear_orbits(first, x, ws, (n, d), ks, policy)?;
+        let total: usize = ks.iter().sum();
+        let y = self.share(n, total, y)?;
+        let fw = self.opts.weight_frac;
+        let y = self.trunc(&y, fw)?;
+        split_columns(self, &y, ks)
     }
 
     fn matmul_shared(&mut self, shape: SharedShape, x: &AShare, y: &AShare) -> Result<AShare> {
@@ -663,6 +799,22 @@ impl<C: Channel> Backend for SecureBackend<C> {
         };
         let f = self.opts.frac;
         self.trunc(&p, f)
+    }
+
+    fn kv_scores(
+        &mut self,
+        cache: &str,
+        spec: KvSpec,
+        start: usize,
+        q: &AShare,
+        k: &AShare,
+        v: &AShare,
+    ) -> Result<AShare> {
+        self.kv_scores_shares(cache, spec, start, q, k, v)
+    }
+
+    fn kv_context(&mut self, cache: &str, p: &AShare) -> Result<AShare> {
+        self.kv_context_shares(cache, p)
     }
 
     fn choose_token(&mut self, logits: &AShare, choice: &TokenChoice) -> Result<TokenOutcome> {

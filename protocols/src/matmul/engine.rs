@@ -222,14 +222,15 @@ pub(crate) fn decrypt_outputs(
 /// Runs `work(0..count)` on the rayon pool (workers take the next index, so results arrive
 /// roughly in order) and hands the results to `sink` strictly in index order as soon as they are
 /// ready, on the calling thread (which does the I/O). The first error stops the workers.
-pub(crate) fn stream_ordered<F, S>(count: usize, work: F, mut sink: S) -> Result<()>
+pub(crate) fn stream_ordered<T, F, S>(count: usize, work: F, mut sink: S) -> Result<()>
 where
-    F: Fn(usize) -> Result<Vec<u8>> + Sync,
-    S: FnMut(usize, Vec<u8>) -> Result<()>,
+    T: Send,
+    F: Fn(usize) -> Result<T> + Sync,
+    S: FnMut(usize, T) -> Result<()>,
 {
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Vec<u8>>)>();
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<T>)>();
     let work = &work;
     let (next, stop) = (&next, &stop);
     std::thread::scope(|s| {

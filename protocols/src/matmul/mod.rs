@@ -4,6 +4,9 @@
 //! * [`HeMatMulShared`] (`he_matmul_shared.rs`): `X Y`, both shared, batched over heads.
 //! * [`HeKvCache`] (`kv_cache.rs`): attention products of generation steps against a KV cache
 //!   kept encrypted at the peer.
+//! * [`HeLinear`] (`linear.rs`, plan in `linear_plan.rs`): `X W_i + b_i` for matrices sharing
+//!   `X`, fused into one product, with split packing (few key switches): the linear layers of
+//!   generation.
 //! * [`MatmulPlan`] (`plan.rs`): block shapes, packing groups and the exact byte [`Cost`].
 //! * [`HeClientSetup`] / [`HeServerSetup`] (`setup.rs`): per-session keys.
 
@@ -11,6 +14,8 @@ mod engine;
 mod he_matmul;
 mod he_matmul_shared;
 mod kv_cache;
+mod linear;
+mod linear_plan;
 mod plan;
 mod ring;
 mod server_key;
@@ -20,6 +25,14 @@ pub use he_matmul::{HeMatMul, HeMatMulClient, HeMatMulServer, HeWeights, Prepare
 pub use he_matmul_shared::{HeMatMulShared, HeMatMulSharedServer, SharedInputs, SharedShape};
 pub use kv_cache::{
     HeKvCache, KvCost, KvKeys, KvPolicy, KvSpec, KvStorage, KvWork, KV_MAX_CONTEXT,
+};
+pub use linear::{
+    linear_params, split_parts, HeLinear, HeLinearClient, HeLinearServer, LinearWeights,
+    PreparedLinear, LINEAR_MAX_PACK, LINEAR_ORBIT_LEVELS,
+};
+pub use linear_plan::{
+    LinearPlan, EST_ENCODE_US, EST_INPUT_US, EST_ORBIT_KS_US, EST_OUTPUT_US, EST_PACK_KS_US,
+    EST_PRODUCT_US,
 };
 pub use plan::{LayoutPolicy, MatmulPlan, MatmulShape};
 pub use server_key::{
