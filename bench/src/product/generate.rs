@@ -142,7 +142,7 @@ pub struct PhaseReport {
     pub rounds: u64,
     /// Wall seconds.
     pub wall_s: f64,
-    /// The cost model's bytes.
+    /// The cost model's online bytes (as `bytes`: the cached server-key table apart).
     pub predicted_bytes: u64,
     /// The cost model's latency on the network.
     pub predicted_s: f64,
@@ -157,7 +157,8 @@ impl PhaseReport {
             bytes: r.online_bytes,
             rounds: r.nodes.iter().map(|n| n.rounds).sum(),
             wall_s: r.online_seconds,
-            predicted_bytes: p.map_or(0, |p| p.nodes_total().bytes),
+            // online bytes, like `bytes` (the cached server-key table apart)
+            predicted_bytes: p.map_or(0, |p| p.nodes_total().bytes.saturating_sub(p.cached_bytes)),
             predicted_s: p.map_or(0.0, |p| p.nodes_total().latency(net)),
             kinds: r
                 .ops
@@ -304,7 +305,9 @@ pub fn client_generate<S: Session>(
         check_payload(&mut ch, MODEL_PAYLOAD)?;
     }
     let ch = session.channel(MODEL_CHANNEL)?;
-    let mut client = Client::connect(ch, &model.graph, config, prompt.len())?;
+    // a generation's cost is its decode steps (one token each, `max_new_tokens` of them):
+    // the plan is made for one-token requests, and the prefill runs under the same plan
+    let mut client = Client::connect(ch, &model.graph, config, 1)?;
     let mut printer = Printer {
         model,
         ids: Vec::new(),
