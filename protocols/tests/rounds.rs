@@ -5,7 +5,9 @@
 
 use duet_mpc::nonlinear::{Cost, NlConfig};
 use duet_mpc::Ring;
-use duet_protocols::nonlinear::activation::{gelu_cost, silu_cost, ActFormat, GeluApprox, SiluApprox};
+use duet_protocols::nonlinear::activation::{
+    gelu_cost, silu_cost, ActFormat, GeluApprox, SiluApprox,
+};
 use duet_protocols::nonlinear::norm::{norm_cost, NormKind, NormPreset};
 use duet_protocols::nonlinear::softmax::{softmax_cost, SoftmaxPreset};
 use duet_protocols::nonlinear::token_choice::{choose_token_cost, LogitFormat, TokenChoice};

@@ -65,7 +65,13 @@ pub fn bench_generate(args: &BenchGenerateArgs, exe: &Path) -> Result<GenerateRe
     let rt = QuicRuntime::recommended()?;
     let t = Instant::now();
     let run = (|| -> Result<_, DuetError> {
-        let session = connect(&rt, child.addr, &id, child.fingerprint, QuicConfig::default())?;
+        let session = connect(
+            &rt,
+            child.addr,
+            &id,
+            child.fingerprint,
+            QuicConfig::default(),
+        )?;
         let out = client_generate(&session, &client, &prompt, &gen_args, &config)?;
         session.close()?;
         Ok(out)

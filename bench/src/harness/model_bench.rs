@@ -293,7 +293,13 @@ pub fn bench_model(args: &BenchModelArgs, exe: &Path) -> Result<ModelReport, Due
     let t = Instant::now();
     let mut bar = ProgressLine::new(args.progress, "client");
     let run = (|| -> Result<_, DuetError> {
-        let session = connect(&rt, child.addr, &id, child.fingerprint, QuicConfig::default())?;
+        let session = connect(
+            &rt,
+            child.addr,
+            &id,
+            child.fingerprint,
+            QuicConfig::default(),
+        )?;
         let out = client_model_session(&session, &client.graph, &inputs, &config, &mut |p| {
             bar.update(p)
         })?;
