@@ -3,6 +3,8 @@
 //! bound). `cargo test --release -p duet-protocols --test rounds -- --nocapture` prints the
 //! table.
 
+#![allow(clippy::unwrap_used, reason = "tests")]
+
 use duet_mpc::nonlinear::{Cost, NlConfig};
 use duet_mpc::Ring;
 use duet_protocols::nonlinear::activation::{

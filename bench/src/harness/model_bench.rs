@@ -8,7 +8,7 @@ use crate::product::inputs::{builtin_references, resolve_inputs, InputArg, Progr
 use crate::product::session::{client_model_session, serve_model_session};
 use crate::report::{peak_rss_bytes, PeakRss};
 use crate::DuetError;
-use duet_models::open::{ModelSpec, PublicModel, ServerModel};
+use duet_models::open::{ModelSpec, PublicModel};
 use duet_models::secure::predict::predict;
 use duet_models::secure::{SecureOptions, SecureReport};
 use duet_models::session::RunConfig;
@@ -145,7 +145,7 @@ pub fn bench_server_child(
     peer: Fingerprint,
     listen: SocketAddr,
 ) -> Result<(), DuetError> {
-    let model = ServerModel::open(model)?;
+    let model = crate::product::session::open_server_model(model, config)?;
     let rt = QuicRuntime::recommended()?;
     let id = Identity::generate()?;
     let listener = QuicListener::bind(&rt, listen, &id, peer, QuicConfig::default())?;

@@ -69,6 +69,24 @@ impl RunConfig {
         }
     }
 
+    /// The options before planning: the preset's (or the given ones) with the model family's
+    /// declared ranges. The ranges, fixed point and embedding mode are those of every plan.
+    pub fn base_options(&self, graph: &Graph) -> Result<SecureOptions> {
+        if let PlanMode::Given(o) = &self.plan {
+            o.check().map_err(proto)?;
+            return Ok(o.as_ref().clone());
+        }
+        let protocol = ProtocolConfig::from_name(&self.protocol).map_err(proto)?;
+        let mut base = declared_ranges(SecureOptions::new(protocol), &graph.config);
+        if graph.logits.is_some() && protocol.preset == duet_protocols::Preset::Duet {
+            // a decoder looks up one token per decode step: the table encrypted once under
+            // the server's key (cached by the client) costs a small ciphertext per token,
+            // where the client-key lookup makes the server touch the whole table every step
+            base.embedding = duet_protocols::EmbeddingMode::ServerKey;
+        }
+        Ok(base)
+    }
+
     /// The options for `graph` and a run of `seq` tokens, with the planner's decisions when
     /// planned (both parties compute the same: the planner is deterministic).
     pub fn options(
@@ -76,12 +94,8 @@ impl RunConfig {
         graph: &Graph,
         seq: usize,
     ) -> Result<(SecureOptions, Vec<crate::planner::Decision>)> {
-        if let PlanMode::Given(o) = &self.plan {
-            o.check().map_err(proto)?;
-            return Ok((o.as_ref().clone(), Vec::new()));
-        }
-        let protocol = ProtocolConfig::from_name(&self.protocol).map_err(proto)?;
-        let base = declared_ranges(SecureOptions::new(protocol), &graph.config);
+        let base = self.base_options(graph)?;
+        let protocol = base.protocol;
         match &self.plan {
             PlanMode::Planned { net } if protocol.preset == duet_protocols::Preset::Duet => {
                 let net = NetProfile::by_name(net)

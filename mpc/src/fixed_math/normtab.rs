@@ -91,7 +91,7 @@ impl TabFn {
         out: Ring,
     ) -> Result<Self> {
         let bad = |what: String| MpcError::InvalidArgument { what };
-        if lo >= hi || hi > 62 || !(1..=TAB_MAX_M).contains(&m) || !(scale > 0.0) {
+        if lo >= hi || hi > 62 || !(1..=TAB_MAX_M).contains(&m) || scale.is_nan() || scale <= 0.0 {
             return Err(bad(format!(
                 "tabulated {kind:?}: range [2^{lo}, 2^{hi}) (need lo < hi <= 62), {m} mantissa \
                  bits (1..={TAB_MAX_M}), scale {scale}"
