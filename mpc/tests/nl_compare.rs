@@ -308,3 +308,57 @@ fn default_config_real_ferret_reserves_transparently() {
     // online: the server's own sent bytes and those it received
     assert_eq!(online0.bytes_sent + online0.bytes_received, c.bytes);
 }
+
+/// `lt` and `lt_public` on batches above [`nl::PP_MAX_ELEMS`] comparisons: the millionaire tree
+/// and the final AND on Beaver triples made in the leaf flight (small calls take the ping-pong
+/// tree). Edge values against edge values and random pairs, both OT directions, cost exact.
+#[test]
+fn lt_on_the_beaver_tree_is_exact() {
+    let ring = Ring::new(37).unwrap();
+    let mut prg = Prg::from_seed([8; 32]);
+    let n = 16_500;
+    let e = edge_values(ring, &mut prg, 0);
+    let mut xs = Vec::with_capacity(n);
+    let mut ys = Vec::with_capacity(n);
+    for &a in &e {
+        for &b in &e {
+            xs.push(a);
+            ys.push(b);
+        }
+    }
+    xs.extend(prg.ring_elements(ring, n - xs.len()));
+    ys.extend(prg.ring_elements(ring, n - ys.len()));
+    // ping-pong for neither call
+    assert!(2 * n > nl::PP_MAX_ELEMS && n <= nl::MAX_BATCH);
+    let (x0, x1) = share(ring, &xs, &mut prg);
+    let (y0, y1) = share(ring, &ys, &mut prg);
+    let sg = |v: u64| ring.to_i64(v);
+    // IKNP: the COTs of these calls exceed the Ferret reservation of `run2`
+    for (ot_sender, leaf_ot) in [
+        (Role::Server, nl::LeafOt::Rot),
+        (Role::Client, nl::LeafOt::Kk13),
+    ] {
+        let cfg = NlConfig {
+            ot_sender,
+            leaf_ot,
+            cot: nl::CotBackend::Iknp,
+            ..default_cfg()
+        };
+        let (a, b, c) = run2(cfg, |role, s, ch| {
+            let (x, y) = (by_role(role, &x0, &x1), by_role(role, &y0, &y1));
+            nl::lt(s, ch, x, y).unwrap()
+        });
+        assert_eq!(c, nl::lt_cost(n, ring, cfg), "lt {cfg:?}");
+        let lt = bits_of(&a, &b);
+        let (a, b, c) = run2(cfg, |role, s, ch| {
+            nl::lt_public(s, ch, by_role(role, &x0, &x1), &ys).unwrap()
+        });
+        assert_eq!(c, nl::lt_public_cost(n, ring, cfg), "lt_public {cfg:?}");
+        let ltp = bits_of(&a, &b);
+        for i in 0..n {
+            let (p, q) = (sg(xs[i]), sg(ys[i]));
+            assert_eq!(lt[i], p < q, "lt {p} {q}");
+            assert_eq!(ltp[i], p < q, "lt_public {p} {q}");
+        }
+    }
+}

@@ -67,7 +67,7 @@ fn tape_cross(t: &mut Tape, n: usize, ring: Ring, sender: Role) {
 }
 
 /// Shares of `x^2` (one cross term, half of [`nl::mul`]): [`super::poly::square`].
-pub use super::poly::{square, square_cost};
+pub use super::poly::{square, square_cost, tape_square};
 
 /// Shares of `x^2` (same ring `Z_2^L`, no truncation) for `x` known to lie in
 /// `[0, 2^{m-1})`, `L/2 <= m < L - 1` (otherwise this is [`square`]): the square of a narrow
@@ -173,14 +173,23 @@ pub fn square_pos<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare, m: u32)
 
 /// Exact cost of [`square_pos`] on `n` elements.
 pub fn square_pos_cost(n: usize, ring: Ring, m: u32, cfg: NlConfig) -> Cost {
+    let mut t = Tape::with_config(cfg);
+    tape_square_pos(&mut t, n, ring, m, cfg);
+    t.cost()
+}
+
+/// [`square_pos_cost`] on a tape.
+pub fn tape_square_pos(t: &mut Tape, n: usize, ring: Ring, m: u32, cfg: NlConfig) {
     let l = ring.bits();
     if m + 1 >= l || m < 2 || 2 * m < l {
-        return square_cost(n, ring, cfg);
+        return tape_square(t, n, ring, cfg);
+    }
+    if n == 0 {
+        return;
     }
     let mu = m as usize;
     let ww = l - m - 1;
-    let mut t = Tape::with_config(cfg);
-    NlSession::tape_cot(&mut t, cfg.ot_sender, n * (mu + 1), move |j| {
+    NlSession::tape_cot(t, cfg.ot_sender, n * (mu + 1), move |j| {
         let k = j % (mu + 1);
         if k < mu {
             l - k as u32
@@ -188,8 +197,7 @@ pub fn square_pos_cost(n: usize, ring: Ring, m: u32, cfg: NlConfig) -> Cost {
             ww
         }
     });
-    NlSession::tape_cot(&mut t, cfg.ot_sender.peer(), n, move |_| ww);
-    t.cost()
+    NlSession::tape_cot(t, cfg.ot_sender.peer(), n, move |_| ww);
 }
 
 /// Shares of `x y` (same ring `Z_2^L`, no truncation) for `x` in `[0, 2^{mx-1})` and `y` in
@@ -311,15 +319,24 @@ fn mul_pos_applies(l: u32, mx: u32, my: u32) -> bool {
 
 /// Exact cost of [`mul_pos`] on `n` elements.
 pub fn mul_pos_cost(n: usize, ring: Ring, mx: u32, my: u32, cfg: NlConfig) -> Cost {
+    let mut t = Tape::with_config(cfg);
+    tape_mul_pos(&mut t, n, ring, mx, my, cfg);
+    t.cost()
+}
+
+/// [`mul_pos_cost`] on a tape.
+pub fn tape_mul_pos(t: &mut Tape, n: usize, ring: Ring, mx: u32, my: u32, cfg: NlConfig) {
     let l = ring.bits();
     if !mul_pos_applies(l, mx, my) {
-        return nl::mul_cost(n, ring, cfg);
+        return nl::tape_mul(t, n, ring, cfg);
+    }
+    if n == 0 {
+        return;
     }
     let (mx, my) = (mx.min(my), mx.max(my));
     let mu = mx as usize;
     let per = mu + 2;
-    let mut t = Tape::with_config(cfg);
-    NlSession::tape_cot_both(&mut t, cfg.ot_sender, n * per, move |j| {
+    NlSession::tape_cot_both(t, cfg.ot_sender, n * per, move |j| {
         let k = j % per;
         if k < mu {
             l - k as u32
@@ -329,7 +346,6 @@ pub fn mul_pos_cost(n: usize, ring: Ring, mx: u32, my: u32, cfg: NlConfig) -> Co
             l - mx
         }
     });
-    t.cost()
 }
 
 /// `v / 2^j` rounded to nearest, ties up (`up`) or down (`v` itself for `j = 0`). On
@@ -492,14 +508,20 @@ pub fn square_trunc<C: Channel>(
 
 /// Exact cost of [`square_trunc`] on `n` elements (zero when the parameters are rejected).
 pub fn square_trunc_cost(n: usize, m: u32, lv: u32, d: u32, cfg: NlConfig) -> Cost {
-    if !square_trunc_applies(m, m, lv, d) {
-        return Cost::default();
+    let mut t = Tape::with_config(cfg);
+    tape_square_trunc(&mut t, n, m, lv, d, cfg);
+    t.cost()
+}
+
+/// [`square_trunc_cost`] on a tape.
+pub fn tape_square_trunc(t: &mut Tape, n: usize, m: u32, lv: u32, d: u32, cfg: NlConfig) {
+    if !square_trunc_applies(m, m, lv, d) || n == 0 {
+        return;
     }
     let mu = m as usize;
     let ww = lv - m - 1;
     let lo = lv - d;
-    let mut t = Tape::with_config(cfg);
-    NlSession::tape_cot(&mut t, cfg.ot_sender, n * (mu + 1), move |j| {
+    NlSession::tape_cot(t, cfg.ot_sender, n * (mu + 1), move |j| {
         let k = (j % (mu + 1)) as u32;
         if k < m {
             lo - (k + 1).saturating_sub(d)
@@ -507,8 +529,7 @@ pub fn square_trunc_cost(n: usize, m: u32, lv: u32, d: u32, cfg: NlConfig) -> Co
             ww
         }
     });
-    NlSession::tape_cot(&mut t, cfg.ot_sender.peer(), n, move |_| ww);
-    t.cost()
+    NlSession::tape_cot(t, cfg.ot_sender.peer(), n, move |_| ww);
 }
 
 fn mul_trunc_applies(bx: u32, by: u32, mx: u32, my: u32, lv: u32, d: u32) -> bool {
@@ -684,15 +705,21 @@ fn mul_trunc_impl<C: Channel>(
 
 /// Exact cost of [`mul_trunc`] on `n` elements (zero when the parameters are rejected).
 pub fn mul_trunc_cost(n: usize, mx: u32, my: u32, lv: u32, d: u32, cfg: NlConfig) -> Cost {
-    if !mul_trunc_applies(mx.max(my), mx.max(my), mx, my, lv, d) {
-        return Cost::default();
+    let mut t = Tape::with_config(cfg);
+    tape_mul_trunc(&mut t, n, mx, my, lv, d, cfg);
+    t.cost()
+}
+
+/// [`mul_trunc_cost`] on a tape.
+pub fn tape_mul_trunc(t: &mut Tape, n: usize, mx: u32, my: u32, lv: u32, d: u32, cfg: NlConfig) {
+    if !mul_trunc_applies(mx.max(my), mx.max(my), mx, my, lv, d) || n == 0 {
+        return;
     }
     let (mx, my) = (mx.min(my), mx.max(my));
     let mu = mx as usize;
     let per = mu + 2;
     let lo = lv - d;
-    let mut t = Tape::with_config(cfg);
-    NlSession::tape_cot_both(&mut t, cfg.ot_sender, n * per, move |j| {
+    NlSession::tape_cot_both(t, cfg.ot_sender, n * per, move |j| {
         let k = j % per;
         if k < mu {
             lo - (k as u32).saturating_sub(d)
@@ -702,7 +729,6 @@ pub fn mul_trunc_cost(n: usize, mx: u32, my: u32, lv: u32, d: u32, cfg: NlConfig
             lv - mx
         }
     });
-    t.cost()
 }
 
 /// Unbiased rounding of `x / 2^f` for `x >= 1 - j 2^f` (shares, same ring; `x + j 2^f`
@@ -775,8 +801,15 @@ pub fn mul_known<C: Channel>(
 /// Exact cost of [`mul_known`] on `n` elements.
 pub fn mul_known_cost(n: usize, ring: Ring, holder: Role, cfg: NlConfig) -> Cost {
     let mut t = Tape::with_config(cfg);
-    tape_cross(&mut t, n, ring, holder);
+    tape_mul_known(&mut t, n, ring, holder);
     t.cost()
+}
+
+/// [`mul_known_cost`] on a tape (the holder is the COT sender, whatever the configuration).
+pub fn tape_mul_known(t: &mut Tape, n: usize, ring: Ring, holder: Role) {
+    if n > 0 {
+        tape_cross(t, n, ring, holder);
+    }
 }
 
 /// Truncation by `f` bits of values known to be non-negative (below `2^{l-1}`), rounded
@@ -796,6 +829,11 @@ pub fn trunc_pos_cost(n: usize, ring: Ring, f: u32, cfg: NlConfig) -> Cost {
     nl::trunc_cost(n, ring, f, TruncMode::KnownMsb(false), cfg)
 }
 
+/// [`trunc_pos_cost`] on a tape.
+pub fn tape_trunc_pos(t: &mut Tape, n: usize, ring: Ring, f: u32, cfg: NlConfig) {
+    nl::tape_trunc(t, n, ring, f, TruncMode::KnownMsb(false), cfg);
+}
+
 /// Shares of `x + c` for one public constant `c` (a signed ring element).
 pub fn add_const(x: &AShare, role: Role, c: i64) -> Result<AShare> {
     let v = x.ring().from_i64(c);
@@ -804,7 +842,10 @@ pub fn add_const(x: &AShare, role: Role, c: i64) -> Result<AShare> {
 
 /// Exact extension from `Z_2^{l1}` to `Z_2^{l2}` of values known to lie in `[0, 2^{l1-1})`
 /// (one COT over `Z_2^{l2-l1}` per element): [`super::poly::extend_nonneg`].
-pub use super::poly::{extend_nonneg as extend_pos, extend_nonneg_cost as extend_pos_cost};
+pub use super::poly::{
+    extend_nonneg as extend_pos, extend_nonneg_cost as extend_pos_cost,
+    tape_extend_nonneg as tape_extend_pos,
+};
 
 /// How `exp(x)` is approximated for `x <= 0`. Both variants clip the input at `-2^n` (one
 /// ReLU: `u = ReLU(x + 2^n)`), reduce the range by scaling (`t = u / 2^n - 1 in [-1, 0]`,
@@ -1596,13 +1637,19 @@ pub fn mul_held_trunc_cost(
     d: u32,
     cfg: NlConfig,
 ) -> Cost {
+    let mut t = Tape::with_config(cfg);
+    tape_mul_held_trunc(&mut t, n, mx, holder, lo, d);
+    t.cost()
+}
+
+/// [`mul_held_trunc_cost`] on a tape (the holder is the COT sender).
+pub fn tape_mul_held_trunc(t: &mut Tape, n: usize, mx: u32, holder: Role, lo: u32, d: u32) {
     if n == 0 || !mul_held_applies(mx, mx, lo, d) {
-        return Cost::default();
+        return;
     }
     let per = mx as usize + 1;
     let ww = lo + d - mx;
-    let mut t = Tape::with_config(cfg);
-    NlSession::tape_cot(&mut t, holder, n * per, move |j| {
+    NlSession::tape_cot(t, holder, n * per, move |j| {
         let k = (j % per) as u32;
         if k < mx {
             lo - k.saturating_sub(d)
@@ -1610,7 +1657,6 @@ pub fn mul_held_trunc_cost(
             ww
         }
     });
-    t.cost()
 }
 
 /// Boolean shares of `1{x >= 2^j}` for every element and every `j` in `js` (element-major

@@ -3,6 +3,7 @@
 //! selection. Each function documents its approximation, its error bound and its exact cost.
 
 pub mod exp;
+pub mod normtab;
 pub mod piecewise;
 pub mod poly;
 pub mod recip;

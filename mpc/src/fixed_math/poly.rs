@@ -116,10 +116,15 @@ pub fn square<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare) -> Result<A
 
 /// Exact cost of [`square`] on `n` elements.
 pub fn square_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
-    let l = ring.bits() as usize;
     let mut t = Tape::with_config(cfg);
-    NlSession::tape_cot(&mut t, cfg.ot_sender, n * l, |j| (l - j % l) as u32);
+    tape_square(&mut t, n, ring, cfg);
     t.cost()
+}
+
+/// [`square_cost`] on a tape.
+pub fn tape_square(t: &mut Tape, n: usize, ring: Ring, cfg: NlConfig) {
+    let l = ring.bits() as usize;
+    NlSession::tape_cot(t, cfg.ot_sender, n * l, |j| (l - j % l) as u32);
 }
 
 /// Ring extension `Z_2^{l1} -> Z_2^{l2}` (`l2 > l1`) of values known to lie in
@@ -173,13 +178,18 @@ pub fn extend_nonneg<C: Channel>(
 
 /// Exact cost of [`extend_nonneg`] on `n` elements.
 pub fn extend_nonneg_cost(n: usize, from: Ring, to: Ring, cfg: NlConfig) -> Cost {
+    let mut t = Tape::with_config(cfg);
+    tape_extend_nonneg(&mut t, n, from, to, cfg);
+    t.cost()
+}
+
+/// [`extend_nonneg_cost`] on a tape.
+pub fn tape_extend_nonneg(t: &mut Tape, n: usize, from: Ring, to: Ring, cfg: NlConfig) {
     if n == 0 || to.bits() <= from.bits() {
-        return Cost::default();
+        return;
     }
     let dw = to.bits() - from.bits();
-    let mut t = Tape::with_config(cfg);
-    NlSession::tape_cot(&mut t, cfg.ot_sender, n, |_| dw);
-    t.cost()
+    NlSession::tape_cot(t, cfg.ot_sender, n, |_| dw);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -236,15 +246,32 @@ fn one_ring<T>(ring_of: impl Fn(&T) -> Ring, xs: &[&T]) -> Result<Option<Ring>> 
 }
 
 /// [`Exec`] on real shares over a channel.
+///
+/// Every step takes as its OT sender the peer of the party that sent the previous step's last
+/// flight ([`Tape::chain`], replayed on a tape of the steps so far), so that consecutive steps
+/// share a flight; [`CostExec`] replays the same choices.
 pub struct ShareExec<'a, C: Channel> {
     s: &'a mut NlSession,
     ch: &'a mut C,
+    base: NlConfig,
+    tp: Tape,
 }
 
 impl<'a, C: Channel> ShareExec<'a, C> {
     /// Wraps a session and its channel.
     pub fn new(s: &'a mut NlSession, ch: &'a mut C) -> Self {
-        Self { s, ch }
+        let base = s.config();
+        Self {
+            s,
+            ch,
+            base,
+            tp: Tape::with_config(base),
+        }
+    }
+
+    /// The configuration of the next step (see [`Tape::chain`]).
+    fn next(&self) -> NlConfig {
+        self.tp.chain(self.base)
     }
 
     /// This party's role.
@@ -292,26 +319,54 @@ impl<C: Channel> Exec for ShareExec<'_, C> {
 
     fn square(&mut self, xs: &[&AShare]) -> Result<Vec<AShare>> {
         let (all, parts) = concat(xs)?;
-        split(square(self.s, self.ch, &all)?, &parts)
+        let c = self.next();
+        let ch = &mut *self.ch;
+        let y = self
+            .s
+            .with_ot_sender(c.ot_sender, |s| square(s, ch, &all))?;
+        tape_square(&mut self.tp, all.len(), all.ring(), c);
+        split(y, &parts)
     }
 
     fn mul(&mut self, xs: &[&AShare], ys: &[&AShare]) -> Result<Vec<AShare>> {
         let (a, parts) = concat(xs)?;
         let (b, _) = concat(ys)?;
-        split(nl::mul(self.s, self.ch, &a, &b)?, &parts)
+        let c = self.next();
+        let ch = &mut *self.ch;
+        let y = self
+            .s
+            .with_ot_sender(c.ot_sender, |s| nl::mul(s, ch, &a, &b))?;
+        nl::tape_mul(&mut self.tp, a.len(), a.ring(), c);
+        split(y, &parts)
     }
 
     fn trunc_nonneg(&mut self, xs: &[&AShare], f: u32) -> Result<Vec<AShare>> {
         let (a, parts) = concat(xs)?;
-        split(
-            nl::trunc(self.s, self.ch, &a, f, TruncMode::KnownMsb(false))?,
-            &parts,
-        )
+        let c = self.next();
+        let ch = &mut *self.ch;
+        let y = self.s.with_ot_sender(c.ot_sender, |s| {
+            nl::trunc(s, ch, &a, f, TruncMode::KnownMsb(false))
+        })?;
+        nl::tape_trunc(
+            &mut self.tp,
+            a.len(),
+            a.ring(),
+            f,
+            TruncMode::KnownMsb(false),
+            c,
+        );
+        split(y, &parts)
     }
 
     fn msb(&mut self, xs: &[&AShare]) -> Result<Vec<BShare>> {
         let (a, parts) = concat(xs)?;
-        let bits = nl::msb(self.s, self.ch, &a)?.to_bits();
+        let c = self.next();
+        let ch = &mut *self.ch;
+        let bits = self
+            .s
+            .with_ot_sender(c.ot_sender, |s| nl::msb(s, ch, &a))?
+            .to_bits();
+        nl::tape_msb(&mut self.tp, a.len(), a.ring(), c);
         let mut it = bits.into_iter();
         Ok(parts
             .iter()
@@ -322,11 +377,23 @@ impl<C: Channel> Exec for ShareExec<'_, C> {
     fn mux(&mut self, bs: &[&BShare], xs: &[&AShare]) -> Result<Vec<AShare>> {
         let (a, parts) = concat(xs)?;
         let b = concat_bits(bs);
-        split(nl::mux(self.s, self.ch, &b, &a)?, &parts)
+        let c = self.next();
+        let ch = &mut *self.ch;
+        let y = self
+            .s
+            .with_ot_sender(c.ot_sender, |s| nl::mux(s, ch, &b, &a))?;
+        nl::tape_mux(&mut self.tp, a.len(), a.ring(), c);
+        split(y, &parts)
     }
 
     fn extend_nonneg(&mut self, x: &AShare, to: Ring) -> Result<AShare> {
-        extend_nonneg(self.s, self.ch, x, to)
+        let c = self.next();
+        let ch = &mut *self.ch;
+        let y = self
+            .s
+            .with_ot_sender(c.ot_sender, |s| extend_nonneg(s, ch, x, to))?;
+        tape_extend_nonneg(&mut self.tp, x.len(), x.ring(), to, c);
+        Ok(y)
     }
 
     fn not(&self, b: &BShare) -> BShare {
@@ -374,11 +441,12 @@ pub struct Sym {
     pub n: usize,
 }
 
-/// [`Exec`] that adds up the exact cost of every batch.
+/// [`Exec`] that replays every batch on one [`Tape`]: bytes exact, and flights exact for the
+/// steps' composition (each step's direction chosen as [`ShareExec`] chooses it).
 #[derive(Clone, Debug)]
 pub struct CostExec {
     cfg: NlConfig,
-    cost: Cost,
+    tape: Tape,
 }
 
 impl CostExec {
@@ -386,13 +454,18 @@ impl CostExec {
     pub fn new(cfg: NlConfig) -> Self {
         Self {
             cfg,
-            cost: Cost::default(),
+            tape: Tape::with_config(cfg),
         }
     }
 
     /// The cost so far.
     pub fn cost(&self) -> Cost {
-        self.cost
+        self.tape.cost()
+    }
+
+    /// The configuration of the next step (see [`Tape::chain`]).
+    fn next(&self) -> NlConfig {
+        self.tape.chain(self.cfg)
     }
 
     fn batch(xs: &[&Sym]) -> Result<(Ring, usize)> {
@@ -411,7 +484,8 @@ impl Exec for CostExec {
 
     fn square(&mut self, xs: &[&Sym]) -> Result<Vec<Sym>> {
         let (r, n) = Self::batch(xs)?;
-        self.cost = self.cost + square_cost(n, r, self.cfg);
+        let c = self.next();
+        tape_square(&mut self.tape, n, r, c);
         Ok(xs.iter().map(|x| **x).collect())
     }
 
@@ -423,19 +497,22 @@ impl Exec for CostExec {
                 what: "product of different tensors".into(),
             });
         }
-        self.cost = self.cost + nl::mul_cost(n, r, self.cfg);
+        let c = self.next();
+        nl::tape_mul(&mut self.tape, n, r, c);
         Ok(xs.iter().map(|x| **x).collect())
     }
 
     fn trunc_nonneg(&mut self, xs: &[&Sym], f: u32) -> Result<Vec<Sym>> {
         let (r, n) = Self::batch(xs)?;
-        self.cost = self.cost + nl::trunc_cost(n, r, f, TruncMode::KnownMsb(false), self.cfg);
+        let c = self.next();
+        nl::tape_trunc(&mut self.tape, n, r, f, TruncMode::KnownMsb(false), c);
         Ok(xs.iter().map(|x| **x).collect())
     }
 
     fn msb(&mut self, xs: &[&Sym]) -> Result<Vec<usize>> {
         let (r, n) = Self::batch(xs)?;
-        self.cost = self.cost + nl::msb_cost(n, r, self.cfg);
+        let c = self.next();
+        nl::tape_msb(&mut self.tape, n, r, c);
         Ok(xs.iter().map(|x| x.n).collect())
     }
 
@@ -446,12 +523,14 @@ impl Exec for CostExec {
                 what: "mux of different lengths".into(),
             });
         }
-        self.cost = self.cost + nl::mux_cost(n, r, self.cfg);
+        let c = self.next();
+        nl::tape_mux(&mut self.tape, n, r, c);
         Ok(xs.iter().map(|x| **x).collect())
     }
 
     fn extend_nonneg(&mut self, x: &Sym, to: Ring) -> Result<Sym> {
-        self.cost = self.cost + extend_nonneg_cost(x.n, x.ring, to, self.cfg);
+        let c = self.next();
+        tape_extend_nonneg(&mut self.tape, x.n, x.ring, to, c);
         Ok(Sym { ring: to, n: x.n })
     }
 

@@ -154,9 +154,115 @@ pub fn and<C: Channel>(s: &mut NlSession, ch: &mut C, x: &BShare, y: &BShare) ->
 /// (16 bytes each) and `ceil(2n/8)` opening bytes; 4 flights.
 pub fn and_cost(n: usize, cfg: NlConfig) -> Cost {
     let mut t = Tape::with_config(cfg);
-    for m in batch_sizes(n) {
-        tape_triples(&mut t, m);
-        tape_and_round(&mut t, 2 * m);
-    }
+    tape_and(&mut t, n, cfg);
     t.cost()
+}
+
+/// [`and_cost`] on a tape.
+pub fn tape_and(t: &mut Tape, n: usize, cfg: NlConfig) {
+    let _ = cfg;
+    for m in batch_sizes(n) {
+        tape_triples(t, m);
+        tape_and_round(t, 2 * m);
+    }
+}
+
+/// Widths of the XOR-OTs of [`and_pp`] for `n1` single and `n2` double jobs: per single two
+/// 1-bit OTs, per double one 2-bit and two 1-bit OTs.
+fn pp_width(n1: usize) -> impl Fn(usize) -> u32 + Copy + Sync {
+    move |j: usize| {
+        if j < 2 * n1 || (j - 2 * n1) % 3 != 0 {
+            1
+        } else {
+            2
+        }
+    }
+}
+
+/// XOR-OTs of [`and_pp`].
+pub(crate) fn pp_ots(jobs: &AndJobs) -> usize {
+    2 * jobs.sx.len() + 3 * jobs.dc.len()
+}
+
+/// One AND level in a single direction (a ping-pong step): `chooser` sends one derandomisation
+/// bit per XOR-OT, its peer answers with the corrections; returns (singles, doubles-a,
+/// doubles-b) like [`and_round`].
+///
+/// Protocol: `x ∧ y = x_X y_X ⊕ x_Y y_Y ⊕ x_X y_Y ⊕ x_Y y_X` for the chooser `X` and its peer
+/// `Y`; each cross term is one XOR-correlated OT with `X` choosing with its bit and `Y`
+/// offering its bit as correlation (Gilboa for bits). A double `(c ∧ a, c ∧ b)` shares the OT
+/// chosen by `c_X` (a 2-bit correlation `(a_Y, b_Y)`) and takes one OT each for `a_X c_Y`,
+/// `b_X c_Y`. `Y`'s output is its OT pads (known before the step), `X`'s needs the answer: a
+/// following step chosen by `Y` goes in the same flight as the answer, so a chain of levels
+/// costs one flight per level (against two for [`and_round`]'s simultaneous openings).
+/// Bytes: 4 bits per single (as [`and_round`]), 7 per double (6). Security: semi-honest,
+/// 128-bit; the corrections are masked by the OT pads, the choices by the random OT choices.
+pub(crate) fn and_pp<C: Channel>(
+    s: &mut NlSession,
+    ch: &mut C,
+    chooser: Role,
+    jobs: &AndJobs,
+) -> Result<(Vec<bool>, Vec<bool>, Vec<bool>)> {
+    let (n1, n2) = (jobs.sx.len(), jobs.dc.len());
+    if n1 + n2 == 0 {
+        return Ok(Default::default());
+    }
+    if jobs.sy.len() != n1 || jobs.da.len() != n2 || jobs.db.len() != n2 {
+        return Err(MpcError::InvalidArgument {
+            what: "AND jobs of different lengths".into(),
+        });
+    }
+    let width = pp_width(n1);
+    let n = pp_ots(jobs);
+    let mine = if s.role() == chooser {
+        let mut c = Vec::with_capacity(n);
+        for i in 0..n1 {
+            c.push(jobs.sx[i]);
+            c.push(jobs.sy[i]);
+        }
+        for i in 0..n2 {
+            c.push(jobs.dc[i]);
+            c.push(jobs.da[i]);
+            c.push(jobs.db[i]);
+        }
+        s.xot_recv(ch, &c, width)?
+    } else {
+        let mut x = Vec::with_capacity(n);
+        for i in 0..n1 {
+            x.push(u64::from(jobs.sy[i]));
+            x.push(u64::from(jobs.sx[i]));
+        }
+        for i in 0..n2 {
+            x.push(u64::from(jobs.da[i]) | (u64::from(jobs.db[i]) << 1));
+            x.push(u64::from(jobs.dc[i]));
+            x.push(u64::from(jobs.dc[i]));
+        }
+        s.xot_send(ch, &x, width)?
+    };
+    if mine.len() != n {
+        return Err(MpcError::InvalidArgument {
+            what: "AND OT outputs".into(),
+        });
+    }
+    let bit = |j: usize, k: u32| (mine[j] >> k) & 1 == 1;
+    let zs = (0..n1)
+        .map(|i| (jobs.sx[i] & jobs.sy[i]) ^ bit(2 * i, 0) ^ bit(2 * i + 1, 0))
+        .collect();
+    let b = 2 * n1;
+    let za = (0..n2)
+        .map(|i| (jobs.dc[i] & jobs.da[i]) ^ bit(b + 3 * i, 0) ^ bit(b + 3 * i + 1, 0))
+        .collect();
+    let zb = (0..n2)
+        .map(|i| (jobs.dc[i] & jobs.db[i]) ^ bit(b + 3 * i, 1) ^ bit(b + 3 * i + 2, 0))
+        .collect();
+    Ok((zs, za, zb))
+}
+
+/// Tape of one [`and_pp`] with `n1` singles and `n2` doubles chosen by `chooser`.
+pub(crate) fn tape_and_pp(tape: &mut Tape, chooser: Role, n1: usize, n2: usize) {
+    let n = 2 * n1 + 3 * n2;
+    if n == 0 {
+        return;
+    }
+    NlSession::tape_cot(tape, chooser.peer(), n, pp_width(n1));
 }

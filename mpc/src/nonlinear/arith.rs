@@ -45,10 +45,15 @@ pub fn b2a<C: Channel>(s: &mut NlSession, ch: &mut C, b: &BShare, ring: Ring) ->
 /// Exact cost of [`b2a`] on `n` bits.
 pub fn b2a_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
     let mut t = Tape::with_config(cfg);
-    for m in batch_sizes(n) {
-        NlSession::tape_cot(&mut t, cfg.ot_sender, m, |_| ring.bits());
-    }
+    tape_b2a(&mut t, n, ring, cfg);
     t.cost()
+}
+
+/// [`b2a_cost`] on a tape.
+pub fn tape_b2a(t: &mut Tape, n: usize, ring: Ring, cfg: NlConfig) {
+    for m in batch_sizes(n) {
+        NlSession::tape_cot(t, cfg.ot_sender, m, |_| ring.bits());
+    }
 }
 
 /// Multiplexer: shares of `c · x` for shared bits `c` and shared ring values `x`.
@@ -94,10 +99,15 @@ pub fn mux<C: Channel>(s: &mut NlSession, ch: &mut C, c: &BShare, x: &AShare) ->
 /// Exact cost of [`mux`] on `n` elements.
 pub fn mux_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
     let mut t = Tape::with_config(cfg);
-    for m in batch_sizes(n) {
-        NlSession::tape_cot_both(&mut t, cfg.ot_sender, m, |_| ring.bits());
-    }
+    tape_mux(&mut t, n, ring, cfg);
     t.cost()
+}
+
+/// [`mux_cost`] on a tape.
+pub fn tape_mux(t: &mut Tape, n: usize, ring: Ring, cfg: NlConfig) {
+    for m in batch_sizes(n) {
+        NlSession::tape_cot_both(t, cfg.ot_sender, m, |_| ring.bits());
+    }
 }
 
 /// Element-wise product of two shared tensors.
@@ -163,10 +173,15 @@ pub fn mul<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare, y: &AShare) ->
 
 /// Exact cost of [`mul`] on `n` elements.
 pub fn mul_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
-    let l = ring.bits() as usize;
     let mut t = Tape::with_config(cfg);
-    for m in batch_sizes(n) {
-        NlSession::tape_cot_both(&mut t, cfg.ot_sender, m * l, |j| (l - j % l) as u32);
-    }
+    tape_mul(&mut t, n, ring, cfg);
     t.cost()
+}
+
+/// [`mul_cost`] on a tape.
+pub fn tape_mul(t: &mut Tape, n: usize, ring: Ring, cfg: NlConfig) {
+    let l = ring.bits() as usize;
+    for m in batch_sizes(n) {
+        NlSession::tape_cot_both(t, cfg.ot_sender, m * l, |j| (l - j % l) as u32);
+    }
 }

@@ -1,9 +1,11 @@
 //! Comparisons of shared values: MSB, DReLU, less-than (exact and bounded), equality.
 
-use super::and::{and_round, tape_and_round, AndJobs};
+use super::and::{and_pp, and_round, tape_and_pp, tape_and_round, AndJobs};
 use super::batch::{batch_sizes, ranges, slice_a};
 use super::cost::Tape;
-use super::millionaire::{millionaire_groups, tape_millionaire, CmpMode};
+use super::millionaire::{
+    millionaire_groups, millionaire_last, pp_tree, tape_millionaire, CmpMode,
+};
 use super::otx::Triples;
 use super::{BShare, Cost, NlConfig, NlSession};
 use crate::{AShare, MpcError, Result, Ring};
@@ -78,14 +80,19 @@ pub fn msb<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare) -> Result<BSha
 
 /// Exact cost of [`msb`] on `n` elements of `ring`.
 pub fn msb_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
-    if n == 0 {
-        return Cost::default();
-    }
     let mut t = Tape::with_config(cfg);
-    for m in batch_sizes(n) {
-        tape_millionaire(&mut t, cfg, &[(m, ring.bits() - 1)], CmpMode::Lt, 0);
-    }
+    tape_msb(&mut t, n, ring, cfg);
     t.cost()
+}
+
+/// [`msb_cost`] on a tape (also [`drelu`]'s and [`lt_bounded`]'s).
+pub fn tape_msb(t: &mut Tape, n: usize, ring: Ring, cfg: NlConfig) {
+    if n == 0 {
+        return;
+    }
+    for m in batch_sizes(n) {
+        tape_millionaire(t, cfg, &[(m, ring.bits() - 1)], CmpMode::Lt, 0);
+    }
 }
 
 /// DReLU: boolean shares of `1{x >= 0}` (signed), i.e. `¬MSB(x)`. Protocol, security and cost
@@ -142,7 +149,8 @@ pub fn lt<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare, y: &AShare) -> 
     all.extend_from_slice(x.data());
     all.extend_from_slice(y.data());
     all.extend_from_slice(d.data());
-    let (m, t, off) = msb_many(s, ch, x.ring(), &all, n)?;
+    let pp = pp_tree(3 * n);
+    let (m, t, off) = msb_many(s, ch, x.ring(), &all, if pp { 0 } else { n })?;
     let (sx, rest) = m.split_at(n);
     let (sy, sd) = rest.split_at(n);
     let jobs = AndJobs {
@@ -150,7 +158,7 @@ pub fn lt<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare, y: &AShare) -> 
         sy: sx.iter().zip(sd).map(|(a, b)| a ^ b).collect(),
         ..Default::default()
     };
-    let (p, _, _) = and_round(s.role(), ch, &jobs, &t, off)?;
+    let (p, _, _) = final_and(s, ch, &jobs, &t, off, &[(3 * n, x.ring().bits() - 1)])?;
     Ok(BShare::from_bits(
         &sd.iter().zip(&p).map(|(a, b)| a ^ b).collect::<Vec<_>>(),
     ))
@@ -158,15 +166,50 @@ pub fn lt<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare, y: &AShare) -> 
 
 /// Exact cost of [`lt`].
 pub fn lt_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
-    if n == 0 {
-        return Cost::default();
-    }
     let mut t = Tape::with_config(cfg);
-    for m in batch_sizes(n) {
-        tape_millionaire(&mut t, cfg, &[(3 * m, ring.bits() - 1)], CmpMode::Lt, m);
-        tape_and_round(&mut t, 2 * m);
-    }
+    tape_lt(&mut t, n, ring, cfg);
     t.cost()
+}
+
+/// [`lt_cost`] on a tape.
+pub fn tape_lt(t: &mut Tape, n: usize, ring: Ring, cfg: NlConfig) {
+    for m in batch_sizes(n).into_iter().filter(|&m| m > 0) {
+        tape_final_and(t, cfg, &[(3 * m, ring.bits() - 1)], m);
+    }
+}
+
+/// The AND after a millionaire batch `groups` (one AND per element of `jobs`): a ping-pong
+/// level chosen by the party that sent last, or a Beaver round on the `extra` triples the
+/// batch made (`t[off..]`).
+fn final_and<C: Channel>(
+    s: &mut NlSession,
+    ch: &mut C,
+    jobs: &AndJobs,
+    t: &Triples,
+    off: usize,
+    groups: &[(usize, u32)],
+) -> Result<(Vec<bool>, Vec<bool>, Vec<bool>)> {
+    let n: usize = groups.iter().map(|g| g.0).sum();
+    if pp_tree(n) {
+        let cfg = s.config();
+        let chooser = millionaire_last(cfg, groups, CmpMode::Lt).unwrap_or(cfg.ot_sender);
+        and_pp(s, ch, chooser, jobs)
+    } else {
+        and_round(s.role(), ch, jobs, t, off)
+    }
+}
+
+/// Tape of a millionaire batch `groups` followed by `ands` ANDs ([`final_and`]).
+fn tape_final_and(t: &mut Tape, cfg: NlConfig, groups: &[(usize, u32)], ands: usize) {
+    let n: usize = groups.iter().map(|g| g.0).sum();
+    if pp_tree(n) {
+        tape_millionaire(t, cfg, groups, CmpMode::Lt, 0);
+        let chooser = t.last_sender().unwrap_or(cfg.ot_sender);
+        tape_and_pp(t, chooser, ands, 0);
+    } else {
+        tape_millionaire(t, cfg, groups, CmpMode::Lt, ands);
+        tape_and_round(t, 2 * ands);
+    }
 }
 
 /// `1{x < c}` for shared signed `x` and public `c` (ring elements, signed reading), exact
@@ -202,7 +245,8 @@ pub fn lt_public<C: Channel>(
     let mut all = Vec::with_capacity(2 * n);
     all.extend_from_slice(x.data());
     all.extend_from_slice(d.data());
-    let (m, t, off) = msb_many(s, ch, ring, &all, n)?;
+    let pp = pp_tree(2 * n);
+    let (m, t, off) = msb_many(s, ch, ring, &all, if pp { 0 } else { n })?;
     let (sx, sd) = m.split_at(n);
     let server = s.role() == Role::Server;
     let jobs = AndJobs {
@@ -214,7 +258,7 @@ pub fn lt_public<C: Channel>(
         sy: sx.iter().zip(sd).map(|(a, b)| a ^ b).collect(),
         ..Default::default()
     };
-    let (p, _, _) = and_round(s.role(), ch, &jobs, &t, off)?;
+    let (p, _, _) = final_and(s, ch, &jobs, &t, off, &[(2 * n, ring.bits() - 1)])?;
     Ok(BShare::from_bits(
         &sd.iter().zip(&p).map(|(a, b)| a ^ b).collect::<Vec<_>>(),
     ))
@@ -222,15 +266,16 @@ pub fn lt_public<C: Channel>(
 
 /// Exact cost of [`lt_public`].
 pub fn lt_public_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
-    if n == 0 {
-        return Cost::default();
-    }
     let mut t = Tape::with_config(cfg);
-    for m in batch_sizes(n) {
-        tape_millionaire(&mut t, cfg, &[(2 * m, ring.bits() - 1)], CmpMode::Lt, m);
-        tape_and_round(&mut t, 2 * m);
-    }
+    tape_lt_public(&mut t, n, ring, cfg);
     t.cost()
+}
+
+/// [`lt_public_cost`] on a tape.
+pub fn tape_lt_public(t: &mut Tape, n: usize, ring: Ring, cfg: NlConfig) {
+    for m in batch_sizes(n).into_iter().filter(|&m| m > 0) {
+        tape_final_and(t, cfg, &[(2 * m, ring.bits() - 1)], m);
+    }
 }
 
 /// `1{x = y}`: the millionaires' protocol in equality mode on `x0 - y0` against
@@ -261,12 +306,17 @@ pub fn eq<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare, y: &AShare) -> 
 
 /// Exact cost of [`eq`].
 pub fn eq_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
-    if n == 0 {
-        return Cost::default();
-    }
     let mut t = Tape::with_config(cfg);
-    for m in batch_sizes(n) {
-        tape_millionaire(&mut t, cfg, &[(m, ring.bits())], CmpMode::Eq, 0);
-    }
+    tape_eq(&mut t, n, ring, cfg);
     t.cost()
+}
+
+/// [`eq_cost`] on a tape.
+pub fn tape_eq(t: &mut Tape, n: usize, ring: Ring, cfg: NlConfig) {
+    if n == 0 {
+        return;
+    }
+    for m in batch_sizes(n) {
+        tape_millionaire(t, cfg, &[(m, ring.bits())], CmpMode::Eq, 0);
+    }
 }

@@ -148,6 +148,37 @@ impl Tape {
         self.messages.get(idx(r)).copied().unwrap_or(0)
     }
 
+    /// The party that sent last while its peer's last action was a receive: the party that
+    /// is "ahead" in a ping-pong (its output of the last step is known one flight before its
+    /// peer's). `None` when fresh or after a simultaneous exchange.
+    pub fn last_sender(&self) -> Option<Role> {
+        match (self.last.first(), self.last.get(1)) {
+            (Some(Last::Sent), Some(l)) if *l != Last::Sent => Some(Role::Server),
+            (Some(l), Some(Last::Sent)) if *l != Last::Sent => Some(Role::Client),
+            _ => None,
+        }
+    }
+
+    /// `cfg` with the OT sender chosen so that the next step's first message comes from the
+    /// party that sent last (its peer becomes the OT sender): the two flights merge. Unchanged
+    /// when no party is ahead ([`Tape::last_sender`] is `None`).
+    pub fn chain(&self, cfg: NlConfig) -> NlConfig {
+        match self.last_sender() {
+            Some(r) => NlConfig {
+                ot_sender: r.peer(),
+                ..cfg
+            },
+            None => cfg,
+        }
+    }
+
+    /// Replays one step of a composite protocol with the configuration [`Tape::chain`] picks
+    /// from `base` (what [`NlSession::step`](super::NlSession::step) runs).
+    pub fn step(&mut self, base: NlConfig, f: impl FnOnce(&mut Tape, NlConfig)) {
+        let c = self.chain(base);
+        f(self, c);
+    }
+
     /// The totals.
     pub fn cost(&self) -> Cost {
         Cost {

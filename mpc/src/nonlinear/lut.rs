@@ -114,14 +114,19 @@ fn lut_batch<C: Channel>(
 
 /// Exact cost of [`lut`] on `n` elements (bytes exact, flights summed over the batches).
 pub fn lut_cost(n: usize, m: u32, out: Ring, cfg: NlConfig) -> Cost {
-    if n == 0 || check(m).is_err() {
-        return Cost::default();
-    }
     let mut t = Tape::with_config(cfg);
-    for b in batch_sizes(n) {
-        NlSession::tape_table(&mut t, cfg, b, m, out.bits());
-    }
+    tape_lut(&mut t, n, m, out, cfg);
     t.cost()
+}
+
+/// [`lut_cost`] on a tape.
+pub fn tape_lut(t: &mut Tape, n: usize, m: u32, out: Ring, cfg: NlConfig) {
+    if n == 0 || check(m).is_err() {
+        return;
+    }
+    for b in batch_sizes(n) {
+        NlSession::tape_table(t, cfg, b, m, out.bits());
+    }
 }
 
 #[cfg(test)]

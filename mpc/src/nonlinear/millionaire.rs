@@ -1,6 +1,6 @@
 //! The millionaires' protocol of CrypTFlow2 (Rathee et al., CCS 2020), batched.
 
-use super::and::{and_round, tape_and_round, AndJobs};
+use super::and::{and_pp, and_round, tape_and_pp, tape_and_round, AndJobs};
 use super::batch::{batch_sizes, ranges};
 use super::cost::{kk_answer, kk_msg, Tape};
 use super::otx::Triples;
@@ -47,6 +47,27 @@ fn digits(bits: u32, m: u32) -> usize {
     bits.div_ceil(m) as usize
 }
 
+/// Calls of at most this many elements (all groups together) combine their digits by
+/// ping-pong AND levels ([`super::and::and_pp`]: one flight per level, 7 bits per double
+/// AND); larger ones by Beaver triples made in the leaf flight ([`super::and::and_round`]:
+/// two flights per level, 6 bits per double), where bandwidth, not latency, dominates.
+pub const PP_MAX_ELEMS: usize = 1 << 15;
+
+/// Whether a call on `n` elements (all groups) uses the ping-pong tree.
+pub(crate) fn pp_tree(n: usize) -> bool {
+    n <= PP_MAX_ELEMS
+}
+
+/// The chooser of ping-pong level `lv` (0-based): the leaf OT sender first (its leaf shares are
+/// its own pads), then alternating.
+fn pp_chooser(cfg: NlConfig, lv: usize) -> Role {
+    if lv % 2 == 0 {
+        cfg.ot_sender
+    } else {
+        cfg.ot_sender.peer()
+    }
+}
+
 fn check_groups(groups: &[(&[u64], u32)]) -> Result<()> {
     for (g, &(vals, bits)) in groups.iter().enumerate() {
         if !(1..=64).contains(&bits) {
@@ -83,11 +104,21 @@ pub(crate) fn millionaire_groups<C: Channel>(
     };
     let qs: Vec<usize> = groups.iter().map(|&(_, b)| digits(b, m)).collect();
     let nl: usize = groups.iter().zip(&qs).map(|(g, q)| g.0.len() * q).sum();
-    let tree_triples: usize = groups
-        .iter()
-        .zip(&qs)
-        .map(|(g, &q)| g.0.len() * plan(q, mode).iter().map(|(a, b)| a + b).sum::<usize>())
-        .sum();
+    let pp = pp_tree(groups.iter().map(|g| g.0.len()).sum());
+    if pp && extra > 0 {
+        return Err(MpcError::InvalidArgument {
+            what: "millionaire: extra triples with the ping-pong tree".into(),
+        });
+    }
+    let tree_triples: usize = if pp {
+        0
+    } else {
+        groups
+            .iter()
+            .zip(&qs)
+            .map(|(g, &q)| g.0.len() * plan(q, mode).iter().map(|(a, b)| a + b).sum::<usize>())
+            .sum()
+    };
     let nt = tree_triples + extra;
     // Leaf digits, instance (group, digit j, element e) at offset_g + j n_g + e.
     let mut my_digits = Vec::with_capacity(nl);
@@ -143,7 +174,16 @@ pub(crate) fn millionaire_groups<C: Channel>(
             }
         }
     };
-    finish(s, ch, groups, &qs, mode, leaf, t)
+    let tree = if pp { Tree::PingPong } else { Tree::Beaver(t) };
+    finish(s, ch, groups, &qs, mode, leaf, tree)
+}
+
+/// How the digit results are combined.
+enum Tree {
+    /// Beaver ANDs on triples made in the leaf flight (two flights per level).
+    Beaver(Triples),
+    /// Ping-pong AND levels (one flight per level).
+    PingPong,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -154,8 +194,9 @@ fn finish<C: Channel>(
     qs: &[usize],
     mode: CmpMode,
     leaf: Vec<u8>,
-    t: Triples,
+    tree: Tree,
 ) -> Result<(Vec<Vec<bool>>, Triples, usize)> {
+    let cfg = s.config();
     // Build the leaf nodes of each group.
     let mut trees: Vec<Vec<Node>> = Vec::with_capacity(groups.len());
     let mut it = leaf.into_iter();
@@ -179,6 +220,7 @@ fn finish<C: Channel>(
         trees.push(nodes);
     }
     let mut off = 0usize;
+    let mut lv = 0usize;
     while trees.iter().any(|t| t.len() > 1) {
         let mut jobs = AndJobs::default();
         for nodes in &trees {
@@ -206,8 +248,12 @@ fn finish<C: Channel>(
                 }
             }
         }
-        let (zs, za, zb) = and_round(s.role(), ch, &jobs, &t, off)?;
+        let (zs, za, zb) = match &tree {
+            Tree::Beaver(t) => and_round(s.role(), ch, &jobs, t, off)?,
+            Tree::PingPong => and_pp(s, ch, pp_chooser(cfg, lv), &jobs)?,
+        };
         off += jobs.triples();
+        lv += 1;
         let (mut is, mut id) = (zs.into_iter(), za.into_iter().zip(zb));
         for nodes in trees.iter_mut() {
             let k = nodes.len();
@@ -259,6 +305,10 @@ fn finish<C: Channel>(
             }
         })
         .collect();
+    let t = match tree {
+        Tree::Beaver(t) => t,
+        Tree::PingPong => Triples::default(),
+    };
     Ok((out, t, off))
 }
 
@@ -280,11 +330,15 @@ pub(crate) fn tape_millionaire(
         .map(|&(n, b)| (n, plan(digits(b, m), mode)))
         .collect();
     let nl: usize = groups.iter().map(|&(n, b)| n * digits(b, m)).sum();
-    let nt: usize = plans
-        .iter()
-        .map(|(n, p)| n * p.iter().map(|(a, b)| a + b).sum::<usize>())
-        .sum::<usize>()
-        + extra;
+    let pp = pp_tree(groups.iter().map(|g| g.0).sum());
+    let nt: usize = if pp {
+        0
+    } else {
+        plans
+            .iter()
+            .map(|(n, p)| n * p.iter().map(|(a, b)| a + b).sum::<usize>())
+            .sum::<usize>()
+    } + extra;
     let sender = cfg.ot_sender;
     // the leaf sender receives `nt` COTs for the triples
     let (tb, tm) = tape.cots(sender.peer(), nt);
@@ -319,11 +373,19 @@ pub(crate) fn tape_millionaire(
     tape.send(sender, answer.0, answer.1);
     let levels = plans.iter().map(|(_, p)| p.len()).max().unwrap_or(0);
     for lv in 0..levels {
-        let bits: usize = plans
-            .iter()
-            .map(|(n, p)| p.get(lv).map_or(0, |&(a, b)| n * (2 * a + 3 * b)))
-            .sum();
-        tape_and_round(tape, bits);
+        if pp {
+            let (n1, n2) = plans.iter().fold((0, 0), |(x, y), (n, p)| {
+                let (a, b) = p.get(lv).copied().unwrap_or((0, 0));
+                (x + n * a, y + n * b)
+            });
+            tape_and_pp(tape, pp_chooser(cfg, lv), n1, n2);
+        } else {
+            let bits: usize = plans
+                .iter()
+                .map(|(n, p)| p.get(lv).map_or(0, |&(a, b)| n * (2 * a + 3 * b)))
+                .sum();
+            tape_and_round(tape, bits);
+        }
     }
 }
 
@@ -369,12 +431,45 @@ pub fn millionaire<C: Channel>(
 
 /// Exact cost of [`millionaire`] on `n` inputs of `bits` bits.
 pub fn millionaire_cost(n: usize, bits: u32, mode: CmpMode, cfg: NlConfig) -> Cost {
-    if n == 0 {
-        return Cost::default();
-    }
     let mut t = Tape::with_config(cfg);
-    for m in batch_sizes(n) {
-        tape_millionaire(&mut t, cfg, &[(m, bits)], mode, 0);
-    }
+    tape_millionaire_cmp(&mut t, n, bits, mode, cfg);
     t.cost()
+}
+
+/// [`millionaire_cost`] on a tape.
+pub fn tape_millionaire_cmp(t: &mut Tape, n: usize, bits: u32, mode: CmpMode, cfg: NlConfig) {
+    if n == 0 {
+        return;
+    }
+    for m in batch_sizes(n) {
+        tape_millionaire(t, cfg, &[(m, bits)], mode, 0);
+    }
+}
+
+/// [`millionaire_last`] in [`CmpMode::Lt`].
+pub(crate) fn millionaire_last_of(cfg: NlConfig, groups: &[(usize, u32)]) -> Option<Role> {
+    millionaire_last(cfg, groups, CmpMode::Lt)
+}
+
+/// The tape of a [`millionaire`] batch of several groups of (count, bits) in one call (one
+/// leaf flight, the trees combined level by level).
+pub fn tape_millionaire_groups(
+    t: &mut Tape,
+    cfg: NlConfig,
+    groups: &[(usize, u32)],
+    mode: CmpMode,
+) {
+    tape_millionaire(t, cfg, groups, mode, 0);
+}
+
+/// The party that sent last in [`millionaire_groups`] on groups of (count, bits) (see
+/// [`Tape::last_sender`]), from a replay of its tape.
+pub(crate) fn millionaire_last(
+    cfg: NlConfig,
+    groups: &[(usize, u32)],
+    mode: CmpMode,
+) -> Option<Role> {
+    let mut t = Tape::with_config(cfg);
+    tape_millionaire(&mut t, cfg, groups, mode, 0);
+    t.last_sender()
 }

@@ -49,25 +49,31 @@ mod relu;
 mod trunc;
 mod wire;
 
-pub use and::{and, and_cost};
-pub use arith::{b2a, b2a_cost, mul, mul_cost, mux, mux_cost};
+pub use and::{and, and_cost, tape_and};
+pub use arith::{b2a, b2a_cost, mul, mul_cost, mux, mux_cost, tape_b2a, tape_mul, tape_mux};
 pub use batch::MAX_BATCH;
 pub use boolean::BShare;
 pub use compare::{
     drelu, drelu_cost, eq, eq_cost, lt, lt_bounded, lt_bounded_cost, lt_cost, lt_public,
-    lt_public_cost, msb, msb_cost,
+    lt_public_cost, msb, msb_cost, tape_eq, tape_lt, tape_lt_public, tape_msb,
 };
 pub use cost::{Cost, Tape};
 pub use cots::{CotBackend, CotCount};
-pub use lut::{lut, lut_cost, LutTable};
-pub use millionaire::{millionaire, millionaire_cost, CmpMode};
+pub use lut::{lut, lut_cost, tape_lut, LutTable};
+pub use millionaire::{
+    millionaire, millionaire_cost, tape_millionaire_cmp, tape_millionaire_groups, CmpMode,
+    PP_MAX_ELEMS,
+};
+pub(crate) use millionaire::{millionaire_groups, millionaire_last_of};
 pub use ot_matmul::{
     local_product, matmul_known_chooser, matmul_known_cost, matmul_known_holder,
     matmul_known_words, matmul_shared, matmul_shared_cost, MatShape, CORR_CHUNK_BYTES,
     MAX_PRODUCTS, RUN_COTS,
 };
-pub use relu::{max_axis, max_axis_cost, relu, relu_cost};
-pub use trunc::{extend, extend_cost, reduce, trunc, trunc_cost, TruncMode};
+pub use relu::{max_axis, max_axis_cost, relu, relu_cost, tape_max_axis, tape_relu};
+pub use trunc::{
+    extend, extend_cost, reduce, tape_extend, tape_trunc, trunc, trunc_cost, TruncMode,
+};
 
 use crate::ot::{FerretReceiver, FerretSender, KkReceiver, KkSender, OtCost, OtPair};
 use crate::{MpcError, Prg, Result};
@@ -318,6 +324,39 @@ impl NlSession {
         Ok(())
     }
 
+    /// Runs `f` with `sender` as the OT sender ([`NlConfig::ot_sender`]) and restores the
+    /// configuration (both parties must do the same): composite protocols choose each step's
+    /// direction so that its first message goes in the flight of the previous step's last one
+    /// (see [`Tape::chain`]).
+    pub fn with_ot_sender<T>(
+        &mut self,
+        sender: Role,
+        f: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
+        let old = self.cfg.ot_sender;
+        self.cfg.ot_sender = sender;
+        let out = f(self);
+        self.cfg.ot_sender = old;
+        out
+    }
+
+    /// Runs one step of a composite protocol: `real` with the OT sender that
+    /// [`Tape::chain`] picks from the steps so far (`tp`, replayed by both parties), then the
+    /// step's tape `tape` on `tp` with the same configuration. The cost formula of the
+    /// composite replays the same steps with [`Tape::step`].
+    pub fn step<C: Channel, T>(
+        &mut self,
+        ch: &mut C,
+        tp: &mut Tape,
+        real: impl FnOnce(&mut Self, &mut C) -> Result<T>,
+        tape: impl FnOnce(&mut Tape, NlConfig),
+    ) -> Result<T> {
+        let c = tp.chain(self.cfg);
+        let out = self.with_ot_sender(c.ot_sender, |s| real(s, ch))?;
+        tape(tp, c);
+        Ok(out)
+    }
+
     pub(crate) fn is_ot_sender(&self) -> bool {
         self.role == self.cfg.ot_sender
     }
@@ -358,6 +397,11 @@ pub(crate) fn run_measured<T: Send>(
         let mut rng = Prg::from_seed([role.index() as u8 + seed; 32]);
         let mut s = NlSession::setup(&mut ch, role, &mut rng, cfg).unwrap();
         s.reserve(&mut ch, need).unwrap();
+        // end on a receive on both sides, as after setup, so that flights count from fresh (as
+        // the cost formulas' tapes do)
+        ch.send_bytes(&[0]).unwrap();
+        ch.flush().unwrap();
+        ch.recv_bytes().unwrap();
         let before = ch.stats();
         let out = f(role, &mut s, &mut ch);
         (out, ch.stats() - before)

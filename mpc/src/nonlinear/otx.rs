@@ -144,6 +144,38 @@ impl NlSession {
         xs: &[u64],
         width: impl Fn(usize) -> u32 + Sync,
     ) -> Result<Vec<u64>> {
+        self.cot_send_impl(ch, xs, width, false)
+    }
+
+    /// XOR-correlated OT of `w_j`-bit strings as the OT sender: returns `a_j`; the receiver
+    /// gets `a_j ⊕ c_j x_j` (the boolean counterpart of [`NlSession::cot_send`], same
+    /// messages and cost: [`NlSession::tape_cot`]).
+    pub(crate) fn xot_send<C: Channel>(
+        &mut self,
+        ch: &mut C,
+        xs: &[u64],
+        width: impl Fn(usize) -> u32 + Sync,
+    ) -> Result<Vec<u64>> {
+        self.cot_send_impl(ch, xs, width, true)
+    }
+
+    /// XOR-correlated OT as the receiver (see [`NlSession::xot_send`]).
+    pub(crate) fn xot_recv<C: Channel>(
+        &mut self,
+        ch: &mut C,
+        choices: &[bool],
+        width: impl Fn(usize) -> u32 + Sync,
+    ) -> Result<Vec<u64>> {
+        self.cot_recv_impl(ch, choices, width, true)
+    }
+
+    fn cot_send_impl<C: Channel>(
+        &mut self,
+        ch: &mut C,
+        xs: &[u64],
+        width: impl Fn(usize) -> u32 + Sync,
+        xor: bool,
+    ) -> Result<Vec<u64>> {
         let mut a = Vec::with_capacity(xs.len());
         let mut ds = Vec::with_capacity(xs.len().div_ceil(COT_CHUNK));
         for (ci, xc) in xs.chunks(COT_CHUNK).enumerate() {
@@ -159,7 +191,12 @@ impl NlSession {
                     let (k0, k1) = if e { (k[1], k[0]) } else { (k[0], k[1]) };
                     let m = mask(width(base + j));
                     let a = k0 as u64 & m;
-                    (a, (k1 as u64).wrapping_sub(a).wrapping_sub(x) & m)
+                    let d = if xor {
+                        (k1 as u64) ^ a ^ x
+                    } else {
+                        (k1 as u64).wrapping_sub(a).wrapping_sub(x)
+                    };
+                    (a, d & m)
                 })
                 .unzip();
             a.extend(ac);
@@ -179,6 +216,16 @@ impl NlSession {
         ch: &mut C,
         choices: &[bool],
         width: impl Fn(usize) -> u32 + Sync,
+    ) -> Result<Vec<u64>> {
+        self.cot_recv_impl(ch, choices, width, false)
+    }
+
+    fn cot_recv_impl<C: Channel>(
+        &mut self,
+        ch: &mut C,
+        choices: &[bool],
+        width: impl Fn(usize) -> u32 + Sync,
+        xor: bool,
     ) -> Result<Vec<u64>> {
         let mut kept: Vec<u64> = Vec::with_capacity(choices.len());
         for (ci, cc) in choices.chunks(COT_CHUNK).enumerate() {
@@ -212,7 +259,9 @@ impl NlSession {
                     .zip(d.par_iter())
                     .enumerate()
                     .map(|(j, ((&kb, &c), &dj))| {
-                        if c {
+                        if c && xor {
+                            (kb ^ dj) & mask(width(base + j))
+                        } else if c {
                             kb.wrapping_sub(dj) & mask(width(base + j))
                         } else {
                             kb

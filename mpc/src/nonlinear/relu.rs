@@ -3,10 +3,10 @@
 use super::batch::{batch_sizes, ranges, slice_a};
 use super::compare::msb_many;
 use super::cost::Tape;
-use super::millionaire::{tape_millionaire, CmpMode};
+use super::millionaire::{millionaire_last, tape_millionaire, CmpMode};
 use super::{mux, BShare, Cost, NlConfig, NlSession};
 use crate::{AShare, MpcError, Result, Ring};
-use duet_transport::Channel;
+use duet_transport::{Channel, Role};
 
 /// ReLU: shares of `max(x, 0)` (signed), exact for every `x`.
 ///
@@ -27,16 +27,22 @@ pub fn relu<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare) -> Result<ASh
     }
     let (m, _, _) = msb_many(s, ch, x.ring(), x.data(), 0)?;
     let d = BShare::from_bits(&m).not(s.role());
-    mux(s, ch, &d, x)
+    // the mux's first choice comes from the party that sent the comparison's last flight
+    let cfg = s.config();
+    let last = millionaire_last(cfg, &[(x.len(), x.ring().bits() - 1)], CmpMode::Lt);
+    let sender = last.map_or(cfg.ot_sender, Role::peer);
+    s.with_ot_sender(sender, |s| mux(s, ch, &d, x))
 }
 
-fn tape_relu(t: &mut Tape, n: usize, ring: Ring, cfg: NlConfig) {
+/// [`relu_cost`] on a tape.
+pub fn tape_relu(t: &mut Tape, n: usize, ring: Ring, cfg: NlConfig) {
     if n == 0 {
         return;
     }
     for m in batch_sizes(n) {
         tape_millionaire(t, cfg, &[(m, ring.bits() - 1)], CmpMode::Lt, 0);
-        NlSession::tape_cot_both(t, cfg.ot_sender, m, |_| ring.bits());
+        let c = t.chain(cfg);
+        NlSession::tape_cot_both(t, c.ot_sender, m, |_| ring.bits());
     }
 }
 
@@ -67,9 +73,12 @@ pub fn max_axis<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare) -> Result
             what: "max over an empty axis".into(),
         });
     }
-    s.reserve(ch, max_axis_cost(x.len() / k, k, ring, s.config()).cots)?;
+    let base = s.config();
+    s.reserve(ch, max_axis_cost(x.len() / k, k, ring, base).cots)?;
     let mut rows: Vec<Vec<u64>> = x.data().chunks(k).map(<[u64]>::to_vec).collect();
     let mut cur = k;
+    // each level starts with the party that sent the previous one's last flight
+    let mut tp = Tape::with_config(base);
     while cur > 1 {
         let (mut a, mut d) = (Vec::new(), Vec::new());
         for r in &rows {
@@ -81,7 +90,11 @@ pub fn max_axis<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare) -> Result
             }
         }
         let dn = d.len();
-        let rl = relu(s, ch, &AShare::new(ring, vec![dn], d)?)?;
+        let c = tp.chain(base);
+        let rl = s.with_ot_sender(c.ot_sender, |s| {
+            relu(s, ch, &AShare::new(ring, vec![dn], d)?)
+        })?;
+        tape_relu(&mut tp, dn, ring, c);
         let mut it = a.iter().zip(rl.data()).map(|(&a, &r)| ring.add(a, r));
         for r in rows.iter_mut() {
             let odd = (r.len() % 2 == 1).then(|| r.last().copied()).flatten();
@@ -97,10 +110,16 @@ pub fn max_axis<C: Channel>(s: &mut NlSession, ch: &mut C, x: &AShare) -> Result
 /// Exact cost of [`max_axis`] on `rows` rows of length `k`.
 pub fn max_axis_cost(rows: usize, k: usize, ring: Ring, cfg: NlConfig) -> Cost {
     let mut t = Tape::with_config(cfg);
+    tape_max_axis(&mut t, rows, k, ring, cfg);
+    t.cost()
+}
+
+/// [`max_axis_cost`] on a tape.
+pub fn tape_max_axis(t: &mut Tape, rows: usize, k: usize, ring: Ring, cfg: NlConfig) {
     let mut cur = k;
     while cur > 1 {
-        tape_relu(&mut t, rows * (cur / 2), ring, cfg);
+        let c = t.chain(cfg);
+        tape_relu(t, rows * (cur / 2), ring, c);
         cur = cur.div_ceil(2);
     }
-    t.cost()
 }

@@ -6,7 +6,7 @@
 use super::batch::{batch_sizes, ranges, slice_a};
 use super::compare::carry_inputs;
 use super::cost::Tape;
-use super::millionaire::{millionaire_groups, tape_millionaire, CmpMode};
+use super::millionaire::{millionaire_groups, millionaire_last, tape_millionaire, CmpMode};
 use super::{Cost, LeafOt, NlConfig, NlSession};
 use crate::{AShare, MpcError, Result, Ring};
 use duet_transport::{Channel, Role};
@@ -186,7 +186,10 @@ pub fn trunc<C: Channel>(
                 .map(|(&m, &c)| m | (u8::from(c) << 1))
                 .collect();
             let fm = wmask(f);
-            let share = s.table_ot(ch, &bits, 2, f, move |sb, rb| neg_w_plus_msb(sb, rb) & fm)?;
+            let ts = table_sender(s.config(), &[(x.len(), l - 1)]);
+            let share = s.with_ot_sender(ts, |s| {
+                s.table_ot(ch, &bits, 2, f, move |sb, rb| neg_w_plus_msb(sb, rb) & fm)
+            })?;
             shifted
                 .zip(share)
                 .map(|(v, sh)| ring.add(v, ring.reduce(sh << (l - f))))
@@ -213,9 +216,12 @@ pub fn trunc<C: Channel>(
                 .zip(cw.iter().zip(cf))
                 .map(|(&m, (&c, &d))| m | (u8::from(c) << 1) | (u8::from(d) << 2))
                 .collect();
-            let share = s.table_ot(ch, &bits, 3, l, move |sb, rb| {
-                let cfb = u64::from(((sb ^ rb) >> 2) & 1);
-                ring.add(cfb, ring.reduce(neg_w_plus_msb(sb & 3, rb & 3) << (l - f)))
+            let ts = table_sender(s.config(), &[(x.len(), l - 1), (x.len(), f)]);
+            let share = s.with_ot_sender(ts, |s| {
+                s.table_ot(ch, &bits, 3, l, move |sb, rb| {
+                    let cfb = u64::from(((sb ^ rb) >> 2) & 1);
+                    ring.add(cfb, ring.reduce(neg_w_plus_msb(sb & 3, rb & 3) << (l - f)))
+                })
             })?;
             shifted.zip(share).map(|(v, sh)| ring.add(v, sh)).collect()
         }
@@ -225,25 +231,38 @@ pub fn trunc<C: Channel>(
 
 /// Exact cost of [`trunc`] on `n` elements.
 pub fn trunc_cost(n: usize, ring: Ring, f: u32, mode: TruncMode, cfg: NlConfig) -> Cost {
+    let mut t = Tape::with_config(cfg);
+    tape_trunc(&mut t, n, ring, f, mode, cfg);
+    t.cost()
+}
+
+/// [`trunc_cost`] on a tape.
+pub fn tape_trunc(t: &mut Tape, n: usize, ring: Ring, f: u32, mode: TruncMode, cfg: NlConfig) {
     let l = ring.bits();
     if n == 0 || f == 0 || f >= l {
-        return Cost::default();
+        return;
     }
-    let mut t = Tape::with_config(cfg);
     for n in batch_sizes(n) {
         match mode {
-            TruncMode::KnownMsb(_) => NlSession::tape_cot(&mut t, cfg.ot_sender, n, |_| f),
+            TruncMode::KnownMsb(_) => NlSession::tape_cot(t, cfg.ot_sender, n, |_| f),
             TruncMode::OneBit => {
-                tape_millionaire(&mut t, cfg, &[(n, l - 1)], CmpMode::Lt, 0);
-                NlSession::tape_table(&mut t, cfg, n, 2, f);
+                tape_millionaire(t, cfg, &[(n, l - 1)], CmpMode::Lt, 0);
+                let c = t.chain(cfg);
+                NlSession::tape_table(t, c, n, 2, f);
             }
             TruncMode::Faithful => {
-                tape_millionaire(&mut t, cfg, &[(n, l - 1), (n, f)], CmpMode::Lt, 0);
-                NlSession::tape_table(&mut t, cfg, n, 3, l);
+                tape_millionaire(t, cfg, &[(n, l - 1), (n, f)], CmpMode::Lt, 0);
+                let c = t.chain(cfg);
+                NlSession::tape_table(t, c, n, 3, l);
             }
         }
     }
-    t.cost()
+}
+
+/// The OT sender of the table OT that follows a millionaire batch on `groups`: the peer of the
+/// party that sent the batch's last flight (so that the table's choices go in that flight).
+fn table_sender(cfg: NlConfig, groups: &[(usize, u32)]) -> Role {
+    millionaire_last(cfg, groups, CmpMode::Lt).map_or(cfg.ot_sender, Role::peer)
 }
 
 /// Reduces shares of `x` in `Z_2^{l1}` to `Z_2^{l2}` (`l2 <= l1`): local, exact (`x mod 2^{l2}`).
@@ -308,10 +327,13 @@ pub fn extend<C: Channel>(
         .collect();
     let dw = l2 - l1;
     let dm = wmask(dw);
-    let share = s.table_ot(ch, &bits, 2, dw, move |sb, rb| {
-        let t = (sb ^ rb) & 1;
-        let w = if t == 1 { ((sb ^ rb) >> 1) & 1 } else { sb & 1 };
-        u64::from(w).wrapping_neg() & dm
+    let ts = table_sender(s.config(), &[(x.len(), l1 - 1)]);
+    let share = s.with_ot_sender(ts, |s| {
+        s.table_ot(ch, &bits, 2, dw, move |sb, rb| {
+            let t = (sb ^ rb) & 1;
+            let w = if t == 1 { ((sb ^ rb) >> 1) & 1 } else { sb & 1 };
+            u64::from(w).wrapping_neg() & dm
+        })
     })?;
     let out = data
         .iter()
@@ -330,14 +352,20 @@ pub fn extend<C: Channel>(
 
 /// Exact cost of [`extend`] on `n` elements from `from` to `to`.
 pub fn extend_cost(n: usize, from: Ring, to: Ring, cfg: NlConfig) -> Cost {
+    let mut t = Tape::with_config(cfg);
+    tape_extend(&mut t, n, from, to, cfg);
+    t.cost()
+}
+
+/// [`extend_cost`] on a tape.
+pub fn tape_extend(t: &mut Tape, n: usize, from: Ring, to: Ring, cfg: NlConfig) {
     let (l1, l2) = (from.bits(), to.bits());
     if n == 0 || l2 <= l1 {
-        return Cost::default();
+        return;
     }
-    let mut t = Tape::with_config(cfg);
     for n in batch_sizes(n) {
-        tape_millionaire(&mut t, cfg, &[(n, l1 - 1)], CmpMode::Lt, 0);
-        NlSession::tape_table(&mut t, cfg, n, 2, l2 - l1);
+        tape_millionaire(t, cfg, &[(n, l1 - 1)], CmpMode::Lt, 0);
+        let c = t.chain(cfg);
+        NlSession::tape_table(t, c, n, 2, l2 - l1);
     }
-    t.cost()
 }
