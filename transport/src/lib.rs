@@ -29,7 +29,9 @@
 //! ```
 //!
 //! Wire format of one message: an 8-byte little-endian payload length, then the payload. A
-//! receiver refuses a length above its limit before allocating anything.
+//! receiver refuses a length above its limits (the channel's frame limit, and the bound the
+//! protocol gives for the message it expects) before allocating anything ([`wire`]). Text the
+//! peer sends is printed only through [`peer_text`].
 
 #[cfg(target_endian = "big")]
 compile_error!(
@@ -43,6 +45,8 @@ pub mod quic;
 pub mod relay;
 mod role;
 mod stats;
+mod text;
+pub mod wire;
 
 pub use channel::{Channel, Session, MAX_CONTROL_MESSAGE_BYTES};
 pub use error::{Result, TransportError};
@@ -52,6 +56,7 @@ pub use memory::{
 };
 pub use role::{run_two_party, run_two_party_sessions, Role};
 pub use stats::{ChannelStats, Counters};
+pub use text::{peer_text, peer_text_max, PEER_TEXT_MAX_CHARS};
 
 /// Bytes of the length prefix of every framed message on the wire.
 pub const FRAME_HEADER_BYTES: usize = 8;
