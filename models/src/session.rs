@@ -466,6 +466,10 @@ pub struct Server<'a, C: Channel> {
     reports: Vec<SecureReport>,
 }
 
+/// Most characters of a handshake refusal shown or sent (it names up to 8 differing fields
+/// with both values).
+const REFUSAL_MAX_CHARS: usize = 1200;
+
 /// Receives the client's [`Hello`], compares it with this server's model and config, answers,
 /// and on acceptance returns the options.
 fn server_handshake<C: Channel>(
@@ -475,6 +479,8 @@ fn server_handshake<C: Channel>(
 ) -> Result<SecureOptions> {
     let hello: Hello = ch.recv_msg().map_err(transport)?;
     let refuse = |ch: &mut C, why: String| -> Result<SecureOptions> {
+        // `why` quotes the client's hello: filtered before it is sent back or logged
+        let why = duet_transport::peer_text_max(why.as_bytes(), REFUSAL_MAX_CHARS);
         ch.send_msg(&Answer::Refused(why.clone()))
             .map_err(transport)?;
         ch.flush().map_err(transport)?;
@@ -677,6 +683,7 @@ impl<'a, C: Channel> Client<'a, C> {
                 // tell the server its refusal was read, so it can close
                 let _ = ch.send_msg(&0u8);
                 let _ = ch.flush();
+                let why = duet_transport::peer_text_max(why.as_bytes(), REFUSAL_MAX_CHARS);
                 return Err(ModelError::Input(format!("the server refused: {why}")));
             }
         }
