@@ -22,6 +22,10 @@ pub const STREAM_HEADER_BYTES: usize = 8;
 /// Skipped frames are read through a buffer of this many bytes, never allocated whole.
 const SKIP_CHUNK: usize = 64 << 10;
 
+/// A frame's buffer is allocated whole up to this size; a larger one grows (doubling) as its
+/// bytes arrive.
+pub const EAGER_BYTES: usize = 4 << 20;
+
 pub(crate) fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_CONTROL_MESSAGE_BYTES>()
 }
@@ -109,10 +113,20 @@ pub(crate) async fn read_frame<S: FrameSource, T: bytemuck::Pod>(
         }
         Err(broken) => return Err(broken),
     };
-    let mut buf: Vec<T> = bytemuck::zeroed_vec(len / unit.max(1));
-    src.read_exact(bytemuck::cast_slice_mut(&mut buf))
-        .await
-        .map_err(FrameError::Broken)?;
+    // The buffer grows with the bytes that actually arrive (doubling from EAGER_BYTES), so a
+    // peer that announces a large frame and then stalls holds little of our memory.
+    let total = len / unit.max(1);
+    let mut step = total.min(EAGER_BYTES / unit.max(1)).max(1);
+    let mut buf: Vec<T> = Vec::new();
+    while buf.len() < total {
+        let start = buf.len();
+        buf.resize(start + step.min(total - start), T::zeroed());
+        let fresh = buf.get_mut(start..).unwrap_or_default();
+        src.read_exact(bytemuck::cast_slice_mut(fresh))
+            .await
+            .map_err(FrameError::Broken)?;
+        step = buf.len();
+    }
     Ok(buf)
 }
 

@@ -21,7 +21,9 @@ pub use identity::{Fingerprint, Identity};
 pub use live::interrupt_all;
 
 use crate::wire::{parse_stream_header, stream_header, STREAM_HEADER_BYTES, STREAM_MAGIC};
-use crate::{peer_text, Channel, ChannelStats, Counters, Result, Role, Session, TransportError};
+use crate::{
+    peer_text_max, Channel, ChannelStats, Counters, Result, Role, Session, TransportError,
+};
 use live::Registration;
 use quinn::{RecvStream, VarInt};
 use std::collections::HashMap;
@@ -45,6 +47,9 @@ const CLOSE_ABORTED: u32 = 1;
 /// The connection is refused (a certificate that is not the pinned one, an incompatible
 /// hello, a listener that stopped); the peer reports [`TransportError::Refused`].
 const CLOSE_REFUSED: u32 = 2;
+/// Most characters of a peer's close reason shown (a refusal names two fingerprints; a
+/// close frame holds at most about a thousand bytes anyway).
+const CLOSE_REASON_MAX_CHARS: usize = 400;
 /// Stream stop code of a sub-channel whose receive side failed (a refused frame, a timeout).
 pub(crate) const STOP_FAILED: u32 = 3;
 
@@ -794,7 +799,7 @@ pub(crate) fn map_connection_error(e: quinn::ConnectionError, peer: &PeerName) -
     let peer = peer.0.clone();
     match e {
         E::ApplicationClosed(c) => {
-            let reason = peer_text(&c.reason);
+            let reason = peer_text_max(&c.reason, CLOSE_REASON_MAX_CHARS);
             match u32::try_from(c.error_code.into_inner()) {
                 Ok(CLOSE_DONE) => TransportError::PeerClosed { peer },
                 Ok(CLOSE_REFUSED) => TransportError::Refused { peer, reason },
@@ -807,7 +812,7 @@ pub(crate) fn map_connection_error(e: quinn::ConnectionError, peer: &PeerName) -
         }
         E::ConnectionClosed(c) => {
             let code = u64::from(c.error_code);
-            let text = peer_text(&c.reason);
+            let text = peer_text_max(&c.reason, CLOSE_REASON_MAX_CHARS);
             // rustls prefixes a verifier's own message
             let text = text
                 .strip_prefix("unexpected error: ")
