@@ -1040,6 +1040,7 @@ fn main() -> ExitCode {
             eprintln!("duet: error: {e}");
             return ExitCode::FAILURE;
         }
+        duet_bench::signals::end_when_the_peer_is_lost();
     }
     let res = run(cli);
     // interrupted: the command's error only echoes the closed connection

@@ -10,6 +10,9 @@
 //! unwind within [`GRACE`] (busy in a long computation), or a second signal, ends the process
 //! from the signal thread with the same line and code.
 //!
+//! [`end_when_the_peer_is_lost`] is the other direction: a command whose peer was interrupted,
+//! failed or vanished ends within [`LOST_GRACE`] even when it is busy computing.
+//!
 //! The signals are caught with tokio's `signal` feature (tokio is already the transport's
 //! runtime; the feature adds only `signal-hook-registry`), on a thread of its own.
 
@@ -53,6 +56,8 @@ impl Signal {
 
 static RECEIVED: OnceLock<Signal> = OnceLock::new();
 static TOLD: AtomicUsize = AtomicUsize::new(0);
+/// Set once the connections are closed and the closes had their time to leave.
+static CLOSED: AtomicBool = AtomicBool::new(false);
 static EXITING: AtomicBool = AtomicBool::new(false);
 
 /// The first signal received, if any.
@@ -98,6 +103,7 @@ pub fn install() -> Result<(), DuetError> {
                     CLOSE_WAIT,
                 );
                 TOLD.store(told, Ordering::Relaxed);
+                CLOSED.store(true, Ordering::SeqCst);
                 // the command now unwinds by itself; a second signal does not wait for it
                 let _ = tokio::time::timeout(GRACE, async {
                     tokio::select! {
@@ -116,6 +122,31 @@ pub fn install() -> Result<(), DuetError> {
     }
 }
 
+/// How long after its peer is lost a command may take to end with its own error before the
+/// process ends with the transport's.
+pub const LOST_GRACE: Duration = Duration::from_secs(2);
+
+/// Ends the process (exit code 1, one line naming the peer) when a session's peer is lost
+/// (it was interrupted, failed, vanished or reset) and the command has not ended by itself
+/// within [`LOST_GRACE`]: a command busy in a long computation would otherwise notice only
+/// when it next uses the channel.
+pub fn end_when_the_peer_is_lost() {
+    duet_transport::quic::on_connection_lost(|e| {
+        let msg = e.to_string().replace('\n', " ");
+        // a hook must not block the transport's runtime
+        let _ = std::thread::Builder::new()
+            .name("duet-peer-lost".into())
+            .spawn(move || {
+                std::thread::sleep(LOST_GRACE);
+                if received().is_some() || EXITING.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+                eprintln!("duet: error: {msg}");
+                std::process::exit(1);
+            });
+    });
+}
+
 /// Prints the one-line reason and ends the process with the signal's exit code. Whichever of
 /// `main` and the signal thread comes first does it; the other waits for the end.
 pub fn exit_interrupted(sig: Signal) -> ! {
@@ -123,6 +154,12 @@ pub fn exit_interrupted(sig: Signal) -> ! {
         loop {
             std::thread::park();
         }
+    }
+    // `main` gets here as soon as its calls fail on the closed connections: the closes must
+    // still leave before the process ends
+    let t = std::time::Instant::now();
+    while !CLOSED.load(Ordering::SeqCst) && t.elapsed() < CLOSE_WAIT + Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(5));
     }
     let told = match TOLD.load(Ordering::Relaxed) {
         0 => String::new(),

@@ -4,8 +4,10 @@
 //! Listeners, connecting clients and sessions register their endpoint for as long as they
 //! live. Only [`interrupt_all`] reads the list; protocols never see it.
 
+use super::{map_connection_error, PeerName, CLOSE_DONE};
+use crate::TransportError;
 use quinn::VarInt;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Application close code of an interrupted session.
@@ -77,4 +79,35 @@ pub fn interrupt_all(reason: &str, wait: Duration) -> usize {
         std::thread::sleep(Duration::from_millis(10));
     }
     open
+}
+
+type LostHook = Box<dyn Fn(&TransportError) + Send + Sync>;
+
+static LOST_HOOK: OnceLock<LostHook> = OnceLock::new();
+
+/// Calls `hook` (on a transport runtime thread) whenever a session's connection ends other
+/// than by the orderly close or this side's own close: the peer closed it with a reason (it
+/// was interrupted, refused, or failed), it vanished (idle timeout), or it reset. For programs
+/// that prefer to end as soon as the peer is gone rather than when their computation next
+/// uses the channel (the `duet` CLI). Set once per process: returns `false` (and drops
+/// `hook`) if a hook is already set.
+pub fn on_connection_lost(hook: impl Fn(&TransportError) + Send + Sync + 'static) -> bool {
+    LOST_HOOK.set(Box::new(hook)).is_ok()
+}
+
+/// Waits for the end of `conn` and reports a loss to the hook.
+pub(crate) async fn watch(conn: quinn::Connection, peer: PeerName) {
+    let e = conn.closed().await;
+    let lost = match &e {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            c.error_code != VarInt::from_u32(CLOSE_DONE)
+        }
+        quinn::ConnectionError::LocallyClosed => false,
+        _ => true,
+    };
+    if lost {
+        if let Some(hook) = LOST_HOOK.get() {
+            hook(&map_connection_error(e, &peer));
+        }
+    }
 }

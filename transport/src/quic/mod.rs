@@ -18,7 +18,7 @@ mod verify;
 pub use channel::QuicChannel;
 use channel::RecvState;
 pub use identity::{Fingerprint, Identity};
-pub use live::interrupt_all;
+pub use live::{interrupt_all, on_connection_lost};
 
 use crate::wire::{parse_stream_header, stream_header, STREAM_HEADER_BYTES, STREAM_MAGIC};
 use crate::{
@@ -66,8 +66,9 @@ pub struct QuicConfig {
     /// Longest wait for one message (including the wait for the peer to compute it).
     /// Default 10 minutes.
     pub recv_timeout: Duration,
-    /// Largest accepted message payload; larger announced frames are refused before any
-    /// allocation. Default 1 GiB.
+    /// Largest accepted message payload of each sub-channel (changeable per channel with
+    /// [`Channel::set_max_frame`]); larger announced frames are refused before any
+    /// allocation. Default [`crate::DEFAULT_MAX_FRAME_BYTES`] (256 MiB).
     pub max_frame_bytes: u64,
     /// Per-stream flow-control window. Default 64 MiB.
     pub stream_window: u32,
@@ -523,6 +524,7 @@ impl QuicSession {
         let peer = PeerName(conn.remote_address().to_string());
         let incoming: Incoming = Arc::new(Mutex::new(HashMap::new()));
         rt.rt.spawn(accept_streams(conn.clone(), incoming.clone()));
+        rt.rt.spawn(live::watch(conn.clone(), peer.clone()));
         let _live = live.unwrap_or_else(|| Registration::new(&endpoint));
         let mut session = Self {
             rt,
