@@ -177,7 +177,12 @@ fn output(cmd: &mut Command) -> (std::process::ExitStatus, String) {
         .spawn()
         .unwrap();
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     (child.wait().unwrap(), err)
 }
 
@@ -204,11 +209,21 @@ fn serve_refuses_strangers_with_a_reason_and_then_serves_its_client() {
                 && err.contains(&addr),
             "{err}"
         );
-        assert_eq!(err.lines().filter(|l| l.contains("error")).count(), 1, "{err}");
+        assert_eq!(
+            err.lines().filter(|l| l.contains("error")).count(),
+            1,
+            "{err}"
+        );
         assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     }
     // the server is still there: the pinned client is served
-    let (status, err) = output(&mut connect(&ids.client, &ids.sfp, &addr, "share-demo", &[]));
+    let (status, err) = output(&mut connect(
+        &ids.client,
+        &ids.sfp,
+        &addr,
+        "share-demo",
+        &[],
+    ));
     assert!(status.success(), "{err}");
     let (status, _, text) = server.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "{text}");
@@ -237,7 +252,10 @@ fn serve_once_ends_after_a_refused_stranger() {
     assert!(err.contains("pins another client certificate"), "{err}");
     let (status, _, text) = server.wait_exit(Duration::from_secs(10));
     assert!(!status.success());
-    assert!(text.contains("duet: error:") && text.contains(&ids.cfp), "{text}");
+    assert!(
+        text.contains("duet: error:") && text.contains(&ids.cfp),
+        "{text}"
+    );
 }
 
 /// A model session long enough to interrupt: bert-tiny on many lines of text.
@@ -248,7 +266,13 @@ fn model_session(ids: &Ids, idle: &str) -> (Running, Running, tempfile::TempDir)
     std::fs::write(&texts, "a secure line of text\n".repeat(500)).unwrap();
     let mut server = serve(&ids, &addr, "bert-tiny", &["--idle-timeout", idle]);
     server.wait_line("listening on", Duration::from_secs(60));
-    let mut cmd = connect(&ids.client, &ids.sfp, &addr, "bert-tiny", &["--idle-timeout", idle]);
+    let mut cmd = connect(
+        &ids.client,
+        &ids.sfp,
+        &addr,
+        "bert-tiny",
+        &["--idle-timeout", idle],
+    );
     cmd.arg("--text-file").arg(&texts);
     let client = Running::start(&mut cmd);
     // well into the session: keys and OT setup done, requests under way
@@ -288,7 +312,11 @@ fn sigterm_of_the_server_mid_session_ends_the_client_with_the_reason() {
     let waited = t.elapsed();
     assert!(!status.success(), "{text}");
     assert_peer_named(&text, &["interrupted (SIGTERM)"]);
-    assert!(waited < Duration::from_secs(5), "client ended after {waited:?}");
+    eprintln!("server SIGTERM: client ended {waited:?} later");
+    assert!(
+        waited < Duration::from_secs(5),
+        "client ended after {waited:?}"
+    );
 }
 
 #[test]
@@ -303,7 +331,11 @@ fn sigint_of_the_client_mid_session_ends_the_server_with_the_reason() {
     let waited = t.elapsed();
     assert!(!status.success(), "{text}");
     assert_peer_named(&text, &["interrupted (SIGINT)"]);
-    assert!(waited < Duration::from_secs(5), "server ended after {waited:?}");
+    eprintln!("client SIGINT: server ended {waited:?} later");
+    assert!(
+        waited < Duration::from_secs(5),
+        "server ended after {waited:?}"
+    );
 }
 
 #[test]
@@ -315,6 +347,7 @@ fn sigterm_of_a_waiting_server_exits_at_once() {
     server.signal("-TERM");
     let (status, waited, text) = server.wait_exit(Duration::from_secs(10));
     assert_interrupted(&text, "SIGTERM", 143, status);
+    eprintln!("waiting server SIGTERM: exited after {waited:?}");
     assert!(waited < Duration::from_secs(5), "{waited:?}");
 }
 
@@ -329,6 +362,7 @@ fn a_killed_client_is_noticed_within_the_idle_timeout() {
     let waited = t.elapsed();
     assert!(!status.success(), "{text}");
     assert_peer_named(&text, &[]);
+    eprintln!("client kill -9 (idle timeout 3 s): server ended {waited:?} later");
     assert!(
         waited < Duration::from_secs(3 + 5),
         "server ended {waited:?} after the kill"
@@ -346,6 +380,7 @@ fn a_killed_server_is_noticed_within_the_idle_timeout() {
     let waited = t.elapsed();
     assert!(!status.success(), "{text}");
     assert_peer_named(&text, &[]);
+    eprintln!("server kill -9 (idle timeout 3 s): client ended {waited:?} later");
     assert!(
         waited < Duration::from_secs(3 + 5),
         "client ended {waited:?} after the kill"

@@ -279,7 +279,13 @@ impl QuicListener {
         let expected = self.expected;
         let conn = block_on(&self.rt.handle(), async move {
             let incoming = endpoint.accept().await.ok_or_else(listener_closed)?;
-            handshake(incoming, expected).await
+            let res = handshake(incoming, expected).await;
+            if res.is_err() {
+                // the caller may end the process next: give the refusal's close time to leave
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
+            }
+            res
         })??;
         self.start(conn)
     }
