@@ -7,8 +7,9 @@
 //! [`duet_transport::quic::interrupt_all`]); the command's pending calls then fail at once, it
 //! unwinds (cleaning up what it set up: child processes, network namespaces) and `main`
 //! prints one line and exits with 130 (SIGINT) or 143 (SIGTERM). A command that does not
-//! unwind within [`GRACE`] (busy in a long computation), or a second signal, ends the process
-//! from the signal thread with the same line and code.
+//! unwind within [`GRACE`] (busy in a long computation), a second signal, or a command with
+//! no connection open (`bench op` on the in-memory pair) ends the process from the signal
+//! thread at once with the same line and code.
 //!
 //! [`end_when_the_peer_is_lost`] is the other direction: a command whose peer was interrupted,
 //! failed or vanished ends within [`LOST_GRACE`] even when it is busy computing.
@@ -104,8 +105,11 @@ pub fn install() -> Result<(), DuetError> {
                 );
                 TOLD.store(told, Ordering::Relaxed);
                 CLOSED.store(true, Ordering::SeqCst);
-                // the command now unwinds by itself; a second signal does not wait for it
-                let _ = tokio::time::timeout(GRACE, async {
+                // the command now unwinds by itself (its calls on the closed connections
+                // fail); with no connection open nothing would wake it, and a second signal
+                // does not wait for it either
+                let grace = if told == 0 { Duration::ZERO } else { GRACE };
+                let _ = tokio::time::timeout(grace, async {
                     tokio::select! {
                         _ = int.recv() => {}
                         _ = term.recv() => {}
