@@ -163,8 +163,12 @@ enum Command {
     /// The server of `duet bench model` (run by it as a child process).
     #[command(name = "bench-server", hide = true)]
     BenchServer {
+        /// A built-in model.
+        #[arg(long, conflicts_with = "model", required_unless_present = "model")]
+        builtin: Option<String>,
+        /// A model file or folder.
         #[arg(long)]
-        builtin: String,
+        model: Option<PathBuf>,
         #[arg(long)]
         protocol: String,
         #[arg(long)]
@@ -172,10 +176,7 @@ enum Command {
         /// Address to listen on (an address inside the network namespace under netns shaping).
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
-        /// With `--net`: plan the `duet` preset for this many tokens (as the client does).
-        #[arg(long)]
-        seq_len: Option<usize>,
-        /// With `--seq-len`: the network profile the plan is made for.
+        /// Plan the `duet` preset for this network (as the client does); absent: fixed.
         #[arg(long)]
         net: Option<String>,
     },
@@ -383,6 +384,41 @@ enum BenchCommand {
         /// (`machine_check`): near 1, the machine was in the profile's state.
         #[arg(long)]
         machine_check: bool,
+    },
+    /// Secure generation between two processes (the server a child of this one) over a
+    /// shaped network: a prefill of --prompt-len seeded tokens, then decode steps up to
+    /// --new-tokens, each predicted beside measured.
+    Generate {
+        /// A built-in decoder shape: gpt2, llama-7b-shape.
+        #[arg(long, conflicts_with = "model", required_unless_present = "model")]
+        builtin: Option<String>,
+        /// A GGUF file or a HuggingFace folder.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Prompt tokens (seeded ids).
+        #[arg(long, default_value_t = 32)]
+        prompt_len: usize,
+        /// New tokens.
+        #[arg(long, default_value_t = 8)]
+        new_tokens: usize,
+        /// Protocol presets, comma-separated.
+        #[arg(long, default_value = "duet")]
+        protocol: String,
+        /// Network profiles, comma-separated.
+        #[arg(long, default_value = "lan")]
+        net: String,
+        /// How the network is emulated: auto, netns, relay, none.
+        #[arg(long, default_value = "auto")]
+        shaping: String,
+        /// planned or fixed.
+        #[arg(long, default_value = "planned")]
+        plan: String,
+        /// greedy, sample:... or logits.
+        #[arg(long, default_value = "greedy")]
+        choice: String,
+        /// Write each run's JSON report into this folder, and generate.md with the table.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Rebuild results.md and the SVG plots from the run JSON files in a folder.
     Table {
@@ -633,18 +669,23 @@ fn run(cli: Cli) -> Result<(), DuetError> {
         }
         Command::BenchServer {
             builtin,
+            model,
             protocol,
             peer_fingerprint,
             listen,
-            seq_len,
             net,
-        } => model_bench::bench_server_child(
-            BuiltinModel::from_name(&builtin)?,
-            &protocol,
-            peer_fingerprint.parse()?,
-            listen,
-            seq_len.zip(net.as_deref()),
-        ),
+        } => {
+            let config = match &net {
+                Some(n) => model_bench::run_config(&protocol, true, n)?,
+                None => model_bench::run_config(&protocol, false, "lan")?,
+            };
+            model_bench::bench_server_child(
+                &model_spec(model, builtin.as_deref())?,
+                &config,
+                peer_fingerprint.parse()?,
+                listen,
+            )
+        }
         Command::Relay {
             listen,
             upstream,
@@ -945,6 +986,60 @@ fn run(cli: Cli) -> Result<(), DuetError> {
                 for f in results::write_results(dir, &reports)? {
                     println!("wrote {}", f.display());
                 }
+            }
+            Ok(())
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Generate {
+                    builtin,
+                    model,
+                    prompt_len,
+                    new_tokens,
+                    protocol,
+                    net,
+                    shaping,
+                    plan,
+                    choice,
+                    out,
+                },
+        } => {
+            use duet_bench::harness::generate_bench::{self as gb, BenchGenerateArgs};
+            let spec = model_spec(model, builtin.as_deref())?;
+            let shaping: Shaping = shaping.parse()?;
+            let choice = duet_bench::product::generate::parse_choice(&choice)?;
+            let planned = planned(&plan)?;
+            let exe = std::env::current_exe()?;
+            let mut runs = Vec::new();
+            for p in protocol.split(',').map(str::trim) {
+                for n in net.split(',').map(str::trim) {
+                    let r = gb::bench_generate(
+                        &BenchGenerateArgs {
+                            model: spec.clone(),
+                            prompt_len,
+                            new_tokens,
+                            protocol: p.to_string(),
+                            net: n.to_string(),
+                            shaping,
+                            planned,
+                            choice: choice.clone(),
+                        },
+                        &exe,
+                    )?;
+                    println!("{}", gb::table(std::slice::from_ref(&r)));
+                    if let Some(dir) = &out {
+                        std::fs::create_dir_all(dir)?;
+                        let path = gb::run_file(dir, &r);
+                        std::fs::write(&path, serde_json::to_string_pretty(&r)? + "\n")?;
+                        println!("wrote {}", path.display());
+                    }
+                    runs.push(r);
+                }
+            }
+            if let Some(dir) = &out {
+                let path = dir.join("generate.md");
+                std::fs::write(&path, gb::table(&runs))?;
+                println!("wrote {}", path.display());
             }
             Ok(())
         }

@@ -264,7 +264,7 @@ fn model_session(ids: &Ids, idle: &str) -> (Running, Running, tempfile::TempDir)
     let dir = tempfile::tempdir().unwrap();
     let texts = dir.path().join("texts.txt");
     std::fs::write(&texts, "a secure line of text\n".repeat(500)).unwrap();
-    let mut server = serve(&ids, &addr, "bert-tiny", &["--idle-timeout", idle]);
+    let mut server = serve(ids, &addr, "bert-tiny", &["--idle-timeout", idle]);
     server.wait_line("listening on", Duration::from_secs(60));
     let mut cmd = connect(
         &ids.client,
@@ -402,4 +402,123 @@ fn input_errors_name_the_line_not_its_text() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 3"), "{err}");
     assert!(!err.contains("diagnosis"), "{err}");
+}
+
+/// The state letter and parent pid of process `pid` (`None` once it is gone).
+fn proc_state(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid ...": the name may hold spaces and parentheses
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace();
+    let state = f.next()?.chars().next()?;
+    let ppid = f.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Whether `pid` still runs (a zombie has ended).
+fn alive(pid: u32) -> bool {
+    matches!(proc_state(pid), Some((s, _)) if s != 'Z')
+}
+
+/// The `duet bench-server` child of `parent`, waited for up to `within`.
+fn bench_server_child(parent: &mut Running, within: Duration) -> u32 {
+    let end = Instant::now() + within;
+    loop {
+        let found = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .find(|&pid| {
+                matches!(proc_state(pid), Some((_, pp)) if pp == parent.child.id())
+                    && std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"bench-server"))
+            });
+        if let Some(pid) = found {
+            return pid;
+        }
+        if let Ok(Some(s)) = parent.child.try_wait() {
+            panic!("duet bench ended ({s}) before its server child was seen");
+        }
+        assert!(
+            Instant::now() < end,
+            "no bench-server child within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `duet bench model` (its server a child process, loopback, no shaping; the harness that
+/// `duet bench generate` shares) well into its session: bert-tiny on 128 tokens. Returns the
+/// parent and the child's pid.
+fn bench_session() -> (Running, u32) {
+    let mut cmd = duet();
+    cmd.args([
+        "bench",
+        "model",
+        "--builtin",
+        "bert-tiny",
+        "--seq-len",
+        "128",
+    ])
+    .args(["--net", "lan", "--shaping", "none", "--plan", "fixed"]);
+    let mut parent = Running::start(&mut cmd);
+    let child = bench_server_child(&mut parent, Duration::from_secs(60));
+    // keys and OT setup done, the model's layers under way
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        parent.child.try_wait().unwrap().is_none() && alive(child),
+        "the run ended before it could be interrupted: {:?}",
+        parent.seen
+    );
+    (parent, child)
+}
+
+fn signal_pid(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid} failed");
+}
+
+#[test]
+fn sigterm_of_the_bench_server_child_mid_session_ends_the_parent_naming_it() {
+    let (mut parent, child) = bench_session();
+    signal_pid(child, "-TERM");
+    let t = Instant::now();
+    let (status, waited, text) = parent.wait_exit(Duration::from_secs(30));
+    assert!(!status.success(), "{text}");
+    assert_peer_named(&text, &["interrupted (SIGTERM)"]);
+    eprintln!("bench-server child SIGTERM: duet bench model ended {waited:?} later");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "duet bench model ended {:?} after its server child was interrupted",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn a_killed_bench_parent_mid_session_ends_its_server_child() {
+    let (mut parent, child) = bench_session();
+    parent.signal("-KILL");
+    let t = Instant::now();
+    let _ = parent.wait_exit(Duration::from_secs(10));
+    // the child watches the pipe of its stdin: the parent's end closed with it
+    while alive(child) && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let waited = t.elapsed();
+    let still = alive(child);
+    if still {
+        signal_pid(child, "-KILL");
+    }
+    assert!(
+        !still,
+        "the server child still runs {waited:?} after its parent was killed"
+    );
+    eprintln!("duet bench model kill -9: its server child ended {waited:?} later");
+    assert!(
+        waited < Duration::from_secs(5),
+        "the server child ended {waited:?} after its parent was killed"
+    );
 }

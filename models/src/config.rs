@@ -5,6 +5,21 @@ use crate::{ModelError, Result};
 use serde_json::Value;
 use std::path::Path;
 
+/// Most transformer blocks a config may declare (LLaMA-2-70B has 80).
+pub const MAX_LAYERS: usize = 1024;
+/// Widest hidden size (LLaMA-2-70B: 8192).
+pub const MAX_HIDDEN: usize = 1 << 16;
+/// Most attention heads.
+pub const MAX_HEADS: usize = 1024;
+/// Widest feed-forward block (LLaMA-2-70B: 28,672).
+pub const MAX_INTERMEDIATE: usize = 1 << 18;
+/// Largest vocabulary (Gemma: 256,000).
+pub const MAX_VOCAB: usize = 1 << 20;
+/// Most positions.
+pub const MAX_POSITIONS: usize = 1 << 20;
+/// Most token types (BERT: 2).
+pub const MAX_TOKEN_TYPES: usize = 1 << 10;
+
 /// Transformer families Duet runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Arch {
@@ -210,6 +225,27 @@ impl ModelConfig {
                 reason,
             })
         };
+        let caps = [
+            ("layers", self.layers, MAX_LAYERS),
+            ("hidden size", self.hidden, MAX_HIDDEN),
+            ("attention heads", self.heads, MAX_HEADS),
+            ("key/value heads", self.kv_heads, MAX_HEADS),
+            ("feed-forward width", self.intermediate, MAX_INTERMEDIATE),
+            ("vocabulary", self.vocab_size, MAX_VOCAB),
+            ("positions", self.max_positions, MAX_POSITIONS),
+            ("token types", self.type_vocab_size, MAX_TOKEN_TYPES),
+        ];
+        for (what, v, cap) in caps {
+            if v > cap {
+                return bad(format!("{what} {v} above Duet's limit of {cap}"));
+            }
+        }
+        if self.layers == 0 || self.hidden == 0 || self.heads == 0 || self.kv_heads == 0 {
+            return bad("a zero dimension".into());
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta >= 0.0 && self.rope_theta < 1e12) {
+            return bad(format!("rotary base {} out of range", self.rope_theta));
+        }
         if self.hidden % self.heads != 0 {
             return bad(format!(
                 "hidden size {} is not a multiple of {} heads",

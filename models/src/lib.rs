@@ -11,6 +11,7 @@ mod error;
 pub mod generate;
 pub mod gguf;
 pub mod graph;
+pub mod lora;
 pub mod open;
 pub mod planner;
 pub mod reference;

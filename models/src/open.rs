@@ -156,6 +156,17 @@ impl WeightSource for Weights {
     }
 }
 
+/// The role a tensor plays, for its declared range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// A weight matrix or an embedding table: `|w| < 2^weight_bits`.
+    Weight,
+    /// A bias or a norm shift: bounded like the values it is added to.
+    Shift,
+    /// A norm scale: `|gamma| < 2^gamma_bits`.
+    Scale,
+}
+
 /// The server's model: config and weights.
 #[derive(Debug)]
 pub struct ServerModel {
@@ -168,6 +179,72 @@ pub struct ServerModel {
 }
 
 impl ServerModel {
+    /// Checks every tensor of the model (streamed, one at a time) before any session: finite,
+    /// and within the ranges `opts` declares (weights and embedding tables `|w| <
+    /// 2^weight_bits`, norm scales `< 2^gamma_bits`, biases and norm shifts below the bound of
+    /// the values they are added to, `2^max(norm_in_bits, act_range_bits)`). The error names
+    /// the tensor; it stays on the server (the client of a session never sees it).
+    pub fn check_ranges(&self, opts: &duet_protocols::SecureOptions) -> Result<()> {
+        use crate::graph::Op;
+        let mut roles: Vec<(String, Vec<usize>, Role)> = Vec::new();
+        let shapes = self.graph.weight_shapes();
+        let shape_of = |n: &str| {
+            shapes
+                .iter()
+                .find(|(m, _)| m == n)
+                .map(|(_, s)| s.clone())
+                .unwrap_or_default()
+        };
+        let mut add = |name: &str, role: Role| {
+            if !roles.iter().any(|(n, _, _)| n == name) {
+                roles.push((name.to_string(), shape_of(name), role));
+            }
+        };
+        for n in &self.graph.nodes {
+            match &n.op {
+                Op::Embedding {
+                    word,
+                    position,
+                    token_type,
+                } => {
+                    add(word, Role::Weight);
+                    for t in [position, token_type].into_iter().flatten() {
+                        add(t, Role::Weight);
+                    }
+                }
+                Op::Linear { weight, bias, .. } => {
+                    add(weight, Role::Weight);
+                    if let Some(b) = bias {
+                        add(b, Role::Shift);
+                    }
+                }
+                Op::LayerNorm { gamma, beta, .. } => {
+                    add(gamma, Role::Scale);
+                    add(beta, Role::Shift);
+                }
+                Op::RmsNorm { gamma, .. } => add(gamma, Role::Scale),
+                _ => {}
+            }
+        }
+        let bits = |r: Role| match r {
+            Role::Weight => opts.weight_bits,
+            Role::Scale => opts.gamma_bits,
+            Role::Shift => opts.norm_in_bits.max(opts.act_range_bits),
+        };
+        for (name, shape, role) in roles {
+            let limit = (1u64 << bits(role)) as f64;
+            let v = self.weights.get(&name, &shape)?;
+            if let Some(&bad) = v.iter().find(|x| !x.is_finite() || x.abs() >= limit) {
+                return Err(ModelError::WeightRange {
+                    name,
+                    value: bad,
+                    limit,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Opens `config.json` and `model.safetensors` (every tensor's presence and shape
     /// checked), or a built-in.
     pub fn open(spec: &ModelSpec) -> Result<Self> {

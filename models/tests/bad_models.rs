@@ -22,6 +22,17 @@ const TINY_BERT: &str = r#"{
 /// Writes a tiny BERT folder with deterministic weights in `dtype`, leaving out `drop` and
 /// giving `reshape` a wrong shape.
 fn write_model(dir: &Path, dtype: Dtype, drop: Option<&str>, reshape: Option<&str>) {
+    write_model_poisoned(dir, dtype, drop, reshape, None);
+}
+
+/// [`write_model`] with the first value of tensor `poison.0` set to `poison.1`.
+fn write_model_poisoned(
+    dir: &Path,
+    dtype: Dtype,
+    drop: Option<&str>,
+    reshape: Option<&str>,
+    poison: Option<(&str, f32)>,
+) {
     std::fs::write(dir.join("config.json"), TINY_BERT).unwrap();
     let model = ModelDir::open(dir).unwrap();
     let mut data: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
@@ -33,9 +44,14 @@ fn write_model(dir: &Path, dtype: Dtype, drop: Option<&str>, reshape: Option<&st
             shape[0] += 1;
         }
         let n: usize = shape.iter().product();
-        let vals: Vec<f32> = (0..n)
+        let mut vals: Vec<f32> = (0..n)
             .map(|j| ((i * 31 + j * 7) % 17) as f32 / 17.0 - 0.5)
             .collect();
+        if let Some((p, v)) = poison {
+            if p == name {
+                vals[0] = v;
+            }
+        }
         let bytes: Vec<u8> = match dtype {
             Dtype::F32 => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
             Dtype::F16 => vals
@@ -179,4 +195,57 @@ fn bad_token_ids_are_input_errors() {
         run_reference(&model.graph, &w, &[1; 17]),
         Err(ModelError::Input(_))
     ));
+}
+
+/// Every tensor is checked against the declared ranges when the model is opened, before any
+/// session: a bias of 1e30, an out-of-range LayerNorm shift or token-type embedding, a NaN
+/// weight are refused with the tensor's name (on the server; a client never sees it).
+#[test]
+fn out_of_range_tensors_are_refused_at_open() {
+    use duet_models::open::{ModelSpec, ServerModel};
+    use duet_protocols::SecureOptions;
+    let opts = SecureOptions::default();
+    for (name, value) in [
+        ("encoder.layer.0.attention.self.query.bias", 1e30f32),
+        ("encoder.layer.0.output.LayerNorm.bias", 600.0),
+        ("embeddings.token_type_embeddings.weight", 20.0),
+        ("encoder.layer.0.intermediate.dense.weight", f32::NAN),
+        ("embeddings.LayerNorm.weight", 9.0),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        write_model_poisoned(dir.path(), Dtype::F32, None, None, Some((name, value)));
+        let m = ServerModel::open(&ModelSpec::Dir(dir.path().to_path_buf())).unwrap();
+        let e = m.check_ranges(&opts).unwrap_err();
+        assert!(
+            matches!(&e, ModelError::WeightRange { name: n, .. } if n == name),
+            "{name}: {e}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_model(dir.path(), Dtype::F32, None, None);
+    let m = ServerModel::open(&ModelSpec::Dir(dir.path().to_path_buf())).unwrap();
+    m.check_ranges(&opts).unwrap();
+}
+
+/// Dimensions beyond Duet's limits are refused when config.json is read (no allocation, no
+/// loop over them).
+#[test]
+fn huge_dimensions_are_refused() {
+    for (field, value) in [
+        ("num_hidden_layers", "1000000"),
+        ("hidden_size", "1000000000"),
+        ("vocab_size", "100000000000"),
+        ("max_position_embeddings", "10000000"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let text = TINY_BERT.replace(
+            &format!("\"{field}\": "),
+            &format!("\"{field}\": {value}, \"was_{field}\": "),
+        );
+        std::fs::write(dir.path().join("config.json"), text).unwrap();
+        let t = std::time::Instant::now();
+        let e = ModelDir::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("limit"), "{field}: {e}");
+        assert!(t.elapsed().as_secs() < 1);
+    }
 }

@@ -86,11 +86,12 @@ pub use matmul::{
     ServerKeyPlan, ServerKeyPolicy, ServerKeyServer, ServerKeySetup, ServerKeyWeights,
 };
 pub use matmul::{
-    Cost, HeClientSetup, HeMatMul, HeMatMulClient, HeMatMulServer, HeMatMulShared,
-    HeMatMulSharedServer, HeServerSetup, HeWeights, LayoutPolicy, MatmulPlan, MatmulShape,
-    PrepareMode, SharedInputs, SharedShape,
+    Cost, HeClientSetup, HeKvCache, HeMatMul, HeMatMulClient, HeMatMulServer, HeMatMulShared,
+    HeMatMulSharedServer, HeServerSetup, HeWeights, KvCost, KvKeys, KvPolicy, KvSpec, KvStorage,
+    KvWork, LayoutPolicy, MatmulPlan, MatmulShape, PrepareMode, SharedInputs, SharedShape,
+    KV_MAX_CONTEXT,
 };
-pub use options::{differences, EmbeddingMode, SecureOptions, OPTIONS_VERSION};
+pub use options::{differences, AdapterLayout, EmbeddingMode, SecureOptions, OPTIONS_VERSION};
 pub use plan::{MulBackend, Plan};
 pub mod embedding;
 pub use embedding::{

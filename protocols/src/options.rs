@@ -25,6 +25,24 @@ pub enum EmbeddingMode {
     ServerKey,
 }
 
+/// A public base model with private LoRA adapters: which base tensors carry an adapter and its
+/// rank (public shapes; the adapters' values are the server's secret).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdapterLayout {
+    /// `(base weight tensor, rank)`.
+    pub ranks: Vec<(String, usize)>,
+}
+
+impl AdapterLayout {
+    /// The rank of the adapter on base tensor `weight`, if it has one.
+    pub fn rank(&self, weight: &str) -> Option<usize> {
+        self.ranks
+            .iter()
+            .find(|(w, _)| w == weight)
+            .map(|(_, r)| *r)
+    }
+}
+
 /// Public fixed-point and range choices of a secure run (both parties the same).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SecureOptions {
@@ -51,6 +69,10 @@ pub struct SecureOptions {
     pub gamma_bits: u32,
     /// Fractional bits of the attention logits fed to SoftMax.
     pub score_frac: u32,
+    /// `Some`: the base model is public (both parties hold it) and only these adapters are
+    /// private (LoRA mode); `None`: every weight is private.
+    #[serde(default)]
+    pub public_base: Option<AdapterLayout>,
 }
 
 impl Default for SecureOptions {
@@ -77,6 +99,7 @@ impl SecureOptions {
             norm_in_bits: 9,
             gamma_bits: 3,
             score_frac: 10,
+            public_base: None,
         }
     }
 
@@ -135,6 +158,15 @@ impl SecureOptions {
             .nl
             .validate()
             .map_err(|e| ProtocolError::Config(format!("secure options: {e}")))?;
+        if let Some(l) = &self.public_base {
+            if l.ranks.len() > crate::plan::MAX_PLAN_ENTRIES
+                || l.ranks
+                    .iter()
+                    .any(|(n, r)| n.len() > 256 || *r == 0 || *r > 4096)
+            {
+                return bad("an adapter layout out of range".into());
+            }
+        }
         self.plan.check()
     }
 }

@@ -8,7 +8,7 @@ use crate::product::inputs::{builtin_references, resolve_inputs, InputArg, Progr
 use crate::product::session::{client_model_session, serve_model_session};
 use crate::report::{peak_rss_bytes, PeakRss};
 use crate::DuetError;
-use duet_models::open::{ModelSpec, PublicModel, ServerModel};
+use duet_models::open::{ModelSpec, PublicModel};
 use duet_models::secure::predict::predict;
 use duet_models::secure::{SecureOptions, SecureReport};
 use duet_models::session::RunConfig;
@@ -137,20 +137,16 @@ impl Drop for ChildGuard {
 
 /// The hidden `duet bench-server` child: binds `listen` (127.0.0.1:0 by default; an address in
 /// its network namespace under netns shaping), prints its address and fingerprint as one JSON
-/// line, serves one client pinned to `peer`, prints [`ChildDone`].
+/// line, serves one client pinned to `peer` (any number of requests of one session), prints
+/// [`ChildDone`].
 pub fn bench_server_child(
-    builtin: BuiltinModel,
-    protocol: &str,
+    model: &ModelSpec,
+    config: &RunConfig,
     peer: Fingerprint,
     listen: SocketAddr,
-    planned_for: Option<(usize, &str)>,
 ) -> Result<(), DuetError> {
     end_with_the_parent();
-    let model = ServerModel::open(&ModelSpec::Builtin(builtin))?;
-    let config = match planned_for {
-        Some((_, net)) => run_config(protocol, true, net)?,
-        None => run_config(protocol, false, "lan")?,
-    };
+    let model = crate::product::session::open_server_model(model, config)?;
     let rt = QuicRuntime::recommended()?;
     let id = Identity::generate()?;
     let listener = QuicListener::bind(&rt, listen, &id, peer, QuicConfig::default())?;
@@ -162,7 +158,7 @@ pub fn bench_server_child(
     writeln!(out, "{}", serde_json::to_string(&hello)?)?;
     out.flush()?;
     let session = listener.accept()?;
-    let reports = serve_model_session(&session, &model, &config, &mut |_| {})?;
+    let reports = serve_model_session(&session, &model, config, &mut |_| {})?;
     session.close()?;
     let m = crate::model_report::merge_reports(&reports);
     CHILD_DONE.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -196,9 +192,99 @@ fn end_with_the_parent() {
                 "the peer's parent process ended",
                 std::time::Duration::from_secs(1),
             );
-            eprintln!("duet: error: the parent process (duet bench model) ended");
+            // stderr is the parent's pipe, likely closed with it: a failed write is no panic
+            let _ = writeln!(
+                std::io::stderr(),
+                "duet: error: the parent process (duet bench) ended"
+            );
             std::process::exit(1);
         });
+}
+
+/// The server child of a harness run and the network it is reached through.
+pub struct ChildServer {
+    guard: ChildGuard,
+    stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    /// Its address as the client reaches it.
+    pub addr: SocketAddr,
+    /// Its fingerprint.
+    pub fingerprint: Fingerprint,
+}
+
+impl ChildServer {
+    /// Starts `exe bench-server` for `model` (`--builtin NAME` or `--model PATH` arguments) and
+    /// `config`, pinned to `client`, in `net`; waits for its address.
+    pub fn start(
+        exe: &Path,
+        net: &mut ShapedNet,
+        model_args: &[String],
+        config: &RunConfig,
+        client: &Identity,
+    ) -> Result<Self, DuetError> {
+        let mut cmd = net.server_command(exe);
+        cmd.arg("bench-server")
+            .args(model_args)
+            .args(["--protocol", &config.protocol]);
+        if let duet_models::session::PlanMode::Planned { net: n } = &config.plan {
+            cmd.args(["--net", n]);
+        }
+        let mut child = cmd
+            .args(["--peer-fingerprint", &client.fingerprint().to_string()])
+            .args(["--listen", &net.server_listen().to_string()])
+            // the child watches this pipe: it ends when we do, even killed before connecting
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| usage(format!("cannot start the server process: {e}")))?;
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take().map(|mut e| {
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = e.read_to_string(&mut s);
+                s
+            })
+        });
+        let mut guard = ChildGuard(Some(child));
+        let Some(stdout) = stdout else {
+            return Err(child_failure(&mut guard, stderr));
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        let hello: ChildHello = match lines.next() {
+            Some(Ok(l)) => serde_json::from_str(&l)?,
+            _ => return Err(child_failure(&mut guard, stderr)),
+        };
+        Ok(Self {
+            fingerprint: hello.fingerprint.parse()?,
+            addr: net.client_target(hello.addr)?,
+            guard,
+            stdout: lines,
+            stderr,
+        })
+    }
+
+    /// The child's own reason when the client's run failed.
+    pub fn failure(mut self, e: DuetError) -> DuetError {
+        let child_err = child_failure(&mut self.guard, self.stderr.take());
+        usage(format!("{e} ({child_err})"))
+    }
+
+    /// Waits for the child's [`ChildDone`] and its exit.
+    pub fn finish(mut self) -> Result<ChildDone, DuetError> {
+        let done: ChildDone = match self.stdout.next() {
+            Some(Ok(l)) => serde_json::from_str(&l)?,
+            _ => return Err(child_failure(&mut self.guard, self.stderr.take())),
+        };
+        if let Some(mut c) = self.guard.0.take() {
+            let status = c.wait()?;
+            if !status.success() {
+                self.guard.0 = Some(c);
+                return Err(child_failure(&mut self.guard, self.stderr.take()));
+            }
+        }
+        Ok(done)
+    }
 }
 
 /// The last non-empty line a failed child wrote to stderr.
@@ -231,54 +317,21 @@ pub fn bench_model(args: &BenchModelArgs, exe: &Path) -> Result<ModelReport, Due
     let (opts, choices) = options_and_choices(&config, &client.graph, args.seq_len)?;
     let inputs = resolve_inputs(&client, &InputArg::SeqLen(args.seq_len))?;
     let id = Identity::generate()?;
-    // declared before the child's guard: the namespace and relay outlive the child
+    // declared before the child: the namespace and relay outlive the child
     let mut net = ShapedNet::setup(&profile, args.shaping)?;
-    let mut child = net
-        .server_command(exe)
-        .args(["bench-server", "--builtin", args.builtin.name()])
-        .args(["--protocol", &args.protocol])
-        .args(if args.planned {
-            vec![
-                "--seq-len".to_string(),
-                args.seq_len.to_string(),
-                "--net".into(),
-                args.net.clone(),
-            ]
-        } else {
-            Vec::new()
-        })
-        .args(["--peer-fingerprint", &id.fingerprint().to_string()])
-        .args(["--listen", &net.server_listen().to_string()])
-        // the child watches this pipe: it ends when we do, even killed before connecting
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| usage(format!("cannot start the server process: {e}")))?;
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take().map(|mut e| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = e.read_to_string(&mut s);
-            s
-        })
-    });
-    let mut guard = ChildGuard(Some(child));
-    let Some(stdout) = stdout else {
-        return Err(child_failure(&mut guard, stderr));
-    };
-    let mut lines = BufReader::new(stdout).lines();
-    let hello: ChildHello = match lines.next() {
-        Some(Ok(l)) => serde_json::from_str(&l)?,
-        _ => return Err(child_failure(&mut guard, stderr)),
-    };
-    let server_fp: Fingerprint = hello.fingerprint.parse()?;
-    let server_addr = net.client_target(hello.addr)?;
+    let model_args = vec!["--builtin".to_string(), args.builtin.name().to_string()];
+    let child = ChildServer::start(exe, &mut net, &model_args, &config, &id)?;
     let rt = QuicRuntime::recommended()?;
     let t = Instant::now();
     let mut bar = ProgressLine::new(args.progress, "client");
     let run = (|| -> Result<_, DuetError> {
-        let session = connect(&rt, server_addr, &id, server_fp, QuicConfig::default())?;
+        let session = connect(
+            &rt,
+            child.addr,
+            &id,
+            child.fingerprint,
+            QuicConfig::default(),
+        )?;
         let out = client_model_session(&session, &client.graph, &inputs, &config, &mut |p| {
             bar.update(p)
         })?;
@@ -290,23 +343,10 @@ pub fn bench_model(args: &BenchModelArgs, exe: &Path) -> Result<ModelReport, Due
     let client_rss = peak_rss_bytes();
     let results = match run {
         Ok(r) => r,
-        Err(e) => {
-            // the child's reason is the better one when it refused (e.g. a weight range)
-            let child_err = child_failure(&mut guard, stderr);
-            return Err(usage(format!("{e} ({child_err})")));
-        }
+        // the child's reason is the better one when it refused (e.g. a weight range)
+        Err(e) => return Err(child.failure(e)),
     };
-    let done: ChildDone = match lines.next() {
-        Some(Ok(l)) => serde_json::from_str(&l)?,
-        _ => return Err(child_failure(&mut guard, stderr)),
-    };
-    if let Some(mut c) = guard.0.take() {
-        let status = c.wait()?;
-        if !status.success() {
-            guard.0 = Some(c);
-            return Err(child_failure(&mut guard, stderr));
-        }
-    }
+    let done = child.finish()?;
     let reports: Vec<SecureReport> = results.iter().map(|(_, r)| r.clone()).collect();
     let merged = crate::model_report::merge_reports(&reports);
     if done.online_bytes != merged.online_bytes {

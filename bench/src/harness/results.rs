@@ -203,6 +203,11 @@ pub fn read_dir(dir: &Path) -> Result<Vec<ModelReport>, DuetError> {
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        // generation runs (`duet bench generate`) have their own table
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains("-generate-"))
+        })
         .collect();
     paths.sort();
     let mut out = Vec::new();

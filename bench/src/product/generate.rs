@@ -8,13 +8,13 @@ use crate::harness::model_bench::{check_net, options_and_choices, run_config};
 use crate::model_report::ModelReport;
 use crate::product::inputs::{seeded_ids, ProgressLine};
 use crate::product::session::{
-    check_payload, loopback_config, loopback_with, serve_model_session, MODEL_CHANNEL,
-    MODEL_PAYLOAD, PAYLOAD_CHANNEL,
+    check_payload, loopback_config, loopback_with, open_server_model, serve_model_session,
+    MODEL_CHANNEL, MODEL_PAYLOAD, PAYLOAD_CHANNEL,
 };
 use crate::report::{peak_rss_bytes, PeakRss};
 use crate::DuetError;
 use duet_models::generate::{predict_generation, GenerateOptions, Generation, StopReason};
-use duet_models::open::{ModelSpec, PublicModel, ServerModel};
+use duet_models::open::{ModelSpec, PublicModel};
 use duet_models::secure::{Prediction, SecureReport};
 use duet_models::session::{Client, RunConfig, TokenChoice};
 use duet_protocols::cost_model::MachineProfile;
@@ -149,8 +149,8 @@ pub struct PhaseReport {
     pub predicted_bytes: u64,
     /// The cost model's latency on the network.
     pub predicted_s: f64,
-    /// Per operator kind: (kind, bytes, seconds).
-    pub kinds: Vec<(String, u64, f64)>,
+    /// Per operator kind: (kind, bytes, seconds, flights).
+    pub kinds: Vec<(String, u64, f64, u64)>,
 }
 
 impl PhaseReport {
@@ -165,7 +165,7 @@ impl PhaseReport {
             kinds: r
                 .ops
                 .iter()
-                .map(|k| (k.kind.clone(), k.bytes, k.seconds))
+                .map(|k| (k.kind.clone(), k.bytes, k.seconds, k.rounds))
                 .collect(),
         }
     }
@@ -401,7 +401,7 @@ pub fn generate_report(
 /// `duet generate`: both parties here over loopback QUIC.
 pub fn generate(args: &GenerateArgs) -> Result<GenerateReport, DuetError> {
     let config = args.config()?;
-    let server = ServerModel::open(&args.model)?;
+    let server = open_server_model(&args.model, &config)?;
     let need_tok = !matches!(args.prompt, PromptArg::Len(_)) || args.stream;
     let client = PublicModel::open(
         &args.model,

@@ -10,11 +10,11 @@ use crate::product::inputs::{
     builtin_references, references, resolve_inputs, Input, InputArg, ProgressLine, Reference,
 };
 use crate::product::session::{
-    client_model_session, loopback_config, loopback_with, serve_model_session,
+    client_model_session, loopback_config, loopback_with, open_server_model, serve_model_session,
 };
 use crate::report::{peak_rss_bytes, PeakRss};
 use crate::DuetError;
-use duet_models::open::{ModelSpec, PublicModel, ServerModel};
+use duet_models::open::{ModelSpec, PublicModel};
 use duet_models::secure::{SecureOutput, SecureReport};
 use duet_models::sentence_embedding;
 use duet_models::session::RunConfig;
@@ -121,7 +121,7 @@ fn session_report(
 /// process holds both sides). Peak RSS is this one process's, reported for both parties.
 pub fn infer(args: &InferArgs) -> Result<ModelReport, DuetError> {
     let config = args.config()?;
-    let server = ServerModel::open(&args.model)?;
+    let server = open_server_model(&args.model, &config)?;
     let need_tok = args.input.is_text() && !matches!(args.model, ModelSpec::Builtin(_));
     let client = PublicModel::open(&args.model, need_tok)?;
     let inputs = resolve_inputs(&client, &args.input)?;
@@ -212,7 +212,7 @@ pub fn serve_model(
     progress: bool,
     on_listen: impl FnOnce(SocketAddr),
 ) -> Result<ModelReport, DuetError> {
-    let server = ServerModel::open(model)?;
+    let server = open_server_model(model, config)?;
     let rt = QuicRuntime::recommended()?;
     let listener = QuicListener::bind(&rt, listen, link.identity, link.peer, link.config)?;
     on_listen(listener.local_addr()?);

@@ -5,7 +5,7 @@
 
 use crate::product::inputs::Input;
 use crate::DuetError;
-use duet_models::open::ServerModel;
+use duet_models::open::{ModelSpec, ServerModel};
 use duet_models::secure::{Progress, SecureOutput, SecureReport};
 use duet_models::session::{Client, RunConfig, Server};
 use duet_models::Graph;
@@ -20,6 +20,14 @@ pub const PAYLOAD_CHANNEL: u32 = 1000;
 pub const MODEL_CHANNEL: u32 = 1001;
 /// Payload name both sides agree on before a model session.
 pub const MODEL_PAYLOAD: &str = "secure-model";
+
+/// Opens the server's model and checks every tensor against the ranges `config` declares
+/// (streamed, before any session: a model that does not fit is refused at start).
+pub fn open_server_model(spec: &ModelSpec, config: &RunConfig) -> Result<ServerModel, DuetError> {
+    let m = ServerModel::open(spec)?;
+    m.check_ranges(&config.base_options(&m.graph)?)?;
+    Ok(m)
+}
 
 /// The server side of a model session on `session`: agrees on the payload, accepts the
 /// client's handshake for `config`, serves its requests. Returns one report per request.

@@ -542,6 +542,8 @@ impl Backend for CostBackend {
         let mut cfg = o.protocol.norm.config(o.frac);
         cfg.in_bits = o.norm_in_bits;
         cfg.gamma_bits = o.gamma_bits;
+        let k = x.cols;
+        cfg.ring_bits = cfg.ring_bits.max(cfg.min_ring_bits(k, self.opts.frac));
         cfg.out_bits = cfg.ring_bits.max(self.ring.bits());
         let (n, k, ring, frac) = (x.rows, x.cols, x.ring, o.frac);
         self.add_nl(format!("norm {kind:?} {n} {k}"), |nc| {

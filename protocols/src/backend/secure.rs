@@ -626,6 +626,8 @@ impl<C: Channel> Backend for SecureBackend<C> {
         let mut cfg = self.opts.protocol.norm.config(self.opts.frac);
         cfg.in_bits = self.opts.norm_in_bits;
         cfg.gamma_bits = self.opts.gamma_bits;
+        let k = x.shape().last().copied().unwrap_or(1);
+        cfg.ring_bits = cfg.ring_bits.max(cfg.min_ring_bits(k, self.opts.frac));
         cfg.out_bits = cfg.ring_bits.max(self.ring.bits());
         let y = norm(&mut self.nl, &mut self.ch, kind, x, self.opts.frac, w, &cfg)?;
         self.convert(y, false)

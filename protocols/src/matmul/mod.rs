@@ -2,12 +2,15 @@
 //!
 //! * [`HeMatMul`] (`he_matmul.rs`): `X W + b`, `X` shared or client-held, `W`, `b` server-held.
 //! * [`HeMatMulShared`] (`he_matmul_shared.rs`): `X Y`, both shared, batched over heads.
+//! * [`HeKvCache`] (`kv_cache.rs`): attention products of generation steps against a KV cache
+//!   kept encrypted at the peer.
 //! * [`MatmulPlan`] (`plan.rs`): block shapes, packing groups and the exact byte [`Cost`].
 //! * [`HeClientSetup`] / [`HeServerSetup`] (`setup.rs`): per-session keys.
 
 mod engine;
 mod he_matmul;
 mod he_matmul_shared;
+mod kv_cache;
 mod plan;
 mod ring;
 mod server_key;
@@ -15,6 +18,9 @@ mod setup;
 
 pub use he_matmul::{HeMatMul, HeMatMulClient, HeMatMulServer, HeWeights, PrepareMode};
 pub use he_matmul_shared::{HeMatMulShared, HeMatMulSharedServer, SharedInputs, SharedShape};
+pub use kv_cache::{
+    HeKvCache, KvCost, KvKeys, KvPolicy, KvSpec, KvStorage, KvWork, KV_MAX_CONTEXT,
+};
 pub use plan::{LayoutPolicy, MatmulPlan, MatmulShape};
 pub use server_key::{
     server_key_params, ServerKeyClient, ServerKeyCost, ServerKeyMatMul, ServerKeyModel,

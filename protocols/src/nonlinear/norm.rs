@@ -196,6 +196,18 @@ const MEAN_BITS: u32 = 24;
 const SQRT_K_BITS: u32 = 8;
 
 impl NormConfig {
+    /// The narrowest operator ring this configuration needs for rows of `k` values with `f`
+    /// fractional bits (the preset's ring may be narrower for wide rows or wide input ranges:
+    /// callers widen it to this).
+    pub fn min_ring_bits(&self, k: usize, f: u32) -> u32 {
+        let lb = log2_ceil(k);
+        let da = self.in_bits + 1;
+        let ya = lb.div_ceil(2) + 1;
+        (da + f + 2)
+            .max(ya + f + self.rsqrt_frac + 2)
+            .max(self.gamma_bits + ya + f + self.y_extra + self.gamma_frac + 2)
+    }
+
     fn plan(&self, shape: &[usize], f: u32) -> Result<Plan> {
         let k = match shape.last() {
             Some(&k) if k >= 4 => k,

@@ -1,0 +1,230 @@
+//! How both parties derive a session's options ([`RunConfig`], the family's declared ranges)
+//! and the handshake that checks they agree ([`Hello`]).
+
+use super::{proto, transport};
+use crate::graph::Graph;
+use crate::planner::{plan, AccuracyBudget};
+use crate::{ModelConfig, ModelError, Result};
+use duet_protocols::cost_model::MachineProfile;
+use duet_protocols::{differences, ProtocolConfig, SecureOptions, OPTIONS_VERSION};
+use duet_transport::relay::NetProfile;
+use duet_transport::Channel;
+use serde::{Deserialize, Serialize};
+
+/// How both parties derive the run's [`SecureOptions`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// Protocol preset: `duet`, `iron`, `bolt`, `bumblebee`, `puma`.
+    pub protocol: String,
+    /// The plan: the preset's fixed choices, or the planner's for a network.
+    pub plan: PlanMode,
+}
+
+/// Where the per-operator choices come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PlanMode {
+    /// The preset's fixed choices.
+    Fixed,
+    /// The planner's choices for this network (`lan`, `wan`, ...), on the shipped machine
+    /// profile (only the `duet` preset is planned; other presets keep their fixed choices).
+    Planned {
+        /// The network profile's name.
+        net: String,
+    },
+    /// These options exactly (experiments and tests: both parties are given the same).
+    Given(Box<SecureOptions>),
+}
+
+impl RunConfig {
+    /// `protocol` with its fixed choices.
+    pub fn fixed(protocol: &str) -> Self {
+        Self {
+            protocol: protocol.into(),
+            plan: PlanMode::Fixed,
+        }
+    }
+
+    /// `protocol` planned for network `net`.
+    pub fn planned(protocol: &str, net: &str) -> Self {
+        Self {
+            protocol: protocol.into(),
+            plan: PlanMode::Planned { net: net.into() },
+        }
+    }
+
+    /// Exactly `opts` (its preset's name as the protocol).
+    pub fn given(opts: &SecureOptions) -> Self {
+        Self {
+            protocol: opts.protocol.preset.name().into(),
+            plan: PlanMode::Given(Box::new(opts.clone())),
+        }
+    }
+
+    /// The plan's name in reports: `fixed`, `planned for NET` or `given`.
+    pub fn plan_name(&self) -> String {
+        match &self.plan {
+            PlanMode::Fixed => "fixed".into(),
+            PlanMode::Planned { net } => format!("planned for {net}"),
+            PlanMode::Given(_) => "given".into(),
+        }
+    }
+
+    /// The options before planning: the preset's (or the given ones) with the model family's
+    /// declared ranges. The ranges, fixed point and embedding mode are those of every plan.
+    pub fn base_options(&self, graph: &Graph) -> Result<SecureOptions> {
+        if let PlanMode::Given(o) = &self.plan {
+            o.check().map_err(proto)?;
+            return Ok(o.as_ref().clone());
+        }
+        let protocol = ProtocolConfig::from_name(&self.protocol).map_err(proto)?;
+        let mut base = declared_ranges(SecureOptions::new(protocol), &graph.config);
+        if graph.logits.is_some() && protocol.preset == duet_protocols::Preset::Duet {
+            // a decoder looks up one token per decode step: the table encrypted once under
+            // the server's key (cached by the client) costs a small ciphertext per token,
+            // where the client-key lookup makes the server touch the whole table every step
+            base.embedding = duet_protocols::EmbeddingMode::ServerKey;
+        }
+        Ok(base)
+    }
+
+    /// The options for `graph` and a run of `seq` tokens, with the planner's decisions when
+    /// planned (both parties compute the same: the planner is deterministic).
+    pub fn options(
+        &self,
+        graph: &Graph,
+        seq: usize,
+    ) -> Result<(SecureOptions, Vec<crate::planner::Decision>)> {
+        let base = self.base_options(graph)?;
+        let protocol = base.protocol;
+        match &self.plan {
+            PlanMode::Planned { net } if protocol.preset == duet_protocols::Preset::Duet => {
+                let net = NetProfile::by_name(net)
+                    .map_err(|e| ModelError::Input(format!("network {net:?}: {e}")))?;
+                let profile = MachineProfile::default_profile().map_err(proto)?;
+                let run = plan(
+                    graph,
+                    seq,
+                    &base,
+                    &net,
+                    &profile,
+                    &AccuracyBudget::default(),
+                )?;
+                Ok((run.opts, run.decisions))
+            }
+            _ => Ok((base, Vec::new())),
+        }
+    }
+}
+
+/// The value ranges a model family declares (public: both parties derive them from the
+/// model's public config), with the ring widened to hold them plus one bit of headroom.
+///
+/// LLaMA-family decoders carry "massive activations" in a few residual channels (mostly at the
+/// first position): SmolLM2-135M-Instruct's residual stream reaches 24,926 and its FFN's
+/// down-projection inputs 3,065 on the reference prompts (README, value ranges), so their
+/// normalisation inputs and linear outputs are declared below `2^15` and the activations'
+/// inputs below `2^7` (SiLU inputs reach 50). Encoders and GPT-2 keep the defaults (MiniLM's
+/// largest normalisation input is 221).
+pub fn declared_ranges(mut opts: SecureOptions, config: &ModelConfig) -> SecureOptions {
+    if config.arch == crate::Arch::Llama {
+        opts.norm_in_bits = opts.norm_in_bits.max(15);
+        opts.act_range_bits = opts.act_range_bits.max(7);
+        opts.ring_bits = opts.ring_bits.max(opts.min_ring_bits() + 1);
+    }
+    opts
+}
+
+/// The client's opening message (see the module documentation).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`OPTIONS_VERSION`].
+    pub version: u32,
+    /// The model's public config.
+    pub model: ModelConfig,
+    /// How the options were derived.
+    pub config: RunConfig,
+    /// The token count the plan was made for.
+    pub plan_tokens: usize,
+    /// The options.
+    pub options: SecureOptions,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) enum Answer {
+    Accepted,
+    Refused(String),
+}
+
+/// Most characters of a handshake refusal shown or sent (it names up to 8 differing fields
+/// with both values).
+pub(super) const REFUSAL_MAX_CHARS: usize = 1200;
+
+/// Receives the client's [`Hello`], compares it with this server's model and config, answers,
+/// and on acceptance returns the options.
+pub(super) fn server_handshake<C: Channel>(
+    ch: &mut C,
+    graph: &Graph,
+    config: &RunConfig,
+) -> Result<SecureOptions> {
+    let hello: Hello = ch.recv_msg().map_err(transport)?;
+    let refuse = |ch: &mut C, why: String| -> Result<SecureOptions> {
+        // `why` quotes the client's hello: filtered before it is sent back or logged
+        let why = duet_transport::peer_text_max(why.as_bytes(), REFUSAL_MAX_CHARS);
+        ch.send_msg(&Answer::Refused(why.clone()))
+            .map_err(transport)?;
+        ch.flush().map_err(transport)?;
+        // the client acknowledges once it has read the refusal (or the channel fails)
+        let _: std::result::Result<u8, _> = ch.recv_msg();
+        Err(ModelError::Input(format!("refused the client: {why}")))
+    };
+    if hello.version != OPTIONS_VERSION {
+        return refuse(
+            ch,
+            format!(
+                "options version: server {OPTIONS_VERSION}, client {}",
+                hello.version
+            ),
+        );
+    }
+    if hello.model != graph.config {
+        let d = differences(&graph.config, &hello.model, 8).join("; ");
+        return refuse(ch, format!("model config differs (server vs client): {d}"));
+    }
+    let same_source = hello.config.protocol == config.protocol
+        && match (&hello.config.plan, &config.plan) {
+            (PlanMode::Given(_), PlanMode::Given(_)) => true,
+            (a, b) => a == b,
+        };
+    if !same_source {
+        return refuse(
+            ch,
+            format!(
+                "the server runs protocol {} ({}), the client asked for {} ({})",
+                config.protocol,
+                config.plan_name(),
+                hello.config.protocol,
+                hello.config.plan_name()
+            ),
+        );
+    }
+    if hello.plan_tokens == 0 || hello.plan_tokens > graph.config.max_positions {
+        return refuse(
+            ch,
+            format!(
+                "a plan for {} tokens (1..={})",
+                hello.plan_tokens, graph.config.max_positions
+            ),
+        );
+    }
+    let (mine, _) = match config.options(graph, hello.plan_tokens) {
+        Ok(o) => o,
+        Err(e) => return refuse(ch, format!("the server cannot derive the options: {e}")),
+    };
+    if mine != hello.options {
+        let d = differences(&mine, &hello.options, 8).join("; ");
+        return refuse(ch, format!("options differ (server vs client): {d}"));
+    }
+    ch.send_msg(&Answer::Accepted).map_err(transport)?;
+    ch.flush().map_err(transport)?;
+    Ok(mine)
+}
