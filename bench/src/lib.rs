@@ -8,14 +8,17 @@
 //!   network, the results folder, re-prediction);
 //! - [`ops`]: single-operator benchmarks (`bench op`, `bench transport`);
 //! - [`calibrate`]: the machine profile of the cost model (`calibrate`);
-//! - [`report`], [`model_report`]: the JSON reports.
+//! - [`report`], [`model_report`]: the JSON reports;
+//! - [`listen`], [`signals`]: how `serve` waits for its pinned client, and SIGINT / SIGTERM.
 
 pub mod calibrate;
 pub mod harness;
+pub mod listen;
 pub mod model_report;
 pub mod ops;
 pub mod product;
 pub mod report;
+pub mod signals;
 
 use duet_transport::{Channel, ChannelStats};
 use report::OpReport;

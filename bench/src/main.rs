@@ -43,6 +43,10 @@ struct NetArgs {
     /// Seconds without any packet from the peer before the session ends.
     #[arg(long, default_value_t = 60)]
     idle_timeout: u64,
+    /// Longest wait in seconds for one message from the peer (including the time the peer
+    /// computes it). A dead peer is noticed sooner, by the idle timeout.
+    #[arg(long, default_value_t = DEFAULT_RECV_TIMEOUT_S)]
+    recv_timeout: u64,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -107,6 +111,9 @@ enum Command {
         /// Print the report as JSON (no progress bar).
         #[arg(long)]
         json: bool,
+        /// Longest wait in seconds for one message between the two parties.
+        #[arg(long, default_value_t = DEFAULT_RECV_TIMEOUT_S)]
+        recv_timeout: u64,
     },
     /// Secure text generation with both parties in this process over loopback QUIC: a
     /// prefill of the prompt, then one decode step per token (printed as it comes). Only the
@@ -149,6 +156,9 @@ enum Command {
         /// Print the report as JSON (tokens are not echoed).
         #[arg(long)]
         json: bool,
+        /// Longest wait in seconds for one message between the two parties.
+        #[arg(long, default_value_t = DEFAULT_RECV_TIMEOUT_S)]
+        recv_timeout: u64,
     },
     /// The server of `duet bench model` (run by it as a child process).
     #[command(name = "bench-server", hide = true)]
@@ -237,11 +247,16 @@ enum Command {
         #[arg(long, env = "DUET_STATE_DIR")]
         state_dir: Option<PathBuf>,
     },
-    /// Server side of a two-machine run: listen, accept one pinned client, run.
+    /// Server side of a two-machine run: listen, accept one pinned client, run. Clients with
+    /// another certificate are refused (they are told why) and the server waits on.
     Serve {
         /// Address to listen on, e.g. 0.0.0.0:4433.
         #[arg(long)]
         listen: String,
+        /// Let the first connection attempt decide: a refused one ends the command (for
+        /// scripts).
+        #[arg(long)]
+        once: bool,
         /// A model folder (HuggingFace config.json + model.safetensors).
         #[arg(long, conflicts_with = "builtin", required_unless_present = "builtin")]
         model: Option<PathBuf>,
@@ -491,11 +506,9 @@ fn side<'a>(
     Ok(RemoteSide {
         identity,
         peer,
-        config: QuicConfig {
-            idle_timeout: Duration::from_secs(net.idle_timeout),
-            ..QuicConfig::default()
-        },
+        config: net_config(net)?,
         builtin,
+        once: false,
     })
 }
 
@@ -509,12 +522,37 @@ fn link<'a>(net: &NetArgs, identity: &'a Identity) -> Result<Link<'a>, DuetError
     Ok(Link {
         identity,
         peer,
-        config: QuicConfig {
-            idle_timeout: Duration::from_secs(net.idle_timeout),
-            ..QuicConfig::default()
-        },
+        config: net_config(net)?,
+        once: false,
     })
 }
+
+/// The transport settings of `--idle-timeout` and `--recv-timeout`.
+fn net_config(net: &NetArgs) -> Result<QuicConfig, DuetError> {
+    if net.recv_timeout == 0 {
+        return Err(DuetError::Usage(
+            "--recv-timeout must be at least 1 second".into(),
+        ));
+    }
+    Ok(QuicConfig {
+        idle_timeout: Duration::from_secs(net.idle_timeout),
+        recv_timeout: Duration::from_secs(net.recv_timeout),
+        ..QuicConfig::default()
+    })
+}
+
+/// `--recv-timeout` of `infer` / `generate` (at least 1 second).
+fn recv_timeout(seconds: u64) -> Result<Duration, DuetError> {
+    if seconds == 0 {
+        return Err(DuetError::Usage(
+            "--recv-timeout must be at least 1 second".into(),
+        ));
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+/// Default `--recv-timeout`: generous, since it includes the peer's computation.
+const DEFAULT_RECV_TIMEOUT_S: u64 = 600;
 
 fn print_model_report(r: &ModelReport, json: bool) -> Result<(), DuetError> {
     if json {
@@ -559,6 +597,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             protocol,
             plan,
             json,
+            recv_timeout: timeout,
         } => {
             let mut args = InferArgs::new(
                 model_spec(model.model, model.builtin.as_deref())?,
@@ -568,6 +607,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             args.net = plan.plan_net.clone();
             args.planned = planned(&plan.plan)?;
             args.progress = !json;
+            args.recv_timeout = recv_timeout(timeout)?;
             let r = infer::infer(&args)?;
             print_model_report(&r, json)
         }
@@ -584,6 +624,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             protocol,
             plan,
             json,
+            recv_timeout: timeout,
         } => {
             use duet_bench::product::generate::{self as gen, GenerateArgs, PromptArg};
             let prompt = match (prompt, prompt_file, prompt_len) {
@@ -605,6 +646,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             args.net = plan.plan_net.clone();
             args.planned = planned(&plan.plan)?;
             args.stream = !json;
+            args.recv_timeout = recv_timeout(timeout)?;
             let r = gen::generate(&args)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
@@ -746,6 +788,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
         }
         Command::Serve {
             listen,
+            once,
             model,
             builtin,
             protocol,
@@ -759,17 +802,12 @@ fn run(cli: Cli) -> Result<(), DuetError> {
                 let id = Identity::load_or_create(&state_dir(net.state_dir.clone())?)?;
                 let listen = parse_addr(&listen)?;
                 let fp = id.fingerprint();
-                let r = infer::serve_model(
-                    link(&net, &id)?,
-                    listen,
-                    &model,
-                    &config,
-                    !net.json,
-                    |addr| {
-                        eprintln!("duet serve: listening on {addr}");
-                        eprintln!("duet serve: this server's fingerprint {fp}");
-                    },
-                )?;
+                let mut l = link(&net, &id)?;
+                l.once = once;
+                let r = infer::serve_model(l, listen, &model, &config, !net.json, |addr| {
+                    eprintln!("duet serve: listening on {addr}");
+                    eprintln!("duet serve: this server's fingerprint {fp}");
+                })?;
                 return print_model_report(&r, net.json);
             }
             let builtin = payload.unwrap_or(Builtin::LinearDemo);
@@ -777,7 +815,9 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             let listen = parse_addr(&listen)?;
             let json = net.json;
             let fp = id.fingerprint();
-            let r = demo::serve(side(&net, &id, builtin)?, listen, |addr| {
+            let mut s = side(&net, &id, builtin)?;
+            s.once = once;
+            let r = demo::serve(s, listen, |addr| {
                 eprintln!("duet serve: listening on {addr}");
                 eprintln!("duet serve: this server's fingerprint {fp}");
             })?;
@@ -1073,9 +1113,36 @@ fn run(cli: Cli) -> Result<(), DuetError> {
     }
 }
 
+/// Whether SIGINT / SIGTERM close the session with a reason the peer prints (the commands
+/// that talk to a peer; the others keep the default: the signal ends them).
+fn catches_signals(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Serve { .. }
+            | Command::Connect { .. }
+            | Command::Infer { .. }
+            | Command::Generate { .. }
+            | Command::Demo { .. }
+            | Command::Bench { .. }
+            | Command::BenchServer { .. }
+    )
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    if catches_signals(&cli.command) {
+        if let Err(e) = duet_bench::signals::install() {
+            eprintln!("duet: error: {e}");
+            return ExitCode::FAILURE;
+        }
+        duet_bench::signals::end_when_the_peer_is_lost();
+    }
+    let res = run(cli);
+    // interrupted: the command's error only echoes the closed connection
+    if let Some(sig) = duet_bench::signals::received() {
+        duet_bench::signals::exit_interrupted(sig);
+    }
+    match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let msg = e.to_string().replace('\n', " ");

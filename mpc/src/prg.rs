@@ -86,7 +86,7 @@ impl rand::CryptoRng for Prg {}
 pub fn agree_seed<C: Channel>(ch: &mut C, mine: Seed) -> Result<Seed> {
     ch.send_bytes(&mine)?;
     ch.flush()?;
-    let theirs = ch.recv_bytes()?;
+    let theirs = ch.recv_bytes_max(32)?;
     let theirs: Seed =
         theirs
             .as_slice()

@@ -125,7 +125,7 @@ impl HeMulServerSetup {
 
     /// Driver: receive and parse the public key.
     pub fn run<C: Channel>(ch: &mut C, params: &Arc<SlotParameters>) -> Result<Self> {
-        let msg = ch.recv_bytes()?;
+        let msg = ch.recv_bytes_max(PublicKey::serialized_len(params.ring()))?;
         Self::from_message(params, &msg)
     }
 
@@ -379,8 +379,9 @@ impl HeElementwiseMul {
         ch.flush()?;
         let want = setup.params.components() * batches(x_c.len(), setup.params.degree());
         let mut replies = Vec::with_capacity(want);
+        let len = SlotOutput::serialized_len(&setup.params);
         for _ in 0..want {
-            replies.push(ch.recv_bytes()?);
+            replies.push(ch.recv_bytes_max(len)?);
         }
         Self::client_finish(setup, state, &replies)
     }
@@ -396,8 +397,9 @@ impl HeElementwiseMul {
     ) -> Result<AShare> {
         let want = 2 * setup.params.components() * batches(x_s.len(), setup.params.degree());
         let mut msgs = Vec::with_capacity(want);
+        let len = SeededCiphertext::serialized_len(setup.params.ring());
         for _ in 0..want {
-            msgs.push(ch.recv_bytes()?);
+            msgs.push(ch.recv_bytes_max(len)?);
         }
         let (share, reply) = Self::server_respond(setup, x_s, y_s, &msgs, rng)?;
         for m in &reply {

@@ -472,10 +472,17 @@ impl ServerKeyEmbedding {
         hidden: usize,
     ) -> Result<EncryptedEmbeddingTable> {
         let count = Self::table_ciphertexts(params, vocab, hidden)?;
-        let pk = PublicKey::from_bytes(params, &ch.recv_bytes()?)?;
+        let pk = PublicKey::from_bytes(
+            params,
+            &ch.recv_bytes_max(PublicKey::serialized_len(params))?,
+        )?;
         let mut cts = Vec::with_capacity(count);
+        let len = SeededCiphertext::serialized_len(params);
         for _ in 0..count {
-            cts.push(SeededCiphertext::from_bytes(params, &ch.recv_bytes()?)?);
+            cts.push(SeededCiphertext::from_bytes(
+                params,
+                &ch.recv_bytes_max(len)?,
+            )?);
         }
         Ok(EncryptedEmbeddingTable {
             params: Arc::clone(params),
@@ -566,8 +573,9 @@ impl ServerKeyEmbedding {
         }
         Self::rows_per_ct(params, hidden)?;
         let mut msgs = Vec::with_capacity(seq);
+        let len = OutputCiphertext::serialized_len(params, hidden);
         for _ in 0..seq {
-            msgs.push(ch.recv_bytes()?);
+            msgs.push(ch.recv_bytes_max(len)?);
         }
         let positions: Vec<usize> = (0..hidden).collect();
         let rows: Vec<Result<Vec<u64>>> = msgs

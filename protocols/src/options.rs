@@ -182,13 +182,15 @@ pub fn differences<T: Serialize>(ours: &T, theirs: &T, limit: usize) -> Vec<Stri
     out
 }
 
+/// A value for a difference line: at most 80 characters, invisible ones escaped (one side's
+/// values come from the peer).
 fn short(v: &serde_json::Value) -> String {
     let s = v.to_string();
     if s.chars().count() > 80 {
         let head: String = s.chars().take(77).collect();
-        format!("{head}...")
+        format!("{}...", duet_transport::peer_text_max(head.as_bytes(), 77))
     } else {
-        s
+        duet_transport::peer_text_max(s.as_bytes(), 80)
     }
 }
 
@@ -218,6 +220,7 @@ fn diff_values(
             }
             for (k, vb) in y {
                 if !x.contains_key(k) && out.len() < limit {
+                    let k = duet_transport::peer_text_max(k.as_bytes(), 80);
                     out.push(format!("{path}.{k}: (absent) vs {}", short(vb)));
                 }
             }

@@ -1,29 +1,68 @@
 //! The [`Channel`] trait: a blocking, message-oriented, counted connection to the peer.
 
+use crate::wire::{bincode_config, decode_control};
 use crate::{ChannelStats, Result, TransportError};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// Upper bound on a bincode-encoded control message (bulk data goes through
-/// [`Channel::send_u64s`] / [`Channel::send_bytes`] instead).
+/// [`Channel::send_u64s`] / [`Channel::send_bytes`] instead). [`Channel::recv_msg`] refuses a
+/// longer frame before reading it, and decodes with this bincode size limit, so no declared
+/// length inside a message can make the receiver allocate more.
 pub const MAX_CONTROL_MESSAGE_BYTES: usize = 16 << 20;
-
-fn bincode_config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<MAX_CONTROL_MESSAGE_BYTES>()
-}
 
 /// A blocking, ordered, reliable message channel to the peer.
 ///
-/// Implementations only provide whole-message byte I/O, `flush` and counters; the typed helpers
-/// are default methods (as in swanky's `AbstractChannel`). Messages are framed: one
-/// `send_bytes` is one `recv_bytes` on the other side. Protocol code is synchronous and may use
-/// rayon; any error is fatal to the session and names the peer.
+/// Implementations provide whole-message byte I/O with a receive bound, `flush`, counters and
+/// the frame limit; the typed helpers are default methods (as in swanky's `AbstractChannel`).
+/// Messages are framed: one `send_bytes` is one receive on the other side. Protocol code is
+/// synchronous and may use rayon; any error is fatal to the session and names the peer.
+///
+/// **Bounded receives.** A peer decides how long its messages are. Every receive is bounded
+/// twice before anything is allocated: by the channel's frame limit ([`Channel::max_frame`],
+/// set per channel by the session) and by the receiver's own bound, which protocol code should
+/// give whenever it knows the size it expects: [`Channel::recv_bytes_max`] /
+/// [`Channel::recv_bytes_exact`] / [`Channel::recv_u64s_max`] / [`Channel::recv_u64s_exact`].
+/// The unbounded [`Channel::recv_bytes`] / [`Channel::recv_u64s`] are bounded by the frame
+/// limit only.
 pub trait Channel: Send {
     /// Queues one message. It may be buffered until [`Channel::flush`] or the next receive.
     fn send_bytes(&mut self, data: &[u8]) -> Result<()>;
 
-    /// Receives one whole message. Flushes pending sends first so that a request–response
-    /// pattern never deadlocks.
-    fn recv_bytes(&mut self) -> Result<Vec<u8>>;
+    /// Receives one whole message of at most `max` bytes. Flushes pending sends first so that
+    /// a request–response pattern never deadlocks. The announced length is checked before
+    /// anything is allocated: above `max` it is [`TransportError::TooLong`] (the message is
+    /// skipped), above the channel's frame limit [`TransportError::FrameTooLarge`] (the
+    /// channel is then unusable).
+    fn recv_bytes_max(&mut self, max: usize) -> Result<Vec<u8>>;
+
+    /// Receives one whole message, bounded only by the channel's frame limit. Prefer
+    /// [`Channel::recv_bytes_max`] where the protocol knows the size it expects.
+    fn recv_bytes(&mut self) -> Result<Vec<u8>> {
+        self.recv_bytes_max(usize::MAX)
+    }
+
+    /// Receives one message of exactly `n` bytes ([`TransportError::LengthMismatch`]
+    /// otherwise; a longer one is refused before allocating).
+    fn recv_bytes_exact(&mut self, n: usize) -> Result<Vec<u8>> {
+        let v = match self.recv_bytes_max(n) {
+            Err(TransportError::TooLong { peer, len, .. }) => {
+                return Err(TransportError::LengthMismatch {
+                    peer,
+                    expected: n,
+                    got: usize::try_from(len).unwrap_or(usize::MAX),
+                })
+            }
+            other => other?,
+        };
+        if v.len() != n {
+            return Err(TransportError::LengthMismatch {
+                peer: self.peer().to_string(),
+                expected: n,
+                got: v.len(),
+            });
+        }
+        Ok(v)
+    }
 
     /// Pushes buffered messages to the peer.
     fn flush(&mut self) -> Result<()>;
@@ -34,20 +73,44 @@ pub trait Channel: Send {
     /// How this channel names its peer in errors.
     fn peer(&self) -> &str;
 
+    /// The largest message payload this channel accepts, in bytes.
+    fn max_frame(&self) -> u64;
+
+    /// Sets the largest message payload this channel accepts from now on (a session that
+    /// knows its shapes lowers it; see [`crate::DEFAULT_MAX_FRAME_BYTES`]).
+    fn set_max_frame(&mut self, max: u64);
+
     /// Sends a slice of `u64` as one message without copying it (little-endian bytes).
     fn send_u64s(&mut self, data: &[u64]) -> Result<()> {
         self.send_bytes(bytemuck::cast_slice(data))
     }
 
-    /// Receives one message of `u64`s; fails if its length is not a multiple of 8.
-    fn recv_u64s(&mut self) -> Result<Vec<u64>> {
-        let bytes = self.recv_bytes()?;
+    /// Receives one message of at most `max` `u64`s; fails if its length is not a multiple
+    /// of 8. Checked before allocating, as [`Channel::recv_bytes_max`].
+    fn recv_u64s_max(&mut self, max: usize) -> Result<Vec<u64>> {
+        let bytes = self.recv_bytes_max(max.saturating_mul(8))?;
         bytes_to_u64s(&bytes, self.peer())
     }
 
-    /// Receives one message of exactly `n` `u64`s.
+    /// Receives one message of `u64`s, bounded only by the channel's frame limit. Prefer
+    /// [`Channel::recv_u64s_exact`] / [`Channel::recv_u64s_max`].
+    fn recv_u64s(&mut self) -> Result<Vec<u64>> {
+        self.recv_u64s_max(usize::MAX)
+    }
+
+    /// Receives one message of exactly `n` `u64`s ([`TransportError::LengthMismatch`]
+    /// otherwise; a longer one is refused before allocating).
     fn recv_u64s_exact(&mut self, n: usize) -> Result<Vec<u64>> {
-        let v = self.recv_u64s()?;
+        let v = match self.recv_u64s_max(n) {
+            Err(TransportError::TooLong { peer, len, .. }) => {
+                return Err(TransportError::LengthMismatch {
+                    peer,
+                    expected: n,
+                    got: usize::try_from(len / 8).unwrap_or(usize::MAX),
+                })
+            }
+            other => other?,
+        };
         if v.len() != n {
             return Err(TransportError::LengthMismatch {
                 peer: self.peer().to_string(),
@@ -65,22 +128,11 @@ pub trait Channel: Send {
         self.send_bytes(&bytes)
     }
 
-    /// Receives a control message; bytes that do not decode exactly are an error.
+    /// Receives a control message: at most [`MAX_CONTROL_MESSAGE_BYTES`], decoded with that
+    /// bincode size limit; bytes that do not decode exactly are an error.
     fn recv_msg<T: DeserializeOwned>(&mut self) -> Result<T> {
-        let bytes = self.recv_bytes()?;
-        let malformed = |what: String| TransportError::Malformed {
-            peer: self.peer().to_string(),
-            what,
-        };
-        let (msg, used) = bincode::serde::decode_from_slice::<T, _>(&bytes, bincode_config())
-            .map_err(|e| malformed(format!("undecodable control message: {e}")))?;
-        if used != bytes.len() {
-            return Err(malformed(format!(
-                "{} trailing bytes after a control message",
-                bytes.len() - used
-            )));
-        }
-        Ok(msg)
+        let bytes = self.recv_bytes_max(MAX_CONTROL_MESSAGE_BYTES)?;
+        decode_control(&bytes, self.peer())
     }
 
     /// Sends then receives a value of the same type: a simultaneous exchange.
@@ -111,6 +163,9 @@ macro_rules! forward_channel {
             fn send_bytes(&mut self, data: &[u8]) -> Result<()> {
                 (**self).send_bytes(data)
             }
+            fn recv_bytes_max(&mut self, max: usize) -> Result<Vec<u8>> {
+                (**self).recv_bytes_max(max)
+            }
             fn recv_bytes(&mut self) -> Result<Vec<u8>> {
                 (**self).recv_bytes()
             }
@@ -126,8 +181,17 @@ macro_rules! forward_channel {
             fn send_u64s(&mut self, data: &[u64]) -> Result<()> {
                 (**self).send_u64s(data)
             }
+            fn recv_u64s_max(&mut self, max: usize) -> Result<Vec<u64>> {
+                (**self).recv_u64s_max(max)
+            }
             fn recv_u64s(&mut self) -> Result<Vec<u64>> {
                 (**self).recv_u64s()
+            }
+            fn max_frame(&self) -> u64 {
+                (**self).max_frame()
+            }
+            fn set_max_frame(&mut self, max: u64) {
+                (**self).set_max_frame(max)
             }
         }
     };

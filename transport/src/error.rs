@@ -16,6 +16,32 @@ pub enum TransportError {
         /// Who closed.
         peer: String,
     },
+    /// The peer refused the connection and said why: it pins another certificate, it speaks
+    /// another wire version, or it refused the TLS handshake. `reason` is the peer's text,
+    /// filtered ([`crate::peer_text`]).
+    #[error("peer {peer} refused the connection: {reason}")]
+    Refused {
+        /// Who refused.
+        peer: String,
+        /// The peer's reason (filtered: printable, at most [`crate::PEER_TEXT_MAX_CHARS`]).
+        reason: String,
+    },
+    /// The peer ended the session before its orderly close and said why (it was interrupted,
+    /// or its side failed). `reason` is the peer's text, filtered ([`crate::peer_text`]).
+    #[error("peer {peer} ended the session: {reason}")]
+    PeerEnded {
+        /// Who ended it.
+        peer: String,
+        /// The peer's reason (filtered).
+        reason: String,
+    },
+    /// This side closed the connection (an interrupt, or a closed listener) while a call was
+    /// still using it.
+    #[error("the connection to peer {peer} was closed by this side")]
+    ClosedLocally {
+        /// The peer of the closed connection.
+        peer: String,
+    },
     /// The connection broke (reset, refused, closed with an error code, transport error).
     #[error("connection to peer {peer} lost: {reason}")]
     ConnectionLost {
@@ -41,6 +67,18 @@ pub enum TransportError {
         len: u64,
         /// Configured limit.
         limit: u64,
+    },
+    /// A message longer than the receiver expects at this point of the protocol (the bound
+    /// given to [`crate::Channel::recv_bytes_max`]); refused before allocating, and the
+    /// message is skipped.
+    #[error("peer {peer} sent a message of {len} bytes where at most {max} bytes were expected")]
+    TooLong {
+        /// Who sent it.
+        peer: String,
+        /// Announced length in bytes.
+        len: u64,
+        /// The receiver's bound in bytes.
+        max: u64,
     },
     /// Bytes from the peer that do not decode as what the protocol expects.
     #[error("malformed message from peer {peer}: {what}")]

@@ -29,7 +29,9 @@
 //! ```
 //!
 //! Wire format of one message: an 8-byte little-endian payload length, then the payload. A
-//! receiver refuses a length above its limit before allocating anything.
+//! receiver refuses a length above its limits (the channel's frame limit, and the bound the
+//! protocol gives for the message it expects) before allocating anything ([`wire`]). Text the
+//! peer sends is printed only through [`peer_text`].
 
 #[cfg(target_endian = "big")]
 compile_error!(
@@ -43,6 +45,8 @@ pub mod quic;
 pub mod relay;
 mod role;
 mod stats;
+mod text;
+pub mod wire;
 
 pub use channel::{Channel, Session, MAX_CONTROL_MESSAGE_BYTES};
 pub use error::{Result, TransportError};
@@ -52,9 +56,21 @@ pub use memory::{
 };
 pub use role::{run_two_party, run_two_party_sessions, Role};
 pub use stats::{ChannelStats, Counters};
+pub use text::{peer_text, peer_text_max, PEER_TEXT_MAX_CHARS};
 
 /// Bytes of the length prefix of every framed message on the wire.
 pub const FRAME_HEADER_BYTES: usize = 8;
 
-/// Default limit on one message's payload: 1 GiB.
-pub const DEFAULT_MAX_FRAME_BYTES: u64 = 1 << 30;
+/// Default limit on one message's payload of every channel: 256 MiB. A session that knows its
+/// shapes may lower it per channel ([`Channel::set_max_frame`]); a receive that knows the size
+/// it expects is bounded by that size as well ([`Channel::recv_bytes_max`]).
+///
+/// Why 256 MiB: every protocol message is chunked or of a fixed size except one. Ciphertexts,
+/// public and Galois keys are a few MiB at most (N = 8192, log q = 200); OT extension,
+/// KK13, ring-COT and Ferret messages are chunked (64 Ki instances, 128 trees: at most a few
+/// MiB); the OT matrix product's corrections come in chunks of 16 MiB; non-linear calls run in
+/// batches of 131,072 elements. The one message that grows with the model is an encoder's
+/// revealed hidden state, `seq x hidden x 8` bytes: 4 MiB for bert-large at 512 tokens, and
+/// 256 MiB for an 8,192-token encoder 4,096 wide, the largest this default admits. Decoders
+/// reveal a token or one position's logits (`vocab x 8` bytes, 2 MiB for a 256k vocabulary).
+pub const DEFAULT_MAX_FRAME_BYTES: u64 = 256 << 20;

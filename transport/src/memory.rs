@@ -74,7 +74,10 @@ impl MemoryChannel {
         Ok(())
     }
 
-    fn pull(&mut self) -> Result<Payload> {
+    /// Takes the next message if its length is within the frame limit and `max` bytes. The
+    /// message is moved from the peer, so nothing is allocated for a refused one (it is
+    /// dropped: the channel stays at a message boundary).
+    fn pull(&mut self, max: u64) -> Result<Payload> {
         let p = self.rx.recv_timeout(self.timeout).map_err(|e| match e {
             RecvTimeoutError::Timeout => TransportError::Timeout {
                 peer: PEER.to_string(),
@@ -84,15 +87,22 @@ impl MemoryChannel {
                 peer: PEER.to_string(),
             },
         })?;
-        let len = p.byte_len();
-        if len as u64 > self.max_frame {
+        let len = p.byte_len() as u64;
+        if len > self.max_frame {
             return Err(TransportError::FrameTooLarge {
                 peer: PEER.to_string(),
-                len: len as u64,
+                len,
                 limit: self.max_frame,
             });
         }
-        self.counters.on_recv(len);
+        if len > max {
+            return Err(TransportError::TooLong {
+                peer: PEER.to_string(),
+                len,
+                max,
+            });
+        }
+        self.counters.on_recv(p.byte_len());
         Ok(p)
     }
 
@@ -107,8 +117,8 @@ impl Channel for MemoryChannel {
         self.push(Payload::Bytes(data.to_vec()))
     }
 
-    fn recv_bytes(&mut self) -> Result<Vec<u8>> {
-        match self.pull()? {
+    fn recv_bytes_max(&mut self, max: usize) -> Result<Vec<u8>> {
+        match self.pull(max as u64)? {
             Payload::Bytes(b) => Ok(b),
             Payload::Words(w) => Ok(bytemuck::cast_slice(&w).to_vec()),
         }
@@ -130,11 +140,19 @@ impl Channel for MemoryChannel {
         self.push(Payload::Words(data.to_vec()))
     }
 
-    fn recv_u64s(&mut self) -> Result<Vec<u64>> {
-        match self.pull()? {
+    fn recv_u64s_max(&mut self, max: usize) -> Result<Vec<u64>> {
+        match self.pull((max as u64).saturating_mul(8))? {
             Payload::Words(w) => Ok(w),
             Payload::Bytes(b) => bytes_to_u64s(&b, PEER),
         }
+    }
+
+    fn max_frame(&self) -> u64 {
+        self.max_frame
+    }
+
+    fn set_max_frame(&mut self, max: u64) {
+        self.max_frame = max;
     }
 }
 

@@ -118,11 +118,20 @@ impl Channel for Ch {
     fn send_bytes(&mut self, data: &[u8]) -> duet_transport::Result<()> {
         on_ch!(self, c => c.send_bytes(data))
     }
+    fn recv_bytes_max(&mut self, max: usize) -> duet_transport::Result<Vec<u8>> {
+        on_ch!(self, c => c.recv_bytes_max(max))
+    }
     fn recv_bytes(&mut self) -> duet_transport::Result<Vec<u8>> {
         on_ch!(self, c => c.recv_bytes())
     }
     fn flush(&mut self) -> duet_transport::Result<()> {
         on_ch!(self, c => c.flush())
+    }
+    fn max_frame(&self) -> u64 {
+        on_ch!(self, c => c.max_frame())
+    }
+    fn set_max_frame(&mut self, max: u64) {
+        on_ch!(self, c => c.set_max_frame(max))
     }
     fn stats(&self) -> ChannelStats {
         on_ch!(self, c => c.stats())
@@ -132,6 +141,9 @@ impl Channel for Ch {
     }
     fn send_u64s(&mut self, data: &[u64]) -> duet_transport::Result<()> {
         on_ch!(self, c => c.send_u64s(data))
+    }
+    fn recv_u64s_max(&mut self, max: usize) -> duet_transport::Result<Vec<u64>> {
+        on_ch!(self, c => c.recv_u64s_max(max))
     }
     fn recv_u64s(&mut self) -> duet_transport::Result<Vec<u64>> {
         on_ch!(self, c => c.recv_u64s())

@@ -145,6 +145,7 @@ pub fn bench_server_child(
     peer: Fingerprint,
     listen: SocketAddr,
 ) -> Result<(), DuetError> {
+    end_with_the_parent();
     let model = crate::product::session::open_server_model(model, config)?;
     let rt = QuicRuntime::recommended()?;
     let id = Identity::generate()?;
@@ -160,6 +161,7 @@ pub fn bench_server_child(
     let reports = serve_model_session(&session, &model, config, &mut |_| {})?;
     session.close()?;
     let m = crate::model_report::merge_reports(&reports);
+    CHILD_DONE.store(true, std::sync::atomic::Ordering::SeqCst);
     let done = ChildDone {
         peak_rss_bytes: peak_rss_bytes(),
         online_bytes: m.online_bytes,
@@ -168,6 +170,35 @@ pub fn bench_server_child(
     writeln!(out, "{}", serde_json::to_string(&done)?)?;
     out.flush()?;
     Ok(())
+}
+
+/// Set once the child has served its session: the end of stdin is then the parent waiting.
+static CHILD_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The parent holds the write end of our stdin: when it ends (however it dies), stdin reaches
+/// its end and this child closes its connections and exits instead of waiting for a client.
+fn end_with_the_parent() {
+    let _ = std::thread::Builder::new()
+        .name("duet-parent-watch".into())
+        .spawn(|| {
+            let mut buf = [0u8; 64];
+            let mut stdin = std::io::stdin();
+            while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+            if CHILD_DONE.load(std::sync::atomic::Ordering::SeqCst) {
+                // the parent closes our stdin when it waits for our exit
+                return;
+            }
+            duet_transport::quic::interrupt_all(
+                "the peer's parent process ended",
+                std::time::Duration::from_secs(1),
+            );
+            // stderr is the parent's pipe, likely closed with it: a failed write is no panic
+            let _ = writeln!(
+                std::io::stderr(),
+                "duet: error: the parent process (duet bench) ended"
+            );
+            std::process::exit(1);
+        });
 }
 
 /// The server child of a harness run and the network it is reached through.
@@ -201,7 +232,8 @@ impl ChildServer {
         let mut child = cmd
             .args(["--peer-fingerprint", &client.fingerprint().to_string()])
             .args(["--listen", &net.server_listen().to_string()])
-            .stdin(Stdio::null())
+            // the child watches this pipe: it ends when we do, even killed before connecting
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

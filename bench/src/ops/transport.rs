@@ -55,10 +55,12 @@ fn measure<C: Channel>(
 ) -> Result<LinkFigures, DuetError> {
     let payload = vec![0x5Au8; args.message_bytes];
     let total = args.messages + args.pings;
+    // bulk messages may exceed the default frame limit (up to 1 GiB here)
+    b.set_max_frame(b.max_frame().max(args.message_bytes as u64));
     let echo = std::thread::scope(|s| -> Result<(Vec<f64>, Vec<f64>), DuetError> {
         let peer = s.spawn(move || -> Result<(), DuetError> {
             for _ in 0..total {
-                let m = b.recv_bytes()?;
+                let m = b.recv_bytes_max(args.message_bytes.max(8))?;
                 if m.len() > 8 {
                     b.send_bytes(&[1])?;
                 } else {

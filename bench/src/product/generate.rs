@@ -8,8 +8,8 @@ use crate::harness::model_bench::{check_net, options_and_choices, run_config};
 use crate::model_report::ModelReport;
 use crate::product::inputs::{seeded_ids, ProgressLine};
 use crate::product::session::{
-    check_payload, loopback, open_server_model, serve_model_session, MODEL_CHANNEL, MODEL_PAYLOAD,
-    PAYLOAD_CHANNEL,
+    check_payload, loopback_config, loopback_with, open_server_model, serve_model_session,
+    MODEL_CHANNEL, MODEL_PAYLOAD, PAYLOAD_CHANNEL,
 };
 use crate::report::{peak_rss_bytes, PeakRss};
 use crate::DuetError;
@@ -64,6 +64,8 @@ pub struct GenerateArgs {
     pub planned: bool,
     /// Print tokens as they come (stdout) and a progress bar (stderr).
     pub stream: bool,
+    /// Longest wait for one message from the other party.
+    pub recv_timeout: std::time::Duration,
 }
 
 impl GenerateArgs {
@@ -80,6 +82,7 @@ impl GenerateArgs {
             net: "lan".into(),
             planned: true,
             stream: false,
+            recv_timeout: duet_transport::quic::QuicConfig::default().recv_timeout,
         }
     }
 
@@ -228,7 +231,10 @@ pub fn prompt_ids(model: &PublicModel, args: &GenerateArgs) -> Result<Vec<u32>, 
         text
     };
     let ids = match &model.tokenizer {
-        Some(t) => t.encode(&text)?,
+        // the tokenizer's message may quote the prompt, which is private
+        Some(t) => t
+            .encode(&text)
+            .map_err(|_| usage("the prompt cannot be tokenized by the model's tokenizer"))?,
         None => text
             .bytes()
             .map(|b| u32::from(b) % u32::try_from(vocab).unwrap_or(u32::MAX).max(1))
@@ -406,7 +412,8 @@ pub fn generate(args: &GenerateArgs) -> Result<GenerateReport, DuetError> {
     )?;
     let prompt = prompt_ids(&client, args)?;
     let t = Instant::now();
-    let (_, gen) = loopback(
+    let (_, gen) = loopback_with(
+        loopback_config(args.recv_timeout),
         |s| serve_model_session(s, &server, &config, &mut |_| {}),
         |s| client_generate(s, &client, &prompt, args, &config),
     )?;

@@ -10,7 +10,7 @@ use crate::product::inputs::{
     builtin_references, references, resolve_inputs, Input, InputArg, ProgressLine, Reference,
 };
 use crate::product::session::{
-    client_model_session, loopback, open_server_model, serve_model_session,
+    client_model_session, loopback_config, loopback_with, open_server_model, serve_model_session,
 };
 use crate::report::{peak_rss_bytes, PeakRss};
 use crate::DuetError;
@@ -39,6 +39,8 @@ pub struct InferArgs {
     pub planned: bool,
     /// Progress bars on stderr (terminals only).
     pub progress: bool,
+    /// Longest wait for one message from the other party.
+    pub recv_timeout: std::time::Duration,
 }
 
 impl InferArgs {
@@ -51,6 +53,7 @@ impl InferArgs {
             net: "lan".into(),
             planned: true,
             progress: false,
+            recv_timeout: QuicConfig::default().recv_timeout,
         }
     }
 
@@ -125,7 +128,8 @@ pub fn infer(args: &InferArgs) -> Result<ModelReport, DuetError> {
     let longest = inputs.iter().map(|i| i.ids.len()).max().unwrap_or(1);
     let t = Instant::now();
     let mut bar = ProgressLine::new(args.progress, "secure inference");
-    let res = loopback(
+    let res = loopback_with(
+        loopback_config(args.recv_timeout),
         |s| serve_model_session(s, &server, &config, &mut |_| {}),
         |s| client_model_session(s, &client.graph, &inputs, &config, &mut |p| bar.update(p)),
     );
@@ -193,6 +197,9 @@ pub struct Link<'a> {
     pub peer: Fingerprint,
     /// Transport settings.
     pub config: QuicConfig,
+    /// `serve` only: the first connection attempt decides (else strangers are refused and
+    /// the server waits on for its pinned client).
+    pub once: bool,
 }
 
 /// `duet serve` with a model: waits for one pinned client and serves its session. Returns
@@ -209,7 +216,7 @@ pub fn serve_model(
     let rt = QuicRuntime::recommended()?;
     let listener = QuicListener::bind(&rt, listen, link.identity, link.peer, link.config)?;
     on_listen(listener.local_addr()?);
-    let session = listener.accept()?;
+    let session = crate::listen::accept_client(&listener, link.once)?;
     let t = Instant::now();
     let mut bar = ProgressLine::new(progress, "server");
     let res = serve_model_session(&session, &server, config, &mut |p| bar.update(p));

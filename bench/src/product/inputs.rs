@@ -99,22 +99,33 @@ pub fn resolve_inputs(model: &PublicModel, arg: &InputArg) -> Result<Vec<Input>,
         .filter(|&v| v > 0)
         .ok_or_else(|| usage(format!("vocabulary of {} tokens", c.vocab_size)))?;
     let mut out = Vec::new();
-    for line in text.lines().map(|l| l.trim_end_matches('\r')) {
+    // errors name a line by its number: its text is the client's private input
+    for (number, line) in text
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .enumerate()
+        .map(|(i, l)| (i + 1, l))
+    {
         if line.trim().is_empty() {
             continue;
         }
         let ids = match &model.tokenizer {
-            Some(t) => t.encode(line)?,
+            // the tokenizer's message may quote the text
+            Some(t) => t.encode(line).map_err(|_| {
+                usage(format!(
+                    "line {number} of the input cannot be tokenized by the model's tokenizer"
+                ))
+            })?,
             None => line.bytes().map(|b| u32::from(b) % vocab).collect(),
         };
         if let Some(bad) = ids.iter().find(|&&t| t >= vocab) {
             return Err(usage(format!(
-                "the tokenizer gave id {bad} for {line:?}, outside the model's vocabulary of {vocab}; tokenizer.json and config.json do not match"
+                "the tokenizer gave id {bad} for line {number} of the input, outside the model's vocabulary of {vocab}; tokenizer.json and config.json do not match"
             )));
         }
         if ids.is_empty() || ids.len() > c.max_positions {
             return Err(usage(format!(
-                "the line {line:?} is {} tokens; the model takes 1 to {}",
+                "line {number} of the input is {} tokens; the model takes 1 to {}",
                 ids.len(),
                 c.max_positions
             )));

@@ -171,6 +171,9 @@ pub struct RemoteSide<'a> {
     pub config: QuicConfig,
     /// Payload.
     pub builtin: Builtin,
+    /// `serve` only: the first connection attempt decides (else strangers are refused and
+    /// the server waits on for its pinned client).
+    pub once: bool,
 }
 
 /// `duet serve`: waits for one client, runs the server side, returns the server's report.
@@ -183,7 +186,7 @@ pub fn serve(
     let rt = QuicRuntime::recommended()?;
     let listener = QuicListener::bind(&rt, listen, side.identity, side.peer, side.config)?;
     on_listen(listener.local_addr()?);
-    let session = listener.accept()?;
+    let session = crate::listen::accept_client(&listener, side.once)?;
     let t = Instant::now();
     let side = run_side(side.builtin, &session, Role::Server).map(|o| (o, side.builtin))?;
     session.close()?;

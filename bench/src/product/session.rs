@@ -81,7 +81,8 @@ pub fn check_payload<C: Channel>(ch: &mut C, name: &str) -> Result<(), DuetError
         // mismatch is already known.
         let _: Result<u8, _> = ch.exchange_msg(&0u8);
         return Err(DuetError::Usage(format!(
-            "the peer runs the payload {theirs:?}, this side {name:?}; pass the same --builtin (or --model folders with the same config) to both"
+            "the peer runs the payload \"{}\", this side {name:?}; pass the same --builtin (or --model folders with the same config) to both",
+            duet_transport::peer_text(theirs.as_bytes())
         )));
     }
     Ok(())
@@ -94,10 +95,26 @@ pub fn loopback<RS: Send, RC>(
     server: impl FnOnce(&QuicSession) -> Result<RS, DuetError> + Send,
     client: impl FnOnce(&QuicSession) -> Result<RC, DuetError>,
 ) -> Result<(RS, RC), DuetError> {
+    loopback_with(QuicConfig::default(), server, client)
+}
+
+/// The transport settings of [`loopback_with`] with a receive timeout.
+pub fn loopback_config(recv_timeout: std::time::Duration) -> QuicConfig {
+    QuicConfig {
+        recv_timeout,
+        ..QuicConfig::default()
+    }
+}
+
+/// [`loopback`] with given transport settings.
+pub fn loopback_with<RS: Send, RC>(
+    cfg: QuicConfig,
+    server: impl FnOnce(&QuicSession) -> Result<RS, DuetError> + Send,
+    client: impl FnOnce(&QuicSession) -> Result<RC, DuetError>,
+) -> Result<(RS, RC), DuetError> {
     let rt = QuicRuntime::recommended()?;
     let server_id = Identity::generate()?;
     let client_id = Identity::generate()?;
-    let cfg = QuicConfig::default();
     let listener = QuicListener::bind(
         &rt,
         SocketAddr::from(([127, 0, 0, 1], 0)),

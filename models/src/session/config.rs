@@ -161,6 +161,10 @@ pub(super) enum Answer {
     Refused(String),
 }
 
+/// Most characters of a handshake refusal shown or sent (it names up to 8 differing fields
+/// with both values).
+pub(super) const REFUSAL_MAX_CHARS: usize = 1200;
+
 /// Receives the client's [`Hello`], compares it with this server's model and config, answers,
 /// and on acceptance returns the options.
 pub(super) fn server_handshake<C: Channel>(
@@ -170,6 +174,8 @@ pub(super) fn server_handshake<C: Channel>(
 ) -> Result<SecureOptions> {
     let hello: Hello = ch.recv_msg().map_err(transport)?;
     let refuse = |ch: &mut C, why: String| -> Result<SecureOptions> {
+        // `why` quotes the client's hello: filtered before it is sent back or logged
+        let why = duet_transport::peer_text_max(why.as_bytes(), REFUSAL_MAX_CHARS);
         ch.send_msg(&Answer::Refused(why.clone()))
             .map_err(transport)?;
         ch.flush().map_err(transport)?;

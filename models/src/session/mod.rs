@@ -290,6 +290,7 @@ impl<'a, C: Channel> Client<'a, C> {
                 // tell the server its refusal was read, so it can close
                 let _ = ch.send_msg(&0u8);
                 let _ = ch.flush();
+                let why = duet_transport::peer_text_max(why.as_bytes(), config::REFUSAL_MAX_CHARS);
                 return Err(ModelError::Input(format!("the server refused: {why}")));
             }
         }

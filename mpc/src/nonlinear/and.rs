@@ -67,7 +67,11 @@ pub(crate) fn and_round<C: Channel>(
     open.extend((0..n2).map(|i| jobs.db[i] ^ a1(n1 + i)));
     ch.send_bytes(&pack_bits(&open))?;
     ch.flush()?;
-    let theirs = unpack_bits(&ch.recv_bytes()?, open.len(), "AND openings")?;
+    let theirs = unpack_bits(
+        &ch.recv_bytes_max(open.len().div_ceil(8))?,
+        open.len(),
+        "AND openings",
+    )?;
     let o: Vec<bool> = open.iter().zip(&theirs).map(|(x, y)| x ^ y).collect();
     let server = role == Role::Server;
     let c0 = |i: usize| t.c[off + i] & 1 == 1;

@@ -518,7 +518,7 @@ fn holder_begin<C: Channel>(
         let m = (n - c0).min(COT_CHUNK);
         q.extend(s.cot_s.send_cot(ch, m)?);
         e.extend(unpack_bits(
-            &ch.recv_bytes()?,
+            &ch.recv_bytes_max(m.div_ceil(8))?,
             m,
             "matrix-product choice bits",
         )?);
@@ -619,8 +619,8 @@ fn chooser_finish<C: Channel>(
     let l = p.l;
     let xs = x.get(c.elems.clone()).unwrap_or_default();
     for r in p.chunks(c.elems.len()) {
-        let msg = ch.recv_bytes()?;
         let expect = p.corr_bytes(r.len());
+        let msg = ch.recv_bytes_max(expect)?;
         if msg.len() != expect {
             return Err(MpcError::InvalidPeerData {
                 what: format!(

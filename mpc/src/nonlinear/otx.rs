@@ -59,8 +59,8 @@ impl NlSession {
             .zip(choices.chunks(KK_CHUNK))
             .enumerate()
         {
-            let y = ch.recv_bytes()?;
             let expect = ((cch.len() << l) * w as usize).div_ceil(8);
+            let y = ch.recv_bytes_max(expect)?;
             if y.len() != expect {
                 return Err(MpcError::InvalidPeerData {
                     what: format!("KK13 answer of {} bytes, expected {expect}", y.len()),
@@ -102,7 +102,7 @@ impl NlSession {
         let mut done = 0usize;
         while done < n {
             let m = (n - done).min(KK_CHUNK);
-            let u = ch.recv_u64s()?;
+            let u = ch.recv_u64s_max(crate::ot::kk13::CODE_BITS * m.div_ceil(64))?;
             let rows = self.kk_s.extend_core(m, &u)?;
             let kk = &self.kk_s;
             let parts: Vec<Result<Vec<u8>>> = rows
@@ -181,7 +181,11 @@ impl NlSession {
         for (ci, xc) in xs.chunks(COT_CHUNK).enumerate() {
             let base = ci * COT_CHUNK;
             let keys = self.cot_s.send_rot(ch, xc.len())?;
-            let e = unpack_bits(&ch.recv_bytes()?, xc.len(), "ring-COT choice bits")?;
+            let e = unpack_bits(
+                &ch.recv_bytes_max(xc.len().div_ceil(8))?,
+                xc.len(),
+                "ring-COT choice bits",
+            )?;
             let (ac, d): (Vec<u64>, Vec<u64>) = keys
                 .par_iter()
                 .zip(xc.par_iter())
@@ -247,8 +251,9 @@ impl NlSession {
             .enumerate()
         {
             let base = ci * COT_CHUNK;
+            // every width is at most 64 bits
             let d = unpack_var(
-                &ch.recv_bytes()?,
+                &ch.recv_bytes_max(cc.len() * 8)?,
                 cc.len(),
                 |j| width(base + j),
                 "ring-COT corrections",
@@ -345,7 +350,7 @@ impl NlSession {
         if n == 0 {
             return Ok(t);
         }
-        let e = ch.recv_bytes()?;
+        let e = ch.recv_bytes_max((n * lu).div_ceil(8))?;
         if e.len() != (n * lu).div_ceil(8) {
             return Err(MpcError::InvalidPeerData {
                 what: format!("1-of-N choice bits: {} bytes for {n} OTs", e.len()),
@@ -408,8 +413,8 @@ impl NlSession {
         if n == 0 {
             return Ok((Vec::new(), t));
         }
-        let y = ch.recv_bytes()?;
         let expect = ((n << l) * w as usize).div_ceil(8);
+        let y = ch.recv_bytes_max(expect)?;
         if y.len() != expect {
             return Err(MpcError::InvalidPeerData {
                 what: format!("1-of-N answer of {} bytes, expected {expect}", y.len()),

@@ -167,7 +167,7 @@ impl IknpSender {
         rng: &mut R,
         sid: SessionId,
     ) -> Result<Self> {
-        let a = ch.recv_bytes()?;
+        let a = ch.recv_bytes_max(crate::ot::base::POINT_BYTES)?;
         let (msg, sender) = IknpSenderSetup::new(rng).receive_base(rng, sid, &a)?;
         ch.send_bytes(&msg)?;
         ch.flush()?;
@@ -239,7 +239,8 @@ impl IknpSender {
     pub fn extend<C: Channel>(&mut self, ch: &mut C, n: usize) -> Result<Vec<Block>> {
         let mut out = vec![0u128; n];
         for chunk in out.chunks_mut(CHUNK) {
-            let msg = ch.recv_u64s()?;
+            // the receiver's message: KAPPA columns of ceil(len / 64) words
+            let msg = ch.recv_u64s_max(KAPPA * chunk.len().div_ceil(64))?;
             self.extend_core_into(&msg, chunk)?;
         }
         Ok(out)
@@ -321,7 +322,7 @@ impl IknpReceiver {
         let (state, a) = IknpReceiverSetup::new(rng, sid);
         ch.send_bytes(&a)?;
         ch.flush()?;
-        let answer = ch.recv_bytes()?;
+        let answer = ch.recv_bytes_max(crate::ot::base::POINT_BYTES * KAPPA)?;
         state.finish(&answer)
     }
 

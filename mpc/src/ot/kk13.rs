@@ -37,7 +37,7 @@ use super::rot::{check_one_of_n, one_of_n_instances};
 use super::transpose::transpose_128xn;
 use super::{Block, CotReceiver, CotSender, OtCost, OtSide, Traffic};
 use crate::{MpcError, Prg, Result};
-use duet_transport::Channel;
+use duet_transport::{Channel, TransportError};
 use rand::{CryptoRng, RngCore};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -301,7 +301,7 @@ impl KkSender {
         let mut left = n;
         while left > 0 {
             let m = left.min(KK_CHUNK);
-            let msg = ch.recv_u64s()?;
+            let msg = ch.recv_u64s_max(CODE_BITS * m.div_ceil(64))?;
             rows.extend(self.extend_core(m, &msg)?);
             left -= m;
         }
@@ -338,7 +338,15 @@ impl KkSender {
                 what: format!("{n} KK13 instances asked, {} pooled", self.pool.len()),
             });
         }
-        let e = ch.recv_bytes()?;
+        // a longer message is refused before it is read, as a wrong length like a shorter one
+        let e = match ch.recv_bytes_max(n) {
+            Err(TransportError::TooLong { len, .. }) => {
+                return Err(MpcError::InvalidPeerData {
+                    what: format!("KK13 choice message of {len} bytes, expected {n}"),
+                })
+            }
+            other => other?,
+        };
         if e.len() != n {
             return Err(MpcError::InvalidPeerData {
                 what: format!("KK13 choice message of {} bytes, expected {n}", e.len()),
@@ -496,7 +504,7 @@ impl KkReceiver {
         }
         let start = self.extended;
         let rows = self.extend_rows(ch, choices)?;
-        let y = ch.recv_bytes()?;
+        let y = ch.recv_bytes_max(((choices.len() << l) * w as usize).div_ceil(8))?;
         self.finish(&rows, start, choices, &y, l, w)
     }
 
@@ -554,8 +562,8 @@ impl KkReceiver {
             .collect();
         ch.send_bytes(&e)?;
         ch.flush()?;
-        let y = ch.recv_bytes()?;
         let big_n = 1usize << l;
+        let y = ch.recv_bytes_max((n * big_n * w as usize).div_ceil(8))?;
         let y = unpack(&y, n * big_n, w, "KK13 masked messages")?;
         let mask = low_mask(w);
         Ok(entries

@@ -232,7 +232,7 @@ pub trait CotSender {
     fn send_chosen<C: Channel>(&mut self, ch: &mut C, msgs: &[[u64; 2]], w: u32) -> Result<()> {
         rot::check_width(w)?;
         let keys = self.send_rot(ch, msgs.len())?;
-        let e = ch.recv_bytes()?;
+        let e = ch.recv_bytes_max(msgs.len().div_ceil(8))?;
         let y = rot::chosen_sender_respond(&keys, &e, msgs, w)?;
         ch.send_bytes(&y)?;
         ch.flush()?;
@@ -251,7 +251,7 @@ pub trait CotSender {
     ) -> Result<()> {
         let n = rot::one_of_n_instances(msgs.len(), l, w)?;
         let keys = self.send_rot(ch, n * l as usize)?;
-        let e = ch.recv_bytes()?;
+        let e = ch.recv_bytes_max((n * l as usize).div_ceil(8))?;
         let y = rot::one_of_n_sender_respond(&keys, &e, msgs, l, w)?;
         ch.send_bytes(&y)?;
         ch.flush()?;
@@ -268,7 +268,7 @@ pub trait CotSender {
         ring: Ring,
     ) -> Result<Vec<u64>> {
         let keys = self.send_rot(ch, xs.len())?;
-        let e = ch.recv_bytes()?;
+        let e = ch.recv_bytes_max(xs.len().div_ceil(8))?;
         let (a, d) = rot::cot_ring_sender(&keys, Some(&e), xs, ring)?;
         ch.send_bytes(&d)?;
         ch.flush()?;
@@ -323,7 +323,7 @@ pub trait CotReceiver {
         let e = rot::chosen_receiver_message(&c, choices)?;
         ch.send_bytes(&e)?;
         ch.flush()?;
-        let y = ch.recv_bytes()?;
+        let y = ch.recv_bytes_max((2 * choices.len() * w as usize).div_ceil(8))?;
         rot::chosen_receiver_finish(&keys, choices, &y, w)
     }
 
@@ -340,7 +340,7 @@ pub trait CotReceiver {
         let e = rot::one_of_n_receiver_message(&c, choices, l)?;
         ch.send_bytes(&e)?;
         ch.flush()?;
-        let y = ch.recv_bytes()?;
+        let y = ch.recv_bytes_max(((choices.len() << l) * w as usize).div_ceil(8))?;
         rot::one_of_n_receiver_finish(&keys, choices, &y, l, w)
     }
 
@@ -356,7 +356,7 @@ pub trait CotReceiver {
         let e = rot::chosen_receiver_message(&c, choices)?;
         ch.send_bytes(&e)?;
         ch.flush()?;
-        let d = ch.recv_bytes()?;
+        let d = ch.recv_bytes_max((choices.len() * ring.bits() as usize).div_ceil(8))?;
         rot::cot_ring_receiver_finish(&keys, choices, &d, ring)
     }
 
@@ -369,7 +369,7 @@ pub trait CotReceiver {
         ring: Ring,
     ) -> Result<(Vec<bool>, Vec<u64>)> {
         let (b, keys) = self.recv_rot(ch, n)?;
-        let d = ch.recv_bytes()?;
+        let d = ch.recv_bytes_max((n * ring.bits() as usize).div_ceil(8))?;
         let out = rot::cot_ring_receiver_finish(&keys, &b, &d, ring)?;
         Ok((b, out))
     }

@@ -44,12 +44,13 @@ impl OtPair {
         let (recv_setup, a) = IknpReceiverSetup::new(rng, direction_sid(role));
         ch.send_bytes(&a)?;
         ch.flush()?;
-        let peer_a = ch.recv_bytes()?;
+        let peer_a = ch.recv_bytes_max(crate::ot::base::POINT_BYTES)?;
         let (answer, sender) =
             IknpSenderSetup::new(rng).receive_base(rng, direction_sid(role.peer()), &peer_a)?;
         ch.send_bytes(&answer)?;
         ch.flush()?;
-        let peer_answer = ch.recv_bytes()?;
+        let peer_answer =
+            ch.recv_bytes_max(crate::ot::base::POINT_BYTES * crate::ot::iknp::KAPPA)?;
         let receiver = recv_setup.finish(&peer_answer)?;
         Ok(Self {
             role,

@@ -165,8 +165,14 @@ impl Channel for Corrupt<'_> {
         }
         self.inner.send_bytes(&d)
     }
-    fn recv_bytes(&mut self) -> duet_transport::Result<Vec<u8>> {
-        self.inner.recv_bytes()
+    fn recv_bytes_max(&mut self, max: usize) -> duet_transport::Result<Vec<u8>> {
+        self.inner.recv_bytes_max(max)
+    }
+    fn max_frame(&self) -> u64 {
+        self.inner.max_frame()
+    }
+    fn set_max_frame(&mut self, max: u64) {
+        self.inner.set_max_frame(max)
     }
     fn flush(&mut self) -> duet_transport::Result<()> {
         self.inner.flush()

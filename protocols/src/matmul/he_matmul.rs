@@ -356,8 +356,9 @@ impl HeMatMul {
         }
         ch.flush()?;
         let mut msgs = Vec::with_capacity(core.plan.output_count());
+        let max = super::max_ciphertext_bytes(&setup.params);
         for _ in 0..core.plan.output_count() {
-            msgs.push(ch.recv_bytes()?);
+            msgs.push(ch.recv_bytes_max(max)?);
         }
         core.decrypt(&msgs)
     }
@@ -381,8 +382,9 @@ impl HeMatMul {
             let local = s.spawn(|| core.mask_and_plain(x_s, &mut local_rng));
             let mut msgs = Vec::with_capacity(core.plan.input_count());
             let recv = (|| -> Result<()> {
+                let len = core.plan.input_message_len();
                 for _ in 0..core.plan.input_count() {
-                    msgs.push(ch.recv_bytes()?);
+                    msgs.push(ch.recv_bytes_max(len)?);
                 }
                 Ok(())
             })();

@@ -183,8 +183,9 @@ impl HeMatMulShared {
         ch.flush()?;
         let count: usize = plans.iter().map(MatmulPlan::output_count).sum();
         let mut msgs = Vec::with_capacity(count);
+        let max = super::max_ciphertext_bytes(&setup.params);
         for _ in 0..count {
-            msgs.push(ch.recv_bytes()?);
+            msgs.push(ch.recv_bytes_max(max)?);
         }
         Self::client_finish(setup, shape, &plans, x_c, y_c, &msgs)
     }
@@ -210,8 +211,9 @@ impl HeMatMulShared {
                 .spawn(|| HeMatMulSharedServer::new(setup, shape, plans, x_s, y_s, &mut local_rng));
             let recv = (|| -> Result<Vec<Vec<u8>>> {
                 let mut msgs = Vec::with_capacity(count);
+                let len = duet_fhe::SeededCiphertext::serialized_len(&setup.params);
                 for _ in 0..count {
-                    msgs.push(ch.recv_bytes()?);
+                    msgs.push(ch.recv_bytes_max(len)?);
                 }
                 Ok(msgs)
             })();

@@ -340,14 +340,21 @@ fn cfg(msg: impl Into<String>) -> ProtocolError {
     ProtocolError::Config(msg.into())
 }
 
-fn exchange<C: Channel>(ch: &mut C, mine: &[Vec<u8>], expect: usize) -> Result<Vec<Vec<u8>>> {
+/// Sends `mine`, receives `expect` messages of at most `max` bytes each (checked before
+/// allocating: the peer decides the lengths).
+fn exchange<C: Channel>(
+    ch: &mut C,
+    mine: &[Vec<u8>],
+    expect: usize,
+    max: usize,
+) -> Result<Vec<Vec<u8>>> {
     for m in mine {
         ch.send_bytes(m)?;
     }
     ch.flush()?;
     let mut theirs = Vec::with_capacity(expect);
     for _ in 0..expect {
-        theirs.push(ch.recv_bytes()?);
+        theirs.push(ch.recv_bytes_max(max)?);
     }
     Ok(theirs)
 }
@@ -659,6 +666,11 @@ impl HeKvCache {
         Ok(share)
     }
 
+    /// The longest answer message of the peer: an output ciphertext with all `N` coefficients.
+    fn answer_max_bytes(&self) -> usize {
+        OutputCiphertext::serialized_len(&self.params, self.params.degree())
+    }
+
     /// Messages of each party in the scores' second flight (after the step ciphertexts).
     pub fn score_answer_count(&self) -> usize {
         self.step_rows() * self.plan.chunks(self.policy.pack, self.policy.pad).len()
@@ -676,9 +688,11 @@ impl HeKvCache {
     ) -> Result<Vec<u64>> {
         self.check_keys(keys)?;
         let mine = self.scores_request(keys.own, q, rng)?;
-        let theirs = exchange(ch, &mine, mine.len())?;
+        // step ciphertexts are seeded; answers are output ciphertexts (at most N coefficients)
+        let step_len = SeededCiphertext::serialized_len(&self.params);
+        let theirs = exchange(ch, &mine, mine.len(), step_len)?;
         let answers = self.scores_respond(keys.peer, &theirs, rng)?;
-        let got = exchange(ch, &answers, answers.len())?;
+        let got = exchange(ch, &answers, answers.len(), self.answer_max_bytes())?;
         self.scores_finish(keys.own, &got)
     }
 
@@ -693,7 +707,7 @@ impl HeKvCache {
     ) -> Result<Vec<u64>> {
         self.check_keys(keys)?;
         let answers = self.context_respond(keys.peer, p, rng)?;
-        let got = exchange(ch, &answers, answers.len())?;
+        let got = exchange(ch, &answers, answers.len(), self.answer_max_bytes())?;
         self.context_finish(keys.own, &got)
     }
 

@@ -668,8 +668,9 @@ impl HeLinear {
         }
         ch.flush()?;
         let mut msgs = Vec::with_capacity(plan.output_count());
+        let max = super::max_ciphertext_bytes(&setup.params);
         for _ in 0..plan.output_count() {
-            msgs.push(ch.recv_bytes()?);
+            msgs.push(ch.recv_bytes_max(max)?);
         }
         split_parts(&core.decrypt(&msgs)?, plan.shape().n, plan.parts())
     }
@@ -694,8 +695,9 @@ impl HeLinear {
             let local = s.spawn(|| core.mask_and_plain(x_s, &mut local_rng));
             let mut msgs = Vec::with_capacity(plan.input_count());
             let recv = (|| -> Result<()> {
+                let len = SeededCiphertext::serialized_len(plan.params());
                 for _ in 0..plan.input_count() {
-                    msgs.push(ch.recv_bytes()?);
+                    msgs.push(ch.recv_bytes_max(len)?);
                 }
                 Ok(())
             })();

@@ -41,6 +41,16 @@ pub use server_key::{
 };
 pub use setup::{HeClientSetup, HeServerSetup};
 
+/// The longest single ciphertext message an HE protocol over `params` receives: an output
+/// ciphertext with all `N` coefficients extracted, a seeded ciphertext or a public key,
+/// whichever is longest. Receives of ciphertexts are bounded by it (or by their exact size)
+/// before anything is allocated; Galois keys are received with their own exact size.
+pub fn max_ciphertext_bytes(params: &duet_fhe::RlweParameters) -> usize {
+    duet_fhe::OutputCiphertext::serialized_len(params, params.degree())
+        .max(duet_fhe::SeededCiphertext::serialized_len(params))
+        .max(duet_fhe::PublicKey::serialized_len(params))
+}
+
 /// Communication of one protocol run, exactly as the transport counts it (message payload bytes;
 /// each message additionally costs a fixed 8-byte frame header on the wire, not included).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

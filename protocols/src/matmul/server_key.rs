@@ -933,8 +933,11 @@ impl ServerKeyMatMul {
     pub fn recv_model<C: Channel>(ch: &mut C, plan: ServerKeyPlan) -> Result<ServerKeyModel> {
         let count = ServerKeySetup::key_message_count(&plan.params) + plan.weight_count();
         let mut msgs = Vec::with_capacity(count);
+        // keys (a public key, Galois keys) then seeded ciphertexts
+        let max =
+            super::max_ciphertext_bytes(&plan.params).max(GaloisKeys::serialized_len(&plan.params));
         for _ in 0..count {
-            msgs.push(ch.recv_bytes()?);
+            msgs.push(ch.recv_bytes_max(max)?);
         }
         ServerKeyModel::from_messages(plan, &msgs)
     }
@@ -970,9 +973,10 @@ impl ServerKeyMatMul {
         let (local, msgs) = std::thread::scope(|s| {
             let local = s.spawn(|| core.local(x_s));
             let mut msgs = Vec::with_capacity(count);
+            let max = super::max_ciphertext_bytes(&setup.params);
             let recv = (|| -> Result<()> {
                 for _ in 0..count {
-                    msgs.push(ch.recv_bytes()?);
+                    msgs.push(ch.recv_bytes_max(max)?);
                 }
                 Ok(())
             })();

@@ -138,10 +138,10 @@ impl HeServerSetup {
 
     /// Driver: receive and parse the client's setup messages.
     pub fn run<C: Channel>(ch: &mut C, params: &Arc<RlweParameters>) -> Result<Self> {
-        let want = if params.max_pack() > 1 { 2 } else { 1 };
-        let mut msgs = Vec::with_capacity(want);
-        for _ in 0..want {
-            msgs.push(ch.recv_bytes()?);
+        let mut msgs = Vec::with_capacity(2);
+        msgs.push(ch.recv_bytes_max(PublicKey::serialized_len(params))?);
+        if params.max_pack() > 1 {
+            msgs.push(ch.recv_bytes_max(GaloisKeys::serialized_len(params))?);
         }
         Self::from_messages(params, &msgs)
     }

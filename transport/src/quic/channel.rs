@@ -1,8 +1,9 @@
 //! A sub-channel of a QUIC session: one unidirectional stream each way.
 
 use super::{block_on, map_read_error, map_write_error, PeerName};
+use crate::wire::{read_frame, FrameError, FrameSource};
 use crate::{Channel, ChannelStats, Counters, Result, TransportError, FRAME_HEADER_BYTES};
-use quinn::{RecvStream, SendStream};
+use quinn::{RecvStream, SendStream, VarInt};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Handle;
@@ -86,71 +87,78 @@ impl QuicChannel {
         Ok(())
     }
 
-    /// Reads one frame header and checks the announced length against the limit.
-    async fn read_header(recv: &mut RecvStream, peer: &PeerName, max_frame: u64) -> Result<usize> {
-        let mut h = [0u8; FRAME_HEADER_BYTES];
-        recv.read_exact(&mut h)
-            .await
-            .map_err(|e| map_read_error(e, peer))?;
-        let len = u64::from_le_bytes(h);
-        if len > max_frame {
-            return Err(TransportError::FrameTooLarge {
-                peer: peer.0.clone(),
-                len,
-                limit: max_frame,
-            });
-        }
-        usize::try_from(len).map_err(|_| TransportError::FrameTooLarge {
-            peer: peer.0.clone(),
-            len,
-            limit: max_frame,
-        })
-    }
-
-    /// Receives one frame into `make(len)`'s buffer, viewed as bytes, under the timeout.
-    fn recv_frame<T: bytemuck::Pod + Default>(&mut self, unit: usize) -> Result<Vec<T>> {
+    /// Receives one frame of `T` words of at most `max_bytes` under the timeout (see
+    /// [`crate::wire::read_frame`]). A refused frame that was skipped leaves the sub-channel
+    /// usable; any other failure (a frame above the frame limit, a broken stream, the timeout
+    /// in the middle of a frame) leaves it failed: later receives fail at once and the peer's
+    /// stream is stopped, so it cannot make us buffer more.
+    fn recv_frame<T: bytemuck::Pod>(&mut self, max_bytes: u64) -> Result<Vec<T>> {
         self.write_out()?;
+        if matches!(self.recv, RecvState::Failed) {
+            // the connection's end says more than the sub-channel's
+            return Err(self
+                .conn
+                .close_reason()
+                .map(|e| super::map_connection_error(e, &self.peer))
+                .unwrap_or_else(|| TransportError::ConnectionLost {
+                    peer: self.peer.0.clone(),
+                    reason: format!("sub-channel {} failed earlier in this session", self.id),
+                }));
+        }
         let peer = &self.peer;
         let state = &mut self.recv;
         let conn = &self.conn;
-        let max = self.max_frame;
+        let limit = self.max_frame;
         let timeout = self.recv_timeout;
         let fut = async {
-            let recv = ready(state, conn, peer).await?;
-            let len = Self::read_header(recv, peer, max).await?;
-            if len % unit != 0 {
-                // Consume the frame so the stream stays aligned, then report it.
-                let mut skip = vec![0u8; len];
-                recv.read_exact(&mut skip)
-                    .await
-                    .map_err(|e| map_read_error(e, peer))?;
-                return Err(TransportError::Malformed {
-                    peer: peer.0.clone(),
-                    what: format!(
-                        "a frame of {len} bytes is not a whole number of {unit}-byte words"
-                    ),
-                });
-            }
-            let mut buf = vec![T::default(); len / unit];
-            recv.read_exact(bytemuck::cast_slice_mut(&mut buf))
-                .await
-                .map_err(|e| map_read_error(e, peer))?;
-            Ok(buf)
+            let recv = ready(state, conn, peer).await.map_err(FrameError::Broken)?;
+            let mut src = QuicSource { recv, peer };
+            read_frame::<_, T>(&mut src, limit, max_bytes, &peer.0).await
         };
         let res = block_on(&self.handle, async {
             tokio::time::timeout(timeout, fut).await
         })?;
-        let buf = match res {
-            Ok(r) => r?,
+        match res {
+            Ok(Ok(buf)) => {
+                self.counters.on_recv(buf.len() * std::mem::size_of::<T>());
+                Ok(buf)
+            }
+            Ok(Err(FrameError::Skipped(e))) => Err(e),
+            Ok(Err(FrameError::Broken(e))) => {
+                self.fail();
+                Err(e)
+            }
             Err(_) => {
-                return Err(TransportError::Timeout {
+                self.fail();
+                Err(TransportError::Timeout {
                     peer: self.peer.0.clone(),
                     after: timeout,
                 })
             }
-        };
-        self.counters.on_recv(buf.len() * unit);
-        Ok(buf)
+        }
+    }
+
+    /// Marks the receive side failed and tells the peer to stop sending on it.
+    fn fail(&mut self) {
+        if let RecvState::Ready(r) = &mut self.recv {
+            let _ = r.stop(VarInt::from_u32(super::STOP_FAILED));
+        }
+        self.recv = RecvState::Failed;
+    }
+}
+
+/// The peer's stream of a sub-channel as a source of frames.
+struct QuicSource<'a> {
+    recv: &'a mut RecvStream,
+    peer: &'a PeerName,
+}
+
+impl FrameSource for QuicSource<'_> {
+    async fn read_exact(&mut self, buf: &mut [u8]) -> Result<()> {
+        self.recv
+            .read_exact(buf)
+            .await
+            .map_err(|e| map_read_error(e, self.peer))
     }
 }
 
@@ -172,8 +180,8 @@ impl Channel for QuicChannel {
         Ok(())
     }
 
-    fn recv_bytes(&mut self) -> Result<Vec<u8>> {
-        self.recv_frame::<u8>(1)
+    fn recv_bytes_max(&mut self, max: usize) -> Result<Vec<u8>> {
+        self.recv_frame::<u8>(max as u64)
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -188,8 +196,16 @@ impl Channel for QuicChannel {
         &self.peer.0
     }
 
-    fn recv_u64s(&mut self) -> Result<Vec<u64>> {
-        self.recv_frame::<u64>(8)
+    fn recv_u64s_max(&mut self, max: usize) -> Result<Vec<u64>> {
+        self.recv_frame::<u64>((max as u64).saturating_mul(8))
+    }
+
+    fn max_frame(&self) -> u64 {
+        self.max_frame
+    }
+
+    fn set_max_frame(&mut self, max: u64) {
+        self.max_frame = max;
     }
 }
 

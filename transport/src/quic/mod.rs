@@ -12,28 +12,50 @@
 
 mod channel;
 mod identity;
+mod live;
 mod verify;
 
 pub use channel::QuicChannel;
 use channel::RecvState;
 pub use identity::{Fingerprint, Identity};
+pub use live::{interrupt_all, on_connection_lost};
 
-use crate::{Channel, ChannelStats, Counters, Result, Role, Session, TransportError};
+use crate::wire::{parse_stream_header, stream_header, STREAM_HEADER_BYTES, STREAM_MAGIC};
+use crate::{
+    peer_text_max, Channel, ChannelStats, Counters, Result, Role, Session, TransportError,
+};
+use live::Registration;
 use quinn::{RecvStream, VarInt};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
-use verify::PinnedVerifier;
+use verify::{Pin, PinnedVerifier};
 
 /// ALPN and hello version of the Duet wire protocol.
 const ALPN: &[u8] = b"duet/1";
 const WIRE_VERSION: u32 = 1;
 /// Sub-channel id reserved for the session hello.
 const HELLO_CHANNEL: u32 = u32::MAX;
-/// Magic before each stream's sub-channel id.
-const STREAM_MAGIC: [u8; 4] = *b"DUET";
+
+/// Application close codes (QUIC `CONNECTION_CLOSE`, type 0x1d), each with a reason string.
+/// 0: the orderly end of a session.
+const CLOSE_DONE: u32 = 0;
+/// The session was dropped after an error on this side.
+const CLOSE_ABORTED: u32 = 1;
+/// The connection is refused (a certificate that is not the pinned one, an incompatible
+/// hello, a listener that stopped); the peer reports [`TransportError::Refused`].
+const CLOSE_REFUSED: u32 = 2;
+/// Most characters of a peer's close reason shown (a refusal names two fingerprints; a
+/// close frame holds at most about a thousand bytes anyway).
+const CLOSE_REASON_MAX_CHARS: usize = 400;
+/// Stream stop code of a sub-channel whose receive side failed (a refused frame, a timeout).
+pub(crate) const STOP_FAILED: u32 = 3;
+
+/// Most TLS handshakes [`QuicListener::accept_pinned`] runs at once; further connection
+/// attempts are refused at once until one ends, so stalled handshakes cannot pile up.
+pub const MAX_PENDING_HANDSHAKES: usize = 32;
 
 /// Settings of a QUIC session.
 #[derive(Clone, Debug)]
@@ -44,8 +66,9 @@ pub struct QuicConfig {
     /// Longest wait for one message (including the wait for the peer to compute it).
     /// Default 10 minutes.
     pub recv_timeout: Duration,
-    /// Largest accepted message payload; larger announced frames are refused before any
-    /// allocation. Default 1 GiB.
+    /// Largest accepted message payload of each sub-channel (changeable per channel with
+    /// [`Channel::set_max_frame`]); larger announced frames are refused before any
+    /// allocation. Default [`crate::DEFAULT_MAX_FRAME_BYTES`] (256 MiB).
     pub max_frame_bytes: u64,
     /// Per-stream flow-control window. Default 64 MiB.
     pub stream_window: u32,
@@ -175,9 +198,9 @@ struct Hello {
 pub struct QuicListener {
     rt: QuicRuntime,
     endpoint: quinn::Endpoint,
-    seen: Arc<Mutex<Option<Fingerprint>>>,
     expected: Fingerprint,
     config: QuicConfig,
+    _live: Registration,
 }
 
 impl std::fmt::Debug for QuicListener {
@@ -199,7 +222,7 @@ impl QuicListener {
         config: QuicConfig,
     ) -> Result<Self> {
         let provider = provider();
-        let (verifier, seen) = PinnedVerifier::new(peer, provider.clone());
+        let (verifier, _) = PinnedVerifier::new(peer, Pin::Deferred, provider.clone());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls_err)?
@@ -222,12 +245,13 @@ impl QuicListener {
             socket,
             Arc::new(quinn::TokioRuntime),
         )?;
+        let _live = Registration::new(&endpoint);
         Ok(Self {
             rt: rt.clone(),
             endpoint,
-            seen,
             expected: peer,
             config,
+            _live,
         })
     }
 
@@ -239,40 +263,139 @@ impl QuicListener {
     /// Stops listening: a pending or later [`QuicListener::accept`] returns an error instead
     /// of waiting for a client (for a caller whose own connection attempt failed).
     pub fn close(&self) {
-        self.endpoint.close(0u32.into(), b"listener closed");
+        self.endpoint.close(
+            VarInt::from_u32(CLOSE_REFUSED),
+            b"the server stopped listening",
+        );
     }
 
-    /// Waits for one client, completes the handshake and the hello, and returns the session.
-    /// A client with another fingerprint gives [`TransportError::FingerprintMismatch`].
+    /// Takes the first connection attempt, completes its handshake and hello, and returns the
+    /// session. A client with another certificate is refused with an application close whose
+    /// reason it prints ("the server pins another client certificate (expected ..., seen
+    /// ...)"), and this side gets [`TransportError::FingerprintMismatch`]. For a server that
+    /// must outlast strangers, see [`QuicListener::accept_pinned`].
     pub fn accept(&self) -> Result<QuicSession> {
         let endpoint = self.endpoint.clone();
-        let handle = self.rt.handle();
-        let conn = block_on(&handle, async {
-            let incoming = endpoint.accept().await.ok_or_else(|| {
-                TransportError::Config("the listening endpoint was closed".into())
-            })?;
-            let remote = incoming.remote_address();
-            let connecting = incoming
-                .accept()
-                .map_err(|e| TransportError::ConnectionLost {
-                    peer: remote.to_string(),
-                    reason: e.to_string(),
-                })?;
-            connecting
-                .await
-                .map_err(|e| self.handshake_error(remote, e))
+        let expected = self.expected;
+        let conn = block_on(&self.rt.handle(), async move {
+            let incoming = endpoint.accept().await.ok_or_else(listener_closed)?;
+            let res = handshake(incoming, expected).await;
+            if res.is_err() {
+                // the caller may end the process next: give the refusal's close time to leave
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
+            }
+            res
         })??;
+        self.start(conn)
+    }
+
+    /// Accepts until the pinned client has completed its handshake and hello, and returns its
+    /// session. Every other attempt (another certificate, a failed handshake, an incompatible
+    /// hello) is refused with its reason sent to it, reported to `on_refused`, and the
+    /// listener goes on. Handshakes run concurrently (at most [`MAX_PENDING_HANDSHAKES`]), so
+    /// a stalled one does not hold up the pinned client. Ends with an error only when the
+    /// listener is closed (e.g. by [`interrupt_all`]).
+    pub fn accept_pinned(
+        &self,
+        on_refused: &mut dyn FnMut(&TransportError),
+    ) -> Result<QuicSession> {
+        loop {
+            let conn = block_on(&self.rt.handle(), self.next_pinned(&mut *on_refused))??;
+            match self.start(conn) {
+                Ok(session) => return Ok(session),
+                Err(e) => on_refused(&e),
+            }
+        }
+    }
+
+    /// The next connection whose handshake succeeds with the pinned certificate.
+    async fn next_pinned(
+        &self,
+        on_refused: &mut dyn FnMut(&TransportError),
+    ) -> Result<quinn::Connection> {
+        let mut pending = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                incoming = self.endpoint.accept() => {
+                    let incoming = incoming.ok_or_else(listener_closed)?;
+                    if pending.len() >= MAX_PENDING_HANDSHAKES {
+                        let peer = incoming.remote_address().to_string();
+                        incoming.refuse();
+                        on_refused(&TransportError::ConnectionLost {
+                            peer,
+                            reason: format!(
+                                "refused: {MAX_PENDING_HANDSHAKES} handshakes already under way"
+                            ),
+                        });
+                        continue;
+                    }
+                    pending.spawn(handshake(incoming, self.expected));
+                }
+                Some(done) = pending.join_next(), if !pending.is_empty() => match done {
+                    Ok(Ok(conn)) => return Ok(conn),
+                    Ok(Err(e)) => on_refused(&e),
+                    Err(e) => on_refused(&TransportError::Config(format!(
+                        "a handshake task failed: {e}"
+                    ))),
+                },
+            }
+        }
+    }
+
+    fn start(&self, conn: quinn::Connection) -> Result<QuicSession> {
         QuicSession::start(
             self.rt.clone(),
             self.endpoint.clone(),
             conn,
             Role::Server,
             &self.config,
+            None,
         )
     }
+}
 
-    fn handshake_error(&self, remote: SocketAddr, e: quinn::ConnectionError) -> TransportError {
-        pin_error(&self.seen, self.expected, remote, e)
+fn listener_closed() -> TransportError {
+    TransportError::Config("the listening endpoint was closed".into())
+}
+
+/// The fingerprint of the certificate the peer presented in the handshake.
+fn peer_fingerprint(conn: &quinn::Connection) -> Option<Fingerprint> {
+    let any = conn.peer_identity()?;
+    let certs = any
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    certs.first().map(|c| Fingerprint::of_der(c))
+}
+
+/// The server's handshake with one connection attempt, then its pin check: a certificate
+/// other than the pinned one is refused with an application close that says why, before
+/// anything else happens on the connection.
+async fn handshake(incoming: quinn::Incoming, expected: Fingerprint) -> Result<quinn::Connection> {
+    let peer = PeerName(incoming.remote_address().to_string());
+    let connecting = incoming
+        .accept()
+        .map_err(|e| TransportError::ConnectionLost {
+            peer: peer.0.clone(),
+            reason: e.to_string(),
+        })?;
+    let conn = connecting
+        .await
+        .map_err(|e| map_connection_error(e, &peer))?;
+    match peer_fingerprint(&conn) {
+        Some(seen) if seen == expected => Ok(conn),
+        seen => {
+            let seen = seen.map_or_else(|| "no certificate".to_string(), |s| s.to_string());
+            let reason = format!(
+                "the server pins another client certificate (expected {expected}, seen {seen})"
+            );
+            conn.close(VarInt::from_u32(CLOSE_REFUSED), reason.as_bytes());
+            Err(TransportError::FingerprintMismatch {
+                peer: peer.0,
+                expected: expected.to_string(),
+                seen,
+            })
+        }
     }
 }
 
@@ -303,7 +426,7 @@ pub fn connect(
     config: QuicConfig,
 ) -> Result<QuicSession> {
     let provider = provider();
-    let (verifier, seen) = PinnedVerifier::new(peer, provider.clone());
+    let (verifier, seen) = PinnedVerifier::new(peer, Pin::InHandshake, provider.clone());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
@@ -331,6 +454,7 @@ pub fn connect(
             Arc::new(quinn::TokioRuntime),
         )?
     };
+    let live = Registration::new(&endpoint);
     let conn = block_on(&rt.handle(), async {
         let connecting = endpoint
             .connect_with(client, addr, "duet")
@@ -339,7 +463,14 @@ pub fn connect(
             .await
             .map_err(|e| pin_error(&seen, peer, addr, e))
     })??;
-    QuicSession::start(rt.clone(), endpoint, conn, Role::Client, &config)
+    QuicSession::start(
+        rt.clone(),
+        endpoint,
+        conn,
+        Role::Client,
+        &config,
+        Some(live),
+    )
 }
 
 enum Slot {
@@ -360,6 +491,7 @@ pub struct QuicSession {
     config: QuicConfig,
     role: Role,
     closed: bool,
+    _live: Registration,
 }
 
 impl Drop for QuicSession {
@@ -370,11 +502,10 @@ impl Drop for QuicSession {
         if self.closed {
             return;
         }
-        self.conn.close(VarInt::from_u32(1), b"aborted");
-        let endpoint = self.endpoint.clone();
-        let _ = block_on(&self.rt.handle(), async move {
-            let _ = tokio::time::timeout(Duration::from_millis(300), endpoint.wait_idle()).await;
-        });
+        self.abort(
+            CLOSE_ABORTED,
+            "its side stopped on an error (its own output says which)",
+        );
     }
 }
 
@@ -394,11 +525,14 @@ impl QuicSession {
         conn: quinn::Connection,
         role: Role,
         config: &QuicConfig,
+        live: Option<Registration>,
     ) -> Result<Self> {
         let peer = PeerName(conn.remote_address().to_string());
         let incoming: Incoming = Arc::new(Mutex::new(HashMap::new()));
         rt.rt.spawn(accept_streams(conn.clone(), incoming.clone()));
-        let session = Self {
+        rt.rt.spawn(live::watch(conn.clone(), peer.clone()));
+        let _live = live.unwrap_or_else(|| Registration::new(&endpoint));
+        let mut session = Self {
             rt,
             endpoint,
             conn,
@@ -408,35 +542,69 @@ impl QuicSession {
             config: config.clone(),
             role,
             closed: false,
+            _live,
         };
-        session.hello()?;
+        if let Err((e, why)) = session.hello() {
+            if let Some(why) = why {
+                session.abort(CLOSE_REFUSED, &why);
+            }
+            return Err(e);
+        }
         Ok(session)
     }
 
-    fn hello(&self) -> Result<()> {
-        let mut ch = self.open(HELLO_CHANNEL, false)?;
-        let theirs: Hello = ch.exchange_msg(&Hello {
-            magic: STREAM_MAGIC,
-            version: WIRE_VERSION,
-            role: self.role,
-        })?;
-        let incompatible = |reason: String| TransportError::Incompatible {
-            peer: self.peer.0.clone(),
-            reason,
+    /// Exchanges the hellos; on an incompatible peer, also the reason to send it.
+    fn hello(&self) -> std::result::Result<(), (TransportError, Option<String>)> {
+        let mut ch = self.open(HELLO_CHANNEL, false).map_err(|e| (e, None))?;
+        let theirs: Hello = ch
+            .exchange_msg(&Hello {
+                magic: STREAM_MAGIC,
+                version: WIRE_VERSION,
+                role: self.role,
+            })
+            .map_err(|e| (e, None))?;
+        let incompatible = |reason: String, to_peer: String| {
+            (
+                TransportError::Incompatible {
+                    peer: self.peer.0.clone(),
+                    reason,
+                },
+                Some(to_peer),
+            )
         };
         if theirs.magic != STREAM_MAGIC || theirs.version != WIRE_VERSION {
-            return Err(incompatible(format!(
-                "wire version {} (we speak {WIRE_VERSION})",
-                theirs.version
-            )));
+            return Err(incompatible(
+                format!("wire version {} (we speak {WIRE_VERSION})", theirs.version),
+                format!(
+                    "it speaks wire version {WIRE_VERSION}, this side {}",
+                    theirs.version
+                ),
+            ));
         }
         if theirs.role != self.role.peer() {
-            return Err(incompatible(format!(
-                "it is also a {}; one side must serve and the other connect",
-                theirs.role
-            )));
+            return Err(incompatible(
+                format!(
+                    "it is also a {}; one side must serve and the other connect",
+                    theirs.role
+                ),
+                format!(
+                    "both sides are a {}; one side must serve and the other connect",
+                    theirs.role
+                ),
+            ));
         }
         Ok(())
+    }
+
+    /// Closes the connection at once with `code` and a reason the peer prints, and gives the
+    /// close a moment to leave.
+    fn abort(&mut self, code: u32, reason: &str) {
+        self.closed = true;
+        self.conn.close(VarInt::from_u32(code), reason.as_bytes());
+        let endpoint = self.endpoint.clone();
+        let _ = block_on(&self.rt.handle(), async move {
+            let _ = tokio::time::timeout(Duration::from_millis(300), endpoint.wait_idle()).await;
+        });
     }
 
     /// This side's role.
@@ -477,7 +645,7 @@ impl QuicSession {
             if wait_for_client {
                 let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
             }
-            conn.close(VarInt::from_u32(0), b"done");
+            conn.close(VarInt::from_u32(CLOSE_DONE), b"done");
             let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
         });
         bye
@@ -493,10 +661,7 @@ impl QuicSession {
                 .open_uni()
                 .await
                 .map_err(|e| map_connection_error(e, &peer))?;
-            let mut header = [0u8; 8];
-            header[..4].copy_from_slice(&STREAM_MAGIC);
-            header[4..].copy_from_slice(&id.to_le_bytes());
-            send.write_all(&header)
+            send.write_all(&stream_header(id))
                 .await
                 .map_err(|e| map_write_error(e, &peer))?;
             let mut map = incoming.lock().map_err(|_| poisoned())?;
@@ -607,17 +772,14 @@ async fn accept_streams(conn: quinn::Connection, incoming: Incoming) {
     while let Ok(mut recv) = conn.accept_uni().await {
         let incoming = incoming.clone();
         tokio::spawn(async move {
-            let mut header = [0u8; 8];
+            let mut header = [0u8; STREAM_HEADER_BYTES];
             let ok = tokio::time::timeout(Duration::from_secs(30), recv.read_exact(&mut header))
                 .await
                 .is_ok_and(|r| r.is_ok());
-            if !ok || header[..4] != STREAM_MAGIC {
+            let Some(id) = parse_stream_header(&header).filter(|_| ok) else {
                 let _ = recv.stop(VarInt::from_u32(1));
                 return;
-            }
-            let mut idb = [0u8; 4];
-            idb.copy_from_slice(&header[4..]);
-            let id = u32::from_le_bytes(idb);
+            };
             let Ok(mut map) = incoming.lock() else { return };
             match map.remove(&id) {
                 Some(Slot::Waiting(tx)) => {
@@ -642,18 +804,58 @@ async fn accept_streams(conn: quinn::Connection, incoming: Incoming) {
 
 pub(crate) fn map_connection_error(e: quinn::ConnectionError, peer: &PeerName) -> TransportError {
     use quinn::ConnectionError as E;
+    let peer = peer.0.clone();
     match e {
-        E::ApplicationClosed(_) | E::ConnectionClosed(_) | E::LocallyClosed => {
-            TransportError::PeerClosed {
-                peer: peer.0.clone(),
+        E::ApplicationClosed(c) => {
+            let reason = peer_text_max(&c.reason, CLOSE_REASON_MAX_CHARS);
+            match u32::try_from(c.error_code.into_inner()) {
+                Ok(CLOSE_DONE) => TransportError::PeerClosed { peer },
+                Ok(CLOSE_REFUSED) => TransportError::Refused { peer, reason },
+                Ok(code) if reason.is_empty() => TransportError::PeerEnded {
+                    peer,
+                    reason: format!("close code {code}"),
+                },
+                _ => TransportError::PeerEnded { peer, reason },
             }
         }
+        E::ConnectionClosed(c) => {
+            let code = u64::from(c.error_code);
+            let text = peer_text_max(&c.reason, CLOSE_REASON_MAX_CHARS);
+            // rustls prefixes a verifier's own message
+            let text = text
+                .strip_prefix("unexpected error: ")
+                .map(str::to_string)
+                .unwrap_or(text);
+            if (0x100..0x200).contains(&code) {
+                // a TLS alert: the peer refused the handshake
+                TransportError::Refused {
+                    peer,
+                    reason: if text.is_empty() {
+                        c.error_code.to_string()
+                    } else {
+                        text
+                    },
+                }
+            } else {
+                TransportError::ConnectionLost {
+                    peer,
+                    reason: format!("the peer closed it: {} {text}", c.error_code)
+                        .trim_end()
+                        .to_string(),
+                }
+            }
+        }
+        E::LocallyClosed => TransportError::ClosedLocally { peer },
         E::TimedOut => TransportError::ConnectionLost {
-            peer: peer.0.clone(),
+            peer,
             reason: "idle timeout: nothing arrived from the peer".into(),
         },
+        E::Reset => TransportError::ConnectionLost {
+            peer,
+            reason: "the peer reset the connection (it restarted or lost its state)".into(),
+        },
         other => TransportError::ConnectionLost {
-            peer: peer.0.clone(),
+            peer,
             reason: other.to_string(),
         },
     }

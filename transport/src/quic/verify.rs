@@ -15,22 +15,41 @@ use std::sync::{Arc, Mutex};
 
 /// Accepts only a certificate with the pinned fingerprint; remembers the last one seen so that
 /// a refusal can be reported with both fingerprints.
+///
+/// The client checks the pin inside the TLS handshake (it never sends its own certificate to
+/// a server it does not pin; the server learns the reason from the TLS alert's close reason).
+/// The server defers the comparison (`Pin::Deferred`): the handshake signature is still
+/// verified against the presented certificate, and the listener compares the fingerprint
+/// before anything else happens on the connection, then refuses with an application close
+/// whose reason the client prints (see `QuicListener::accept`).
 #[derive(Debug)]
 pub(crate) struct PinnedVerifier {
     expected: Fingerprint,
+    pin: Pin,
     seen: Arc<Mutex<Option<Fingerprint>>>,
     provider: Arc<CryptoProvider>,
+}
+
+/// When the pinned fingerprint is compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pin {
+    /// In the TLS handshake (the client's check of the server).
+    InHandshake,
+    /// After it, by the caller (the server's check of the client).
+    Deferred,
 }
 
 impl PinnedVerifier {
     pub(crate) fn new(
         expected: Fingerprint,
+        pin: Pin,
         provider: Arc<CryptoProvider>,
     ) -> (Arc<Self>, Arc<Mutex<Option<Fingerprint>>>) {
         let seen = Arc::new(Mutex::new(None));
         (
             Arc::new(Self {
                 expected,
+                pin,
                 seen: seen.clone(),
                 provider,
             }),
@@ -43,11 +62,12 @@ impl PinnedVerifier {
         if let Ok(mut s) = self.seen.lock() {
             *s = Some(got);
         }
-        if got == self.expected {
+        if got == self.expected || self.pin == Pin::Deferred {
             Ok(())
         } else {
+            // the text travels to the server as the reason of the TLS alert's close
             Err(Error::General(format!(
-                "certificate fingerprint {got} is not the pinned {}",
+                "the client pins another server certificate (expected {}, seen {got})",
                 self.expected
             )))
         }

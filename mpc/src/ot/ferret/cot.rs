@@ -166,7 +166,7 @@ impl FerretSender {
         p: &LpnParams,
         base: &[Block],
     ) -> Result<Vec<Block>> {
-        let choice = ch.recv_bytes()?;
+        let choice = ch.recv_bytes_max(mpcot::choice_msg_len(p))?;
         let seeds = (0..p.t).map(|_| random_block(&mut self.rng)).collect();
         let it = SenderIter::new(*p, self.delta, self.iter, base, seeds, &choice)?;
         // Every position is overwritten by its tree: the old pool's allocation is reused.
@@ -296,7 +296,7 @@ impl FerretReceiver {
     ) -> Result<Self> {
         let m0 = params.setup().base_cots();
         let (bits, keys) = base.recv_rot(ch, m0)?;
-        let msg = ch.recv_bytes()?;
+        let msg = ch.recv_bytes_max(16 * m0)?;
         if msg.len() != 16 * m0 || bits.len() != m0 || keys.len() != m0 {
             return Err(MpcError::InvalidPeerData {
                 what: format!(
@@ -354,7 +354,7 @@ impl FerretReceiver {
         let mut out = std::mem::take(&mut self.pool).buf;
         out.resize(p.n, 0);
         for c in 0..mpcot::chunks(p) {
-            let msg = ch.recv_bytes()?;
+            let msg = ch.recv_bytes_max(mpcot::chunk_msg_len(p, c))?;
             it.chunk(c, &msg, &mut out)?;
         }
         it.finish(&mut out);

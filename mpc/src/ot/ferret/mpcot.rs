@@ -60,6 +60,11 @@ fn chunk_trees(p: &LpnParams, c: usize) -> std::ops::Range<usize> {
     start..(start + CHUNK_TREES).min(p.t)
 }
 
+/// Bytes of sender message `c`: its trees' parts.
+pub(crate) fn chunk_msg_len(p: &LpnParams, c: usize) -> usize {
+    chunk_trees(p, c).len() * tree_msg_len(p)
+}
+
 /// Bytes of one tree's part of a sender message: `(2h + 1) · 16`.
 fn tree_msg_len(p: &LpnParams) -> usize {
     (2 * p.h as usize + 1) * 16
