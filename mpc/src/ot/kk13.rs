@@ -37,7 +37,7 @@ use super::rot::{check_one_of_n, one_of_n_instances};
 use super::transpose::transpose_128xn;
 use super::{Block, CotReceiver, CotSender, OtCost, OtSide, Traffic};
 use crate::{MpcError, Prg, Result};
-use duet_transport::Channel;
+use duet_transport::{Channel, TransportError};
 use rand::{CryptoRng, RngCore};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -338,7 +338,15 @@ impl KkSender {
                 what: format!("{n} KK13 instances asked, {} pooled", self.pool.len()),
             });
         }
-        let e = ch.recv_bytes_max(n)?;
+        // a longer message is refused before it is read, as a wrong length like a shorter one
+        let e = match ch.recv_bytes_max(n) {
+            Err(TransportError::TooLong { len, .. }) => {
+                return Err(MpcError::InvalidPeerData {
+                    what: format!("KK13 choice message of {len} bytes, expected {n}"),
+                })
+            }
+            other => other?,
+        };
         if e.len() != n {
             return Err(MpcError::InvalidPeerData {
                 what: format!("KK13 choice message of {} bytes, expected {n}", e.len()),
