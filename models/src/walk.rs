@@ -441,7 +441,7 @@ fn fused_group(graph: &Graph, i: NodeId, plan: &duet_protocols::Plan) -> Vec<Nod
         Some(n) if matches!(n.op, Op::Linear { .. }) => n,
         _ => return vec![i],
     };
-    if !plan.linear_orbits || plan.linear_by_ot(&first.name) {
+    if !plan.fuses_linear(&[first.name.as_str()]) {
         return vec![i];
     }
     let policy = plan.linear_policy(&first.name);

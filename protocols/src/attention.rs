@@ -144,6 +144,57 @@ fn rope<B: Backend>(
     b.trunc(&y, f)
 }
 
+/// `n x heads*hd` queries laid out as `heads x n x hd` (a local gather).
+fn heads_first<B: Backend>(b: &mut B, q: &B::T, heads: usize, hd: usize) -> Result<B::T> {
+    let (n, qw) = b.dims(q);
+    b.gather(q, heads * n, hd, &|o| {
+        let (h, i, j) = (o / (n * hd), (o / hd) % n, o % hd);
+        i * qw + h * hd + j
+    })
+}
+
+/// `heads x n x hd` back to `n x heads*hd` (a local gather).
+fn heads_back<B: Backend>(b: &mut B, z: &B::T, n: usize, qw: usize, hd: usize) -> Result<B::T> {
+    b.gather(z, n, qw, &|o| {
+        let (i, c) = (o / qw, o % qw);
+        let (h, j) = (c / hd, c % hd);
+        h * n * hd + i * hd + j
+    })
+}
+
+/// Step 4, recorded as `NAME.softmax`: SoftMax over the `heads n` rows of `kv` scores (at
+/// `score_frac` bits), key `j` hidden from query `i` when `j > start + i` for causal
+/// attention. Returns the probabilities and their fractional bits.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the operator's operands and context"
+)]
+fn softmax_node<B: Backend>(
+    b: &mut B,
+    name: &str,
+    spec: &AttentionSpec,
+    s: &B::T,
+    n: usize,
+    kv: usize,
+    start: usize,
+) -> Result<(B::T, u32)> {
+    let heads = spec.heads;
+    b.begin();
+    let mask: Option<Vec<bool>> = spec.causal.then(|| {
+        (0..heads * n * kv)
+            .map(|idx| {
+                let (i, j) = ((idx / kv) % n, idx % kv);
+                j > start + i
+            })
+            .collect()
+    });
+    let fs = b.options().score_frac;
+    let p = b.softmax(s, fs, mask.as_deref())?;
+    let fp = b.options().protocol.softmax.config().exp.frac;
+    b.finish(&format!("{name}.softmax"), OpKind::Softmax, 1);
+    Ok((p, fp))
+}
+
 /// Runs attention on `q` (`rows x heads*hd`), `k` and `v` (`rows x kv_heads*hd`) of a block at
 /// positions `offset ..`, against the cached positions when `cache` is given (its length must
 /// be `offset`, and the block's keys and values are appended to it). Records `NAME.scores`,
@@ -216,10 +267,7 @@ pub fn attention<B: Backend>(
         None => (k, v.clone(), 0),
     };
     let (kv, _) = b.dims(&keys);
-    let xq = b.gather(&q, heads * n, hd, &|o| {
-        let (h, i, j) = (o / (n * hd), (o / hd) % n, o % hd);
-        i * qw + h * hd + j
-    })?;
+    let xq = heads_first(b, &q, heads, hd)?;
     let yk = b.gather(&keys, heads * hd, kv, &|o| {
         let (h, j, i) = (o / (hd * kv), (o / kv) % hd, o % kv);
         i * kw + (h / group) * hd + j
@@ -228,18 +276,7 @@ pub fn attention<B: Backend>(
     let s = b.trunc(&s, 2 * f - fs)?;
     b.finish(&format!("{name}.scores"), OpKind::AttentionMatmul, 1);
 
-    b.begin();
-    let mask: Option<Vec<bool>> = spec.causal.then(|| {
-        (0..heads * n * kv)
-            .map(|idx| {
-                let (i, j) = ((idx / kv) % n, idx % kv);
-                j > start + i
-            })
-            .collect()
-    });
-    let p = b.softmax(&s, fs, mask.as_deref())?;
-    let fp = b.options().protocol.softmax.config().exp.frac;
-    b.finish(&format!("{name}.softmax"), OpKind::Softmax, 1);
+    let (p, fp) = softmax_node(b, name, spec, &s, n, kv, start)?;
 
     b.begin();
     let yv = b.gather(&values, heads * kv, hd, &|o| {
@@ -248,12 +285,7 @@ pub fn attention<B: Backend>(
     })?;
     let z = b.matmul_shared(SharedShape::new(heads, n, kv, hd), &p, &yv)?;
     let z = b.trunc(&z, fp)?;
-    // heads x n x hd back to n x heads*hd
-    let out = b.gather(&z, n, qw, &|o| {
-        let (i, c) = (o / qw, o % qw);
-        let (h, j) = (c / hd, c % hd);
-        h * n * hd + i * hd + j
-    })?;
+    let out = heads_back(b, &z, n, qw, hd)?;
     b.finish(&format!("{name}.context"), OpKind::AttentionMatmul, 0);
     Ok(out)
 }
@@ -280,10 +312,7 @@ fn encrypted_cache<B: Backend>(
     let (n, qw) = b.dims(q);
     let f = b.options().frac;
     let fs = b.options().score_frac;
-    let xq = b.gather(q, heads * n, hd, &|o| {
-        let (h, i, j) = (o / (n * hd), (o / hd) % n, o % hd);
-        i * qw + h * hd + j
-    })?;
+    let xq = heads_first(b, q, heads, hd)?;
     let s = b.kv_scores(name, KvSpec::from_attention(spec), offset, &xq, k, v)?;
     if let Some(c) = cache {
         c.len += n;
@@ -292,27 +321,12 @@ fn encrypted_cache<B: Backend>(
     let s = b.trunc(&s, 2 * f - fs)?;
     b.finish(&format!("{name}.scores"), OpKind::AttentionMatmul, 1);
 
-    b.begin();
-    let mask: Option<Vec<bool>> = spec.causal.then(|| {
-        (0..heads * n * kv)
-            .map(|idx| {
-                let (i, j) = ((idx / kv) % n, idx % kv);
-                j > offset + i
-            })
-            .collect()
-    });
-    let p = b.softmax(&s, fs, mask.as_deref())?;
-    let fp = b.options().protocol.softmax.config().exp.frac;
-    b.finish(&format!("{name}.softmax"), OpKind::Softmax, 1);
+    let (p, fp) = softmax_node(b, name, spec, &s, n, kv, offset)?;
 
     b.begin();
     let z = b.kv_context(name, &p)?;
     let z = b.trunc(&z, fp)?;
-    let out = b.gather(&z, n, qw, &|o| {
-        let (i, c) = (o / qw, o % qw);
-        let (h, j) = (c / hd, c % hd);
-        h * n * hd + i * hd + j
-    })?;
+    let out = heads_back(b, &z, n, qw, hd)?;
     b.finish(&format!("{name}.context"), OpKind::AttentionMatmul, 0);
     Ok(out)
 }

@@ -148,6 +148,12 @@ impl Plan {
             .chain(self.ot_linear.iter().map(String::as_str))
     }
 
+    /// Whether linear nodes `nodes` (sharing an input) run as one fused split-packing product:
+    /// [`Plan::linear_orbits`] is set and none of them runs by OT.
+    pub fn fuses_linear(&self, nodes: &[&str]) -> bool {
+        self.linear_orbits && nodes.iter().all(|n| !self.linear_by_ot(n))
+    }
+
     /// Whether linear node `node` runs by OT (else by HE with [`Plan::linear_policy`]).
     pub fn linear_by_ot(&self, node: &str) -> bool {
         self.ot_linear.iter().any(|n| n == node)

@@ -514,10 +514,7 @@ impl Backend for CostBackend {
     ) -> Result<Vec<Sym>> {
         let plan = &self.opts.plan;
         let first = nodes.first().copied().unwrap_or("");
-        let fused = plan.linear_orbits
-            && nodes.len() == ks.len()
-            && nodes.len() == ws.len()
-            && nodes.iter().all(|n| !plan.linear_by_ot(n));
+        let fused = plan.fuses_linear(nodes) && nodes.len() == ks.len() && nodes.len() == ws.len();
         if !fused {
             return nodes
                 .iter()

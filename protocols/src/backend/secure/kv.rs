@@ -29,16 +29,33 @@ pub(crate) fn kv_policy(mode: KvCacheMode) -> Result<KvPolicy> {
     }
 }
 
+/// This party's own key and the peer's public material for the cache: the session's shared
+/// product keys in one direction, the reverse setup's in the other.
+fn kv_keys<'a>(keys: &'a Keys, rev: Option<&'a KvReverse>) -> Result<KvKeys<'a>> {
+    match (keys, rev) {
+        (Keys::Client { shared, .. }, Some(KvReverse::Client(peer))) => KvKeys::new(shared, peer),
+        (Keys::Server { shared, .. }, Some(KvReverse::Server(own))) => KvKeys::new(own, shared),
+        _ => Err(ProtocolError::Config(
+            "KV cache keys of the wrong role".into(),
+        )),
+    }
+}
+
 impl<C: Channel> SecureBackend<C> {
+    /// The parameters of the cache: the session's shared-product parameters.
+    fn kv_params(&self) -> std::sync::Arc<duet_fhe::RlweParameters> {
+        match &self.keys {
+            Keys::Client { shared, .. } => shared.params.clone(),
+            Keys::Server { shared, .. } => shared.params.clone(),
+        }
+    }
+
     /// Runs the reverse key setup once.
     fn kv_setup(&mut self) -> Result<()> {
         if self.kv_rev.is_some() {
             return Ok(());
         }
-        let params = match &self.keys {
-            Keys::Client { shared, .. } => shared.params.clone(),
-            Keys::Server { shared, .. } => shared.params.clone(),
-        };
+        let params = self.kv_params();
         self.kv_rev = Some(match self.role {
             Role::Server => {
                 KvReverse::Server(HeClientSetup::run(&mut self.ch, &params, &mut self.rng)?)
@@ -60,10 +77,7 @@ impl<C: Channel> SecureBackend<C> {
     ) -> Result<AShare> {
         let policy = kv_policy(self.opts.plan.kv_cache)?;
         self.kv_setup()?;
-        let params = match &self.keys {
-            Keys::Client { shared, .. } => shared.params.clone(),
-            Keys::Server { shared, .. } => shared.params.clone(),
-        };
+        let params = self.kv_params();
         if start == 0 || !self.kv.contains_key(cache) {
             // a new generation (position 0) starts an empty cache
             if start != 0 {
@@ -86,19 +100,7 @@ impl<C: Channel> SecureBackend<C> {
         }
         c.append(k.data(), v.data())?;
         let r = c.step_rows();
-        let keys = match (&self.keys, &self.kv_rev) {
-            (Keys::Client { shared, .. }, Some(KvReverse::Client(peer))) => {
-                KvKeys::new(shared, peer)?
-            }
-            (Keys::Server { shared, .. }, Some(KvReverse::Server(own))) => {
-                KvKeys::new(own, shared)?
-            }
-            _ => {
-                return Err(ProtocolError::Config(
-                    "KV cache keys of the wrong role".into(),
-                ))
-            }
-        };
+        let keys = kv_keys(&self.keys, self.kv_rev.as_ref())?;
         let s = c.scores(&mut self.ch, &keys, q.data(), &mut self.rng)?;
         let ctx = c.len();
         self.share(spec.heads * r, ctx, s)
@@ -111,19 +113,7 @@ impl<C: Channel> SecureBackend<C> {
             .get_mut(cache)
             .ok_or_else(|| ProtocolError::Config(format!("{cache}: no encrypted cache")))?;
         let (spec, r) = (c.spec(), c.step_rows());
-        let keys = match (&self.keys, &self.kv_rev) {
-            (Keys::Client { shared, .. }, Some(KvReverse::Client(peer))) => {
-                KvKeys::new(shared, peer)?
-            }
-            (Keys::Server { shared, .. }, Some(KvReverse::Server(own))) => {
-                KvKeys::new(own, shared)?
-            }
-            _ => {
-                return Err(ProtocolError::Config(
-                    "KV cache keys of the wrong role".into(),
-                ))
-            }
-        };
+        let keys = kv_keys(&self.keys, self.kv_rev.as_ref())?;
         let z = c.context(&mut self.ch, &keys, p.data(), &mut self.rng)?;
         self.share(spec.heads * r, spec.head_dim, z)
     }
