@@ -11,6 +11,7 @@
 use crate::model_report::ModelReport;
 use crate::report::human_bytes;
 use crate::DuetError;
+use duet_protocols::cost_model::MachineProfile;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::collections::BTreeMap;
@@ -195,8 +196,9 @@ pub fn parse_report(mut v: serde_json::Value) -> Result<ModelReport, DuetError> 
 }
 
 /// Reads every `*.json` in `dir` (a report, or an array of them as `--json FILE` writes for
-/// several runs), sorted as the tables show them. Files that are not reports are an error
-/// naming the file.
+/// several runs), sorted as the tables show them. A machine profile kept beside the runs
+/// (`duet calibrate`'s output, e.g. the profile fitted after a run) is skipped; any other file
+/// that is not a report is an error naming the file.
 pub fn read_dir(dir: &Path) -> Result<Vec<ModelReport>, DuetError> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| err(format!("cannot read the folder {}: {e}", dir.display())))?;
@@ -216,6 +218,9 @@ pub fn read_dir(dir: &Path) -> Result<Vec<ModelReport>, DuetError> {
             .map_err(|e| err(format!("cannot read {}: {e}", p.display())))?;
         let bad = |e: DuetError| err(format!("{} is not a run report: {e}", p.display()));
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.into()))?;
+        if is_machine_profile(&v) {
+            continue;
+        }
         match v {
             serde_json::Value::Array(items) => {
                 for it in items {
@@ -230,6 +235,11 @@ pub fn read_dir(dir: &Path) -> Result<Vec<ModelReport>, DuetError> {
     }
     sort_runs(&mut out);
     Ok(out)
+}
+
+/// Whether `v` is a machine profile (it parses as one: a report lacks the profile's constants).
+fn is_machine_profile(v: &serde_json::Value) -> bool {
+    v.is_object() && serde_json::from_value::<MachineProfile>(v.clone()).is_ok()
 }
 
 fn rank(list: &[&str], x: &str) -> usize {
@@ -675,4 +685,33 @@ pub fn write_results(dir: &Path, runs: &[ModelReport]) -> Result<Vec<PathBuf>, D
         out.push(p);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped five-preset folder keeps the profile fitted after its run beside the ten
+    /// run reports: the table reads the reports and skips the profile.
+    #[test]
+    fn a_profile_beside_the_runs_is_skipped() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/presets");
+        assert!(dir.join("profile-after-run.json").exists());
+        let runs = read_dir(&dir).unwrap();
+        assert_eq!(runs.len(), 10);
+    }
+
+    /// Any other JSON that is not a report is still an error naming the file.
+    #[test]
+    fn another_json_is_an_error_naming_it() {
+        let dir = std::env::temp_dir().join(format!("duet-results-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("notes.json"), "{\"hello\": 1}").unwrap();
+        let e = read_dir(&dir).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            e.contains("notes.json") && e.contains("not a run report"),
+            "{e}"
+        );
+    }
 }
