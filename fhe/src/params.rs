@@ -894,6 +894,45 @@ mod tests {
         }
     }
 
+    /// `cargo test -p duet-fhe --release preset_table_per_key_set -- --nocapture`: the same
+    /// presets with the flooding sized per key set (`40 + 34` bits: `2^-40` over `2^34` flooded
+    /// coefficients by the union bound) beside today's per-coefficient 40 bits (fhe/NOTES.md).
+    #[test]
+    fn preset_table_per_key_set() {
+        for stat in [DEFAULT_STAT_BITS, DEFAULT_STAT_BITS + 34] {
+            for (wname, wb) in [("uniform", None), ("|w|<=2^16", Some(1u64 << 16))] {
+                for l in [37u32, 41, 43] {
+                    let w = wb.map_or(WeightBound::Uniform, WeightBound::MaxAbs);
+                    for p in Preset::ALL {
+                        let built = RlweParametersBuilder::from_preset(p)
+                            .ring_bits(RingBits(l))
+                            .weight_bound(w)
+                            .stat_security_bits(stat)
+                            .build();
+                        match built {
+                            Ok(params) => {
+                                let r = params.noise();
+                                println!(
+                                    "stat={stat} {wname:>10} l={l:2} {:>15}: b_bits={} a_bits={} q-margin={:.1} bits",
+                                    p.name(),
+                                    r.b_bits,
+                                    r.a_bits,
+                                    r.q_margin_bits
+                                );
+                            }
+                            Err(_) => {
+                                println!(
+                                    "stat={stat} {wname:>10} l={l:2} {:>15}: refused",
+                                    p.name()
+                                )
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn insecure_parameters_are_separate() {
         let p = insecure_test_parameters(256, 16, WeightBound::MaxAbs(8)).unwrap();
