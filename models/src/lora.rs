@@ -357,6 +357,28 @@ impl LoraAdapter {
     }
 }
 
+/// The digest that names a public base model in the handshake: SHA-256 over every weight tensor
+/// `graph` reads (in [`Graph::weight_shapes`] order: name, shape, then the values as
+/// little-endian f64), as hex. Two sources agree exactly when the walk would read the same
+/// values from both, whatever their file formats. Cost: one pass over the weights (dequantized
+/// one tensor at a time).
+pub fn public_digest(graph: &Graph, weights: &dyn WeightSource) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (name, shape) in graph.weight_shapes() {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update((shape.len() as u64).to_le_bytes());
+        for d in &shape {
+            h.update((*d as u64).to_le_bytes());
+        }
+        for v in weights.get(&name, &shape)? {
+            h.update(v.to_le_bytes());
+        }
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// One adapted tensor's low-rank update `scale B A`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoraPair {
@@ -368,11 +390,30 @@ pub struct LoraPair {
     pub scale: f64,
 }
 
+/// The server's weights in LoRA mode: the public base's tensors, and the private adapters
+/// ([`WeightSource::lora_pair`]) that the walk runs beside each adapted base layer.
+pub struct LoraWeights<'a> {
+    /// The public base model (the client holds the same).
+    pub base: &'a (dyn WeightSource + Sync),
+    /// The server's adapters.
+    pub adapter: &'a LoraAdapter,
+}
+
+impl WeightSource for LoraWeights<'_> {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f64>> {
+        self.base.get(name, shape)
+    }
+
+    fn lora_pair(&self, weight: &str) -> Result<Option<LoraPair>> {
+        self.adapter.pair(weight)
+    }
+}
+
 /// The base weights with every adapter merged in (`W + s B A`, in the base tensor's own
 /// layout): the fully private run of an adapted model, and its plaintext reference.
 pub struct MergedWeights<'a> {
     /// The base weights.
-    pub base: &'a dyn WeightSource,
+    pub base: &'a (dyn WeightSource + Sync),
     /// The adapters.
     pub adapter: &'a LoraAdapter,
 }

@@ -10,6 +10,13 @@ use crate::{ModelError, Result};
 pub trait WeightSource {
     /// Tensor `name` as f64, row-major, checked against `shape`.
     fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f64>>;
+
+    /// In LoRA mode, the server's adapter on base tensor `weight`, if it has one (sources
+    /// without adapters have none: [`crate::lora::LoraWeights`] has them).
+    fn lora_pair(&self, weight: &str) -> Result<Option<crate::lora::LoraPair>> {
+        let _ = weight;
+        Ok(None)
+    }
 }
 
 impl WeightSource for WeightFile {

@@ -167,6 +167,126 @@ impl<B: Backend> Walker<'_, B> {
         let Some(raw) = self.weight(weight, &layout.shape(d, out_total))? else {
             return Ok(None);
         };
+        let braw = match bias {
+            Some(b) => self.weight(b, &[out_total])?,
+            None => None,
+        };
+        self.quant_linear(
+            i,
+            (weight, bias),
+            raw,
+            braw,
+            d,
+            out_total,
+            (start, count),
+            layout,
+        )
+        .map(Some)
+    }
+
+    /// A linear node's public base weights (LoRA mode: both parties hold the base model),
+    /// quantised as the server would; `None` without a weight source (the cost model).
+    #[allow(clippy::too_many_arguments, reason = "the node's fields")]
+    fn public_linear_weights(
+        &self,
+        i: NodeId,
+        weight: &str,
+        bias: Option<&str>,
+        d: usize,
+        out_total: usize,
+        cols: (usize, usize),
+        layout: WeightLayout,
+    ) -> Result<Option<QuantLinear>> {
+        let Some(src) = self.weights else {
+            return Ok(None);
+        };
+        let raw = src.get(weight, &layout.shape(d, out_total))?;
+        let braw = bias.map(|b| src.get(b, &[out_total])).transpose()?;
+        self.quant_linear(i, (weight, bias), raw, braw, d, out_total, cols, layout)
+            .map(Some)
+    }
+
+    /// The server's adapter on a linear node (LoRA mode) as two private linear layers:
+    /// `A^T` (`d x r`) and `factor s B^T` restricted to the node's columns (`r x count`);
+    /// `(None, None)` on the client.
+    fn adapter_weights(
+        &self,
+        i: NodeId,
+        weight: &str,
+        (d, out_total, r): (usize, usize, usize),
+        (start, count): (usize, usize),
+    ) -> Result<(Option<QuantLinear>, Option<QuantLinear>)> {
+        if !self.b.holds_weights() {
+            return Ok((None, None));
+        }
+        let pair = match self.weights {
+            Some(w) => w.lora_pair(weight)?,
+            None => None,
+        };
+        let Some(pair) = pair else {
+            return Err(ModelError::Input(format!(
+                "LoRA mode: the layout names an adapter on {weight} that the server does not have"
+            )));
+        };
+        if Some(pair.a.len()) != r.checked_mul(d)
+            || Some(pair.b.len()) != out_total.checked_mul(r)
+            || start + count > out_total
+        {
+            return Err(ModelError::Input(format!(
+                "LoRA mode: the adapter on {weight} is not of rank {r} for {d} inputs and {out_total} outputs"
+            )));
+        }
+        let o = self.b.options();
+        let factor = self.factor.get(i).copied().unwrap_or(1.0);
+        let mut a = vec![0.0; d * r];
+        let mut b = vec![0.0; r * count];
+        for c in 0..r {
+            for j in 0..d {
+                if let (Some(dst), Some(&v)) = (a.get_mut(j * r + c), pair.a.get(c * d + j)) {
+                    *dst = v;
+                }
+            }
+            for oo in 0..count {
+                if let (Some(dst), Some(&v)) =
+                    (b.get_mut(c * count + oo), pair.b.get((start + oo) * r + c))
+                {
+                    *dst = v;
+                }
+            }
+        }
+        let aq = quantise(
+            &format!("{weight} (lora_A)"),
+            &a,
+            o.weight_frac,
+            1.0,
+            o.weight_bits,
+        )?;
+        let bq = quantise(
+            &format!("{weight} (lora_B)"),
+            &b,
+            o.weight_frac,
+            factor * pair.scale,
+            o.weight_bits,
+        )?;
+        Ok((
+            Some(QuantLinear { w: aq, bias: None }),
+            Some(QuantLinear { w: bq, bias: None }),
+        ))
+    }
+
+    /// Slices a linear node's columns out of its raw tensor and quantises weights and bias.
+    #[allow(clippy::too_many_arguments, reason = "the node's fields")]
+    fn quant_linear(
+        &self,
+        i: NodeId,
+        (weight, bias): (&str, Option<&str>),
+        raw: Vec<f64>,
+        braw: Option<Vec<f64>>,
+        d: usize,
+        out_total: usize,
+        (start, count): (usize, usize),
+        layout: WeightLayout,
+    ) -> Result<QuantLinear> {
         let o = self.b.options();
         let factor = self.factor.get(i).copied().unwrap_or(1.0);
         let k = count;
@@ -184,8 +304,8 @@ impl<B: Backend> Walker<'_, B> {
         }
         drop(raw);
         let wq = quantise(weight, &w, o.weight_frac, factor, o.weight_bits)?;
-        let bias = match bias.map(|b| self.weight(b, &[out_total])).transpose()? {
-            Some(Some(all)) => {
+        let bias = match braw {
+            Some(all) => {
                 let used = all.get(start..start + k).unwrap_or(&[]);
                 // the bias is added at frac + weight_frac bits; it is bounded like a value
                 // there (|b| < 2^max(norm_in, act_range))
@@ -198,9 +318,9 @@ impl<B: Backend> Walker<'_, B> {
                     bits,
                 )?)
             }
-            _ => None,
+            None => None,
         };
-        Ok(Some(QuantLinear { w: wq, bias }))
+        Ok(QuantLinear { w: wq, bias })
     }
 
     fn norm_weights(&self, gamma: &str, beta: Option<&str>) -> Result<Option<NormWeights>> {
@@ -371,7 +491,10 @@ pub fn walk<B: Backend>(
                 // computed with an earlier node (a fused linear group)
                 vals.get_mut(i).and_then(Option::take)
             }
-            Op::Linear { .. } if fused_group(graph, i, &w.b.options().plan).len() > 1 => {
+            Op::Linear { .. }
+                if w.b.options().public_base.is_none()
+                    && fused_group(graph, i, &w.b.options().plan).len() > 1 =>
+            {
                 let group = fused_group(graph, i, &w.b.options().plan);
                 let x = input(0)?.clone();
                 let names: Vec<&str> = group.iter().map(|&j| node_name(graph, j)).collect();
@@ -538,6 +661,48 @@ fn node_op<B: Backend>(
                 offset,
             )?,
         ),
+        Op::Linear {
+            weight,
+            bias,
+            in_dim,
+            out_total,
+            cols,
+            layout,
+        } if w.b.options().public_base.is_some() => {
+            let x = input(0)?;
+            let base = w.public_linear_weights(
+                i,
+                weight,
+                bias.as_deref(),
+                *in_dim,
+                *out_total,
+                *cols,
+                *layout,
+            )?;
+            let y =
+                w.b.linear_public(name, x, base.as_ref(), *in_dim, cols.1)
+                    .map_err(at(name))?;
+            drop(base);
+            let rank =
+                w.b.options()
+                    .public_base
+                    .as_ref()
+                    .and_then(|l| l.rank(weight));
+            let y = match rank {
+                Some(r) => {
+                    let (a, sb) = w.adapter_weights(i, weight, (*in_dim, *out_total, r), *cols)?;
+                    let u =
+                        w.b.linear(&format!("{name}.lora_a"), x, a.as_ref(), *in_dim, r)
+                            .map_err(at(name))?;
+                    let v =
+                        w.b.linear(&format!("{name}.lora_b"), &u, sb.as_ref(), r, cols.1)
+                            .map_err(at(name))?;
+                    w.b.add(&y, &v).map_err(at(name))?
+                }
+                None => y,
+            };
+            (OpKind::Linear, y)
+        }
         Op::Linear {
             weight,
             bias,

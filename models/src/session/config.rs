@@ -156,6 +156,9 @@ pub struct Hello {
     pub plan_tokens: usize,
     /// The options.
     pub options: SecureOptions,
+    /// In LoRA mode, the client's [`crate::lora::public_digest`] of the public base model (the
+    /// server refuses a base that differs from its own); `None` otherwise.
+    pub base_digest: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -173,6 +176,7 @@ pub(super) const REFUSAL_MAX_CHARS: usize = 1200;
 pub(super) fn server_handshake<C: Channel>(
     ch: &mut C,
     graph: &Graph,
+    weights: &dyn crate::reference::WeightSource,
     config: &RunConfig,
 ) -> Result<SecureOptions> {
     let hello: Hello = ch.recv_msg().map_err(transport)?;
@@ -232,6 +236,47 @@ pub(super) fn server_handshake<C: Channel>(
     if mine != hello.options {
         let d = differences(&mine, &hello.options, 8).join("; ");
         return refuse(ch, format!("options differ (server vs client): {d}"));
+    }
+    // what is public must be checked to be public: in LoRA mode both hold the same base
+    match (&mine.public_base, &hello.base_digest) {
+        (None, None) => {}
+        (None, Some(_)) => {
+            return refuse(
+                ch,
+                "the client holds a public base model, but the session is not in LoRA mode".into(),
+            )
+        }
+        (Some(_), None) => {
+            return refuse(
+                ch,
+                "LoRA mode: the client named no public base model".into(),
+            )
+        }
+        (Some(_), Some(theirs)) => {
+            let ours = match crate::lora::public_digest(graph, weights) {
+                Ok(d) => d,
+                Err(e) => {
+                    // the client learns only that; the reason (which may name a tensor) stays
+                    // in the server's error
+                    let _ = refuse(ch, "the server cannot read its public base model".into());
+                    return Err(ModelError::Input(format!(
+                        "refused the client: the server cannot read its public base model: {e}"
+                    )));
+                }
+            };
+            if &ours != theirs {
+                let short = |s: &str| s.chars().take(16).collect::<String>();
+                return refuse(
+                    ch,
+                    format!(
+                        "the public base models differ (SHA-256 of the weights: server {}..., \
+                         client {}...)",
+                        short(&ours),
+                        short(theirs)
+                    ),
+                );
+            }
+        }
     }
     ch.send_msg(&Answer::Accepted).map_err(transport)?;
     ch.flush().map_err(transport)?;

@@ -159,7 +159,7 @@ impl<'a, C: Channel> Server<'a, C> {
         if !matches!(config.plan, PlanMode::Planned { .. }) {
             config.options(graph, 1)?;
         }
-        let opts = server_handshake(&mut ch, graph, config)?;
+        let opts = server_handshake(&mut ch, graph, weights, config)?;
         let b = SecureBackend::setup(ch, Role::Server, &opts).map_err(proto)?;
         Ok(Self {
             party: Party {
@@ -263,24 +263,67 @@ pub struct Client<'a, C: Channel> {
     party: Party<C>,
     graph: &'a Graph,
     config: RunConfig,
+    base: Option<&'a dyn WeightSource>,
 }
 
 impl<'a, C: Channel> Client<'a, C> {
     /// Connects on `ch`: derives the options for `config` (planned for runs of `plan_tokens`
     /// tokens), sends the [`Hello`], and on acceptance sets the session up.
     pub fn connect(
-        mut ch: C,
+        ch: C,
         graph: &'a Graph,
         config: &RunConfig,
         plan_tokens: usize,
     ) -> Result<Self> {
+        Self::open(ch, graph, config, plan_tokens, None)
+    }
+
+    /// [`Client::connect`] in LoRA mode ([`SecureOptions::public_base`]): the client holds
+    /// the public base model `base` and multiplies its shares by the base's linear layers
+    /// locally. The hello carries the base's [`crate::lora::public_digest`]; the server
+    /// refuses a base that differs from its own. Refused before anything is sent when the
+    /// options are not in LoRA mode.
+    pub fn connect_with_base(
+        ch: C,
+        graph: &'a Graph,
+        config: &RunConfig,
+        plan_tokens: usize,
+        base: &'a dyn WeightSource,
+    ) -> Result<Self> {
+        Self::open(ch, graph, config, plan_tokens, Some(base))
+    }
+
+    fn open(
+        mut ch: C,
+        graph: &'a Graph,
+        config: &RunConfig,
+        plan_tokens: usize,
+        base: Option<&'a dyn WeightSource>,
+    ) -> Result<Self> {
         let (options, _) = config.options(graph, plan_tokens.max(1))?;
+        let base_digest = match (base, &options.public_base) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(ModelError::Input(
+                    "LoRA mode: the client needs the public base model \
+                     (Client::connect_with_base)"
+                        .into(),
+                ))
+            }
+            (Some(_), None) => {
+                return Err(ModelError::Input(
+                    "a public base model for a session that is not in LoRA mode".into(),
+                ))
+            }
+            (Some(b), Some(_)) => Some(crate::lora::public_digest(graph, b)?),
+        };
         let hello = Hello {
             version: OPTIONS_VERSION,
             model: graph.config.clone(),
             config: config.clone(),
             plan_tokens: plan_tokens.max(1),
             options: options.clone(),
+            base_digest,
         };
         ch.send_msg(&hello).map_err(transport)?;
         ch.flush().map_err(transport)?;
@@ -305,6 +348,7 @@ impl<'a, C: Channel> Client<'a, C> {
             },
             graph,
             config: config.clone(),
+            base,
         })
     }
 
@@ -423,7 +467,7 @@ impl<'a, C: Channel> Client<'a, C> {
         let out = run_request(
             &mut self.party.b,
             self.graph,
-            None,
+            self.base,
             Tokens::Ids(ids),
             keep.then_some(&mut self.party.state),
             reveal,

@@ -19,7 +19,9 @@
 //! [`MachineProfile`]: crate::cost_model::MachineProfile
 
 use super::secure::{he_params, kv_policy, split_columns};
-use super::{logit_format, ActKind, Backend, NodeRecord, OpKind, QuantLinear, Tokens};
+use super::{
+    check_public_linear, logit_format, ActKind, Backend, NodeRecord, OpKind, QuantLinear, Tokens,
+};
 use crate::cost_model::{he_work, nl_work, Estimate, MachineProfile, Work};
 use crate::embedding::EMBEDDING_POLICY;
 use crate::matmul::SharedShape;
@@ -500,6 +502,20 @@ impl Backend for CostBackend {
             self.matmul("linear", &lin, MatmulShape::new(n, d, k), policy)?;
         }
         let y = self.sym(n, k);
+        let fw = self.opts.weight_frac;
+        self.trunc(&y, fw)
+    }
+
+    fn linear_public(
+        &mut self,
+        _node: &str,
+        x: &Sym,
+        w: Option<&QuantLinear>,
+        d: usize,
+        k: usize,
+    ) -> Result<Sym> {
+        check_public_linear(x.cols, w, d, k)?;
+        let y = self.sym(x.rows, k);
         let fw = self.opts.weight_frac;
         self.trunc(&y, fw)
     }

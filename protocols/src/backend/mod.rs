@@ -30,6 +30,7 @@ use crate::matmul::{KvSpec, SharedShape};
 use crate::nonlinear::norm::{NormKind, NormWeights};
 use crate::nonlinear::token_choice::{LogitFormat, TokenChoice, TokenOutcome};
 use crate::options::SecureOptions;
+use crate::ProtocolError;
 use crate::Result;
 use duet_mpc::Ring;
 use serde::{Deserialize, Serialize};
@@ -110,6 +111,48 @@ pub struct QuantLinear {
     pub w: Vec<i64>,
     /// `k` biases, if any.
     pub bias: Option<Vec<i64>>,
+}
+
+/// Checks a public linear layer's shapes: `x` is `n x d`, `w` holds `d x k` weights and at
+/// most `k` biases.
+pub(crate) fn check_public_linear(
+    cols: usize,
+    w: Option<&QuantLinear>,
+    d: usize,
+    k: usize,
+) -> Result<()> {
+    if d == 0 || k == 0 {
+        return Err(ProtocolError::Config(format!(
+            "a public linear layer of {d} inputs and {k} outputs"
+        )));
+    }
+    if cols != d {
+        return Err(ProtocolError::Shape {
+            what: "public linear layer input width",
+            expected: d,
+            got: cols,
+        });
+    }
+    let Some(w) = w else {
+        return Ok(());
+    };
+    if Some(w.w.len()) != d.checked_mul(k) {
+        return Err(ProtocolError::Shape {
+            what: "public linear layer weights",
+            expected: d.saturating_mul(k),
+            got: w.w.len(),
+        });
+    }
+    if let Some(b) = &w.bias {
+        if b.len() != k {
+            return Err(ProtocolError::Shape {
+                what: "public linear layer biases",
+                expected: k,
+                got: b.len(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The client's private token ids, or (for the server and the cost model) only their count.
@@ -201,6 +244,23 @@ pub trait Backend {
     ) -> Result<Self::T>;
     /// `x W + b`, rescaled to `frac` (HE or OT as the plan says for `node`).
     fn linear(
+        &mut self,
+        node: &str,
+        x: &Self::T,
+        w: Option<&QuantLinear>,
+        d: usize,
+        k: usize,
+    ) -> Result<Self::T>;
+    /// `x W + b` for a public `W` (a base model's layer in LoRA mode: both parties hold it and
+    /// pass it), rescaled to `frac`. Protocol: each party multiplies its own share by `W`
+    /// locally (exact mod `2^l`: the shares' products sum to `x W`), the server adds the bias,
+    /// then one truncation by `weight_frac` ([`Backend::trunc`]). Security: nothing is sent but
+    /// the truncation's messages, so it reveals nothing beyond the truncation's. Cost: the
+    /// truncation of `n x k` values (bytes, flights); `n d k` ring products per party (local
+    /// compute, not in the cost model's time).
+    /// `w` is `None` only on the cost backend (shapes are enough); the secure backend
+    /// refuses `None`.
+    fn linear_public(
         &mut self,
         node: &str,
         x: &Self::T,

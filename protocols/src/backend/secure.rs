@@ -18,7 +18,9 @@ mod kv;
 
 pub(crate) use kv::kv_policy;
 
-use super::{logit_format, ActKind, Backend, NodeRecord, OpKind, QuantLinear, Tokens};
+use super::{
+    check_public_linear, logit_format, ActKind, Backend, NodeRecord, OpKind, QuantLinear, Tokens,
+};
 use crate::matmul::SharedShape;
 use crate::nonlinear::activation::{gelu, gelu_new, silu, ActFormat};
 use crate::nonlinear::norm::{norm, NormKind, NormWeights};
@@ -656,6 +658,47 @@ impl<C: Channel> Backend for SecureBackend<C> {
                 )))
             }
         };
+        let y = self.share(n, k, y)?;
+        let fw = self.opts.weight_frac;
+        self.trunc(&y, fw)
+    }
+
+    fn linear_public(
+        &mut self,
+        node: &str,
+        x: &AShare,
+        w: Option<&QuantLinear>,
+        d: usize,
+        k: usize,
+    ) -> Result<AShare> {
+        let (n, xd) = shape2(x);
+        check_public_linear(xd, w, d, k)?;
+        let Some(w) = w else {
+            return Err(ProtocolError::Config(format!(
+                "{node}: LoRA mode needs the public base model's weights on both sides"
+            )));
+        };
+        let ring = self.ring;
+        let wr: Vec<u64> = w.w.iter().map(|&v| ring.from_i64(v)).collect();
+        let mut y = vec![0u64; n * k];
+        for (xr, yr) in x.data().chunks_exact(d).zip(y.chunks_exact_mut(k)) {
+            for (&xv, wrow) in xr.iter().zip(wr.chunks_exact(k)) {
+                if xv == 0 {
+                    continue;
+                }
+                for (acc, &wv) in yr.iter_mut().zip(wrow) {
+                    *acc = acc.wrapping_add(xv.wrapping_mul(wv));
+                }
+            }
+            if let (Role::Server, Some(b)) = (self.role, &w.bias) {
+                for (acc, &bv) in yr.iter_mut().zip(b) {
+                    *acc = acc.wrapping_add(ring.from_i64(bv));
+                }
+            }
+            for acc in yr.iter_mut() {
+                *acc = ring.reduce(*acc);
+            }
+        }
         let y = self.share(n, k, y)?;
         let fw = self.opts.weight_frac;
         self.trunc(&y, fw)
