@@ -283,13 +283,15 @@ fn lora_mode_refusals() {
         base: &base,
         adapter: &ad,
     };
-    // a base outside LoRA mode, and no base in LoRA mode: refused before the hello
-    let (_, c) = run_two_party(
-        |_ch| Ok::<_, duet_models::ModelError>(()),
+    // a base outside LoRA mode: the server refuses, both say why
+    let (s, c) = run_two_party(
+        |ch| Server::accept(ch, &g, &base, &plain).map(|_| ()),
         |ch| Client::connect_with_base(ch, &g, &plain, 4, &base).map(|_| ()),
     );
-    let e = c.unwrap_err().to_string();
-    assert!(e.contains("not in LoRA mode"), "{e}");
+    let (se, ce) = (s.unwrap_err().to_string(), c.unwrap_err().to_string());
+    assert!(se.contains("not in LoRA mode"), "{se}");
+    assert!(ce.contains("not in LoRA mode"), "{ce}");
+    // no base in LoRA mode: refused before anything is sent
     let (_, c) = run_two_party(
         |_ch| Ok::<_, duet_models::ModelError>(()),
         |ch| Client::connect(ch, &g, &lora, 4).map(|_| ()),
@@ -319,4 +321,41 @@ fn lora_mode_refusals() {
     let mut bad = ad.layout();
     bad.ranks.push(("model.norm.weight".into(), 4));
     assert!(duet_models::lora::check_layout(&bad, &g).is_err());
+}
+
+/// A client that holds the base but not the adapters (the `connect` side of a two-machine run)
+/// learns the adapters' public layout from the server in the handshake and runs in LoRA mode.
+#[test]
+fn the_server_announces_the_adapter_layout() {
+    let g = Graph::build(&small(BuiltinModel::Llama7bShape));
+    let base = RandomWeights { seed: 7 };
+    let (_dir, ad) = adapter(&g, &["q_proj", "down_proj"], 0.08);
+    let server_w = LoraWeights {
+        base: &base,
+        adapter: &ad,
+    };
+    let mut server_config = RunConfig::fixed("duet");
+    server_config.adapter = Some(ad.layout());
+    let client_config = RunConfig::fixed("duet");
+    let ids = [4u32, 8, 15];
+    let (s, c) = run_two_party(
+        |ch| Server::accept(ch, &g, &server_w, &server_config)?.serve(),
+        |ch| {
+            let mut client = Client::connect_with_base(ch, &g, &client_config, ids.len(), &base)?;
+            let layout = client.options().public_base.clone();
+            let out = client.infer(&ids)?;
+            client.close()?;
+            Ok::<_, duet_models::ModelError>((layout, out.0))
+        },
+    );
+    s.unwrap();
+    let (layout, out) = c.unwrap();
+    assert_eq!(layout, Some(ad.layout()));
+    let merged = MergedWeights {
+        base: &base,
+        adapter: &ad,
+    };
+    let (_, want) = run_reference_outputs(&g, &merged, &ids).unwrap();
+    let err = max_abs(&out.logits.unwrap(), &want.unwrap());
+    assert!(err <= 0.1, "max abs err {err}");
 }

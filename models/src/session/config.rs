@@ -18,6 +18,11 @@ pub struct RunConfig {
     pub protocol: String,
     /// The plan: the preset's fixed choices, or the planner's for a network.
     pub plan: PlanMode,
+    /// LoRA mode: the public layout of the server's adapters over a public base model
+    /// ([`SecureOptions::public_base`]); `None`: every weight is private. A client that holds
+    /// the base but not the adapters learns the layout from the server in the handshake.
+    #[serde(default)]
+    pub adapter: Option<duet_protocols::AdapterLayout>,
 }
 
 /// Where the per-operator choices come from.
@@ -41,6 +46,7 @@ impl RunConfig {
         Self {
             protocol: protocol.into(),
             plan: PlanMode::Fixed,
+            adapter: None,
         }
     }
 
@@ -49,6 +55,7 @@ impl RunConfig {
         Self {
             protocol: protocol.into(),
             plan: PlanMode::Planned { net: net.into() },
+            adapter: None,
         }
     }
 
@@ -57,6 +64,7 @@ impl RunConfig {
         Self {
             protocol: opts.protocol.preset.name().into(),
             plan: PlanMode::Given(Box::new(opts.clone())),
+            adapter: opts.public_base.clone(),
         }
     }
 
@@ -74,7 +82,12 @@ impl RunConfig {
     pub fn base_options(&self, graph: &Graph) -> Result<SecureOptions> {
         if let PlanMode::Given(o) = &self.plan {
             o.check().map_err(proto)?;
-            return Ok(o.as_ref().clone());
+            let mut o = o.as_ref().clone();
+            if let Some(l) = &self.adapter {
+                crate::lora::check_layout(l, graph)?;
+                o.public_base = Some(l.clone());
+            }
+            return Ok(o);
         }
         let protocol = ProtocolConfig::from_name(&self.protocol).map_err(proto)?;
         let mut base = declared_ranges(SecureOptions::new(protocol), &graph.config);
@@ -89,6 +102,10 @@ impl RunConfig {
             base.plan.linear_orbits = true;
             base.plan.kv_cache =
                 duet_protocols::KvCacheMode::Encrypted(duet_protocols::KvPolicy::default());
+        }
+        if let Some(l) = &self.adapter {
+            crate::lora::check_layout(l, graph)?;
+            base.public_base = Some(l.clone());
         }
         Ok(base)
     }
@@ -165,6 +182,9 @@ pub struct Hello {
 pub(super) enum Answer {
     Accepted,
     Refused(String),
+    /// LoRA mode, to a client that holds the base but not the adapters: the adapters' public
+    /// layout, after which the client sends its hello again with the layout in its config.
+    Layout(duet_protocols::AdapterLayout),
 }
 
 /// Most characters of a handshake refusal shown or sent (it names up to 8 differing fields
@@ -179,7 +199,13 @@ pub(super) fn server_handshake<C: Channel>(
     weights: &dyn crate::reference::WeightSource,
     config: &RunConfig,
 ) -> Result<SecureOptions> {
-    let hello: Hello = ch.recv_msg().map_err(transport)?;
+    let mut hello: Hello = ch.recv_msg().map_err(transport)?;
+    if let (Some(l), None, Some(_)) = (&config.adapter, &hello.config.adapter, &hello.base_digest) {
+        // the client holds the base but not the layout: announce it (it is public), once
+        ch.send_msg(&Answer::Layout(l.clone())).map_err(transport)?;
+        ch.flush().map_err(transport)?;
+        hello = ch.recv_msg().map_err(transport)?;
+    }
     let refuse = |ch: &mut C, why: String| -> Result<SecureOptions> {
         // `why` quotes the client's hello: filtered before it is sent back or logged
         let why = duet_transport::peer_text_max(why.as_bytes(), REFUSAL_MAX_CHARS);

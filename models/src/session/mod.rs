@@ -300,7 +300,8 @@ impl<'a, C: Channel> Client<'a, C> {
         plan_tokens: usize,
         base: Option<&'a dyn WeightSource>,
     ) -> Result<Self> {
-        let (options, _) = config.options(graph, plan_tokens.max(1))?;
+        let mut config = config.clone();
+        let (mut options, _) = config.options(graph, plan_tokens.max(1))?;
         let base_digest = match (base, &options.public_base) {
             (None, None) => None,
             (None, Some(_)) => {
@@ -310,14 +311,10 @@ impl<'a, C: Channel> Client<'a, C> {
                         .into(),
                 ))
             }
-            (Some(_), None) => {
-                return Err(ModelError::Input(
-                    "a public base model for a session that is not in LoRA mode".into(),
-                ))
-            }
-            (Some(b), Some(_)) => Some(crate::lora::public_digest(graph, b)?),
+            // with the layout, or without it (the server then announces it)
+            (Some(b), _) => Some(crate::lora::public_digest(graph, b)?),
         };
-        let hello = Hello {
+        let mut hello = Hello {
             version: OPTIONS_VERSION,
             model: graph.config.clone(),
             config: config.clone(),
@@ -325,16 +322,35 @@ impl<'a, C: Channel> Client<'a, C> {
             options: options.clone(),
             base_digest,
         };
-        ch.send_msg(&hello).map_err(transport)?;
-        ch.flush().map_err(transport)?;
-        match ch.recv_msg::<Answer>().map_err(transport)? {
-            Answer::Accepted => {}
-            Answer::Refused(why) => {
-                // tell the server its refusal was read, so it can close
-                let _ = ch.send_msg(&0u8);
-                let _ = ch.flush();
-                let why = duet_transport::peer_text_max(why.as_bytes(), config::REFUSAL_MAX_CHARS);
-                return Err(ModelError::Input(format!("the server refused: {why}")));
+        let mut announced = false;
+        loop {
+            ch.send_msg(&hello).map_err(transport)?;
+            ch.flush().map_err(transport)?;
+            match ch.recv_msg::<Answer>().map_err(transport)? {
+                Answer::Accepted => break,
+                Answer::Refused(why) => {
+                    // tell the server its refusal was read, so it can close
+                    let _ = ch.send_msg(&0u8);
+                    let _ = ch.flush();
+                    let why =
+                        duet_transport::peer_text_max(why.as_bytes(), config::REFUSAL_MAX_CHARS);
+                    return Err(ModelError::Input(format!("the server refused: {why}")));
+                }
+                Answer::Layout(l) => {
+                    // the server's adapters' public layout, announced once, only to a client
+                    // that holds the base and named no layout
+                    if announced || base.is_none() || config.adapter.is_some() {
+                        return Err(ModelError::Input(
+                            "the server announced an adapter layout out of turn".into(),
+                        ));
+                    }
+                    announced = true;
+                    crate::lora::check_layout(&l, graph)?;
+                    config.adapter = Some(l);
+                    options = config.options(graph, plan_tokens.max(1))?.0;
+                    hello.config = config.clone();
+                    hello.options = options.clone();
+                }
             }
         }
         let b = SecureBackend::setup(ch, Role::Client, &options).map_err(proto)?;
@@ -347,7 +363,7 @@ impl<'a, C: Channel> Client<'a, C> {
                 cached_reported: 0,
             },
             graph,
-            config: config.clone(),
+            config,
             base,
         })
     }
