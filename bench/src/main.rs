@@ -102,6 +102,8 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
         #[command(flatten)]
+        adapter: AdapterArgs,
+        #[command(flatten)]
         input: InputArgs,
         /// Protocol preset: duet, iron, bolt, bumblebee or puma.
         #[arg(long, default_value = "duet")]
@@ -125,6 +127,8 @@ enum Command {
         /// A built-in decoder shape: gpt2, llama-7b-shape (seeded random weights).
         #[arg(long)]
         builtin: Option<String>,
+        #[command(flatten)]
+        adapter: AdapterArgs,
         /// The prompt.
         #[arg(long, conflicts_with_all = ["prompt_file", "prompt_len"], required_unless_present_any = ["prompt_file", "prompt_len"])]
         prompt: Option<String>,
@@ -169,6 +173,8 @@ enum Command {
         /// A model file or folder.
         #[arg(long)]
         model: Option<PathBuf>,
+        #[command(flatten)]
+        adapter: AdapterArgs,
         #[arg(long)]
         protocol: String,
         #[arg(long)]
@@ -264,6 +270,8 @@ enum Command {
         /// payload (linear-demo, share-demo).
         #[arg(long)]
         builtin: Option<String>,
+        #[command(flatten)]
+        adapter: AdapterArgs,
         /// Protocol preset (models only): duet, iron, bolt, bumblebee or puma.
         #[arg(long, default_value = "duet")]
         protocol: String,
@@ -282,6 +290,10 @@ enum Command {
         /// A built-in model or payload (must match the server's); default linear-demo.
         #[arg(long)]
         builtin: Option<String>,
+        /// LoRA mode: this side holds the model as the public base (it reads its weights;
+        /// the server's adapters stay private, their layout is announced by the server).
+        #[arg(long)]
+        public_base: bool,
         /// Text to embed (one secure run per line).
         #[arg(long, conflicts_with_all = ["text_file", "seq_len"])]
         text: Option<String>,
@@ -320,6 +332,27 @@ enum Command {
         #[arg(long)]
         seconds: Option<u64>,
     },
+}
+
+/// The server's PEFT adapter over the model.
+#[derive(clap::Args, Debug, Clone)]
+struct AdapterArgs {
+    /// A PEFT adapter folder (adapter_config.json, adapter_model.safetensors) over the model:
+    /// LoRA mode, the model a public base both sides hold and only the adapters private.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// With --adapter: merge the adapters into private weights (every weight private).
+    #[arg(long, requires = "adapter")]
+    merged: bool,
+}
+
+impl AdapterArgs {
+    fn spec(self) -> Option<duet_models::open::AdapterSpec> {
+        self.adapter.map(|dir| duet_models::open::AdapterSpec {
+            dir,
+            merged: self.merged,
+        })
+    }
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -395,6 +428,13 @@ enum BenchCommand {
         /// A GGUF file or a HuggingFace folder.
         #[arg(long)]
         model: Option<PathBuf>,
+        /// A PEFT adapter folder over the model.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        /// With --adapter: lora (public base, private adapters), merged (every weight
+        /// private), or both, comma-separated (one run each, in one harness run).
+        #[arg(long, default_value = "lora", requires = "adapter")]
+        adapter_mode: String,
         /// Prompt tokens (seeded ids).
         #[arg(long, default_value_t = 32)]
         prompt_len: usize,
@@ -593,6 +633,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
         },
         Command::Infer {
             model,
+            adapter,
             input,
             protocol,
             plan,
@@ -608,12 +649,14 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             args.planned = planned(&plan.plan)?;
             args.progress = !json;
             args.recv_timeout = recv_timeout(timeout)?;
+            args.adapter = adapter.spec();
             let r = infer::infer(&args)?;
             print_model_report(&r, json)
         }
         Command::Generate {
             model,
             builtin,
+            adapter,
             prompt,
             prompt_file,
             prompt_len,
@@ -647,6 +690,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             args.planned = planned(&plan.plan)?;
             args.stream = !json;
             args.recv_timeout = recv_timeout(timeout)?;
+            args.adapter = adapter.spec();
             let r = gen::generate(&args)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
@@ -670,6 +714,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
         Command::BenchServer {
             builtin,
             model,
+            adapter,
             protocol,
             peer_fingerprint,
             listen,
@@ -681,6 +726,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             };
             model_bench::bench_server_child(
                 &model_spec(model, builtin.as_deref())?,
+                adapter.spec().as_ref(),
                 &config,
                 peer_fingerprint.parse()?,
                 listen,
@@ -791,6 +837,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             once,
             model,
             builtin,
+            adapter,
             protocol,
             plan,
             net,
@@ -804,10 +851,19 @@ fn run(cli: Cli) -> Result<(), DuetError> {
                 let fp = id.fingerprint();
                 let mut l = link(&net, &id)?;
                 l.once = once;
-                let r = infer::serve_model(l, listen, &model, &config, !net.json, |addr| {
-                    eprintln!("duet serve: listening on {addr}");
-                    eprintln!("duet serve: this server's fingerprint {fp}");
-                })?;
+                let adapter = adapter.spec();
+                let r = infer::serve_model(
+                    l,
+                    listen,
+                    &model,
+                    adapter.as_ref(),
+                    &config,
+                    !net.json,
+                    |addr| {
+                        eprintln!("duet serve: listening on {addr}");
+                        eprintln!("duet serve: this server's fingerprint {fp}");
+                    },
+                )?;
                 return print_model_report(&r, net.json);
             }
             let builtin = payload.unwrap_or(Builtin::LinearDemo);
@@ -827,6 +883,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             addr,
             model,
             builtin,
+            public_base,
             text,
             text_file,
             seq_len,
@@ -855,6 +912,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
                     &model,
                     &input,
                     &config,
+                    public_base,
                     !net.json,
                 )?;
                 return print_model_report(&r, net.json);
@@ -994,6 +1052,8 @@ fn run(cli: Cli) -> Result<(), DuetError> {
                 BenchCommand::Generate {
                     builtin,
                     model,
+                    adapter,
+                    adapter_mode,
                     prompt_len,
                     new_tokens,
                     protocol,
@@ -1010,30 +1070,54 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             let choice = duet_bench::product::generate::parse_choice(&choice)?;
             let planned = planned(&plan)?;
             let exe = std::env::current_exe()?;
+            let adapters: Vec<Option<duet_models::open::AdapterSpec>> = match &adapter {
+                None => vec![None],
+                Some(dir) => adapter_mode
+                    .split(',')
+                    .map(|m| match m.trim() {
+                        "lora" => Ok(false),
+                        "merged" => Ok(true),
+                        other => Err(DuetError::Usage(format!(
+                            "--adapter-mode {other:?}: lora, merged or lora,merged"
+                        ))),
+                    })
+                    .map(|m| {
+                        m.map(|merged| {
+                            Some(duet_models::open::AdapterSpec {
+                                dir: dir.clone(),
+                                merged,
+                            })
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
             let mut runs = Vec::new();
-            for p in protocol.split(',').map(str::trim) {
-                for n in net.split(',').map(str::trim) {
-                    let r = gb::bench_generate(
-                        &BenchGenerateArgs {
-                            model: spec.clone(),
-                            prompt_len,
-                            new_tokens,
-                            protocol: p.to_string(),
-                            net: n.to_string(),
-                            shaping,
-                            planned,
-                            choice: choice.clone(),
-                        },
-                        &exe,
-                    )?;
-                    println!("{}", gb::table(std::slice::from_ref(&r)));
-                    if let Some(dir) = &out {
-                        std::fs::create_dir_all(dir)?;
-                        let path = gb::run_file(dir, &r);
-                        std::fs::write(&path, serde_json::to_string_pretty(&r)? + "\n")?;
-                        println!("wrote {}", path.display());
+            for a in &adapters {
+                for p in protocol.split(',').map(str::trim) {
+                    for n in net.split(',').map(str::trim) {
+                        let r = gb::bench_generate(
+                            &BenchGenerateArgs {
+                                model: spec.clone(),
+                                prompt_len,
+                                new_tokens,
+                                protocol: p.to_string(),
+                                net: n.to_string(),
+                                shaping,
+                                planned,
+                                choice: choice.clone(),
+                                adapter: a.clone(),
+                            },
+                            &exe,
+                        )?;
+                        println!("{}", gb::table(std::slice::from_ref(&r)));
+                        if let Some(dir) = &out {
+                            std::fs::create_dir_all(dir)?;
+                            let path = gb::run_file(dir, &r);
+                            std::fs::write(&path, serde_json::to_string_pretty(&r)? + "\n")?;
+                            println!("wrote {}", path.display());
+                        }
+                        runs.push(r);
                     }
-                    runs.push(r);
                 }
             }
             if let Some(dir) = &out {

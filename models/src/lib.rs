@@ -12,6 +12,7 @@ pub mod generate;
 pub mod gguf;
 pub mod graph;
 pub mod lora;
+pub mod lora_seeded;
 pub mod open;
 pub mod planner;
 pub mod reference;

@@ -15,6 +15,7 @@
 use crate::builtin::{BuiltinModel, RandomWeights};
 use crate::gguf::{ChatTemplate, GgufModel};
 use crate::graph::Graph;
+use crate::lora::{AdapterLayout, LoraAdapter, LoraWeights, MergedWeights};
 use crate::reference::WeightSource;
 use crate::tokenizer::TextTokenizer;
 use crate::{ModelDir, ModelError, ModelWeights, Result};
@@ -174,8 +175,50 @@ pub struct ServerModel {
     pub name: String,
     /// The graph.
     pub graph: Graph,
-    /// The weights.
+    /// The weights (with an adapter: the base model's).
     pub weights: Weights,
+    /// PEFT adapters over the weights, if any.
+    pub adapter: Option<LoraAdapter>,
+    /// With an adapter: `true` merges it into private weights (every weight private, the
+    /// fully private run); `false` runs LoRA mode (the base public, only the adapters private).
+    pub merged: bool,
+}
+
+/// A PEFT adapter folder for the server, and how it runs (see [`ServerModel::merged`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdapterSpec {
+    /// The folder (`adapter_config.json`, `adapter_model.safetensors`).
+    pub dir: PathBuf,
+    /// Merge the adapters into private weights instead of LoRA mode.
+    pub merged: bool,
+}
+
+/// The weights a server's session reads: the model's own, the base with its adapters beside
+/// (LoRA mode), or the base with the adapters merged in.
+pub enum SessionWeights<'a> {
+    /// No adapter.
+    Plain(&'a Weights),
+    /// LoRA mode.
+    Lora(LoraWeights<'a>),
+    /// Merged.
+    Merged(MergedWeights<'a>),
+}
+
+impl WeightSource for SessionWeights<'_> {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f64>> {
+        match self {
+            SessionWeights::Plain(w) => w.get(name, shape),
+            SessionWeights::Lora(w) => w.get(name, shape),
+            SessionWeights::Merged(w) => w.get(name, shape),
+        }
+    }
+
+    fn lora_pair(&self, weight: &str) -> Result<Option<crate::lora::LoraPair>> {
+        match self {
+            SessionWeights::Lora(w) => w.lora_pair(weight),
+            _ => Ok(None),
+        }
+    }
 }
 
 impl ServerModel {
@@ -233,7 +276,7 @@ impl ServerModel {
         };
         for (name, shape, role) in roles {
             let limit = (1u64 << bits(role)) as f64;
-            let v = self.weights.get(&name, &shape)?;
+            let v = self.session_weights().get(&name, &shape)?;
             if let Some(&bad) = v.iter().find(|x| !x.is_finite() || x.abs() >= limit) {
                 return Err(ModelError::WeightRange {
                     name,
@@ -242,7 +285,72 @@ impl ServerModel {
                 });
             }
         }
+        // LoRA mode: the adapters run as private weights `A` and `s B`
+        if let (Some(ad), false) = (&self.adapter, self.merged) {
+            let limit = (1u64 << opts.weight_bits) as f64;
+            for (weight, _) in ad.layout().ranks {
+                let Some(p) = ad.pair(&weight)? else { continue };
+                let bad =
+                    p.a.iter()
+                        .copied()
+                        .chain(p.b.iter().map(|v| v * p.scale))
+                        .find(|x| !x.is_finite() || x.abs() >= limit);
+                if let Some(bad) = bad {
+                    return Err(ModelError::WeightRange {
+                        name: format!("{weight} (LoRA adapter)"),
+                        value: bad,
+                        limit,
+                    });
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// [`ServerModel::open`], then the PEFT adapter `adapter` (if any) for the model's graph.
+    pub fn open_with(spec: &ModelSpec, adapter: Option<&AdapterSpec>) -> Result<Self> {
+        let mut m = Self::open(spec)?;
+        if let Some(a) = adapter {
+            m.adapter = Some(LoraAdapter::open(&a.dir, &m.graph)?);
+            m.merged = a.merged;
+        }
+        Ok(m)
+    }
+
+    /// In LoRA mode, the adapters' public layout (what [`crate::session::RunConfig::adapter`]
+    /// names); `None` without an adapter or merged.
+    pub fn adapter_layout(&self) -> Option<AdapterLayout> {
+        match (&self.adapter, self.merged) {
+            (Some(a), false) => Some(a.layout()),
+            _ => None,
+        }
+    }
+
+    /// The weights the server's session reads (see [`SessionWeights`]).
+    pub fn session_weights(&self) -> SessionWeights<'_> {
+        match (&self.adapter, self.merged) {
+            (None, _) => SessionWeights::Plain(&self.weights),
+            (Some(a), false) => SessionWeights::Lora(LoraWeights {
+                base: &self.weights,
+                adapter: a,
+            }),
+            (Some(a), true) => SessionWeights::Merged(MergedWeights {
+                base: &self.weights,
+                adapter: a,
+            }),
+        }
+    }
+
+    /// The weights of the model the client's output should match: the model's own, or with
+    /// an adapter (in either mode) the base with the adapters merged in.
+    pub fn reference_weights(&self) -> SessionWeights<'_> {
+        match &self.adapter {
+            None => SessionWeights::Plain(&self.weights),
+            Some(a) => SessionWeights::Merged(MergedWeights {
+                base: &self.weights,
+                adapter: a,
+            }),
+        }
     }
 
     /// Opens `config.json` and `model.safetensors` (every tensor's presence and shape
@@ -256,6 +364,8 @@ impl ServerModel {
                     name: spec.name(),
                     graph: m.graph,
                     weights,
+                    adapter: None,
+                    merged: false,
                 })
             }
             ModelSpec::Gguf(f) => {
@@ -264,12 +374,16 @@ impl ServerModel {
                     name: spec.name(),
                     graph: m.graph.clone(),
                     weights: Weights::Gguf(Box::new(m)),
+                    adapter: None,
+                    merged: false,
                 })
             }
             ModelSpec::Builtin(b) => Ok(Self {
                 name: spec.name(),
                 graph: Graph::build(&b.config()),
                 weights: Weights::Random(RandomWeights { seed: BUILTIN_SEED }),
+                adapter: None,
+                merged: false,
             }),
         }
     }

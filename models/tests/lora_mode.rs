@@ -15,19 +15,17 @@
 )]
 
 mod common;
-#[path = "common/peft.rs"]
-mod peft;
 
 use common::small;
 use duet_models::generate::{predict_generation, GenerateOptions};
 use duet_models::lora::{LoraAdapter, LoraWeights, MergedWeights};
+use duet_models::lora_seeded::{write_seeded_adapter, SeededAdapter};
 use duet_models::secure::predict;
 use duet_models::session::{Client, RunConfig, SecureOutput, SecureReport, Server, TokenChoice};
 use duet_models::{run_reference_outputs, BuiltinModel, Graph, RandomWeights};
 use duet_protocols::cost_model::MachineProfile;
 use duet_protocols::{KvCacheMode, KvPolicy, SecureOptions};
 use duet_transport::run_two_party;
-use peft::write_adapter;
 
 const LLAMA_TARGETS: [&str; 6] = [
     "q_proj",
@@ -40,7 +38,11 @@ const LLAMA_TARGETS: [&str; 6] = [
 
 fn adapter(g: &Graph, targets: &[&str], amp: f64) -> (tempfile::TempDir, LoraAdapter) {
     let dir = tempfile::tempdir().unwrap();
-    let written = write_adapter(dir.path(), g, targets, 8, 16.0, amp, 42);
+    let spec = SeededAdapter {
+        amp,
+        ..SeededAdapter::new(targets)
+    };
+    let written = write_seeded_adapter(dir.path(), g, &spec).unwrap();
     assert!(!written.is_empty());
     let a = LoraAdapter::open(dir.path(), g).unwrap();
     assert_eq!(a.layout().ranks.len(), written.len());

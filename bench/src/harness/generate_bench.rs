@@ -7,9 +7,10 @@ use crate::harness::netns::{ShapedNet, Shaping};
 use crate::product::generate::{
     client_generate, generate_report, prompt_ids, GenerateArgs, GenerateReport, PromptArg,
 };
+use crate::product::session::open_public_base;
 use crate::report::{peak_rss_bytes, PeakRss};
 use crate::DuetError;
-use duet_models::open::{ModelSpec, PublicModel};
+use duet_models::open::{AdapterSpec, ModelSpec, PublicModel};
 use duet_models::session::TokenChoice;
 use duet_transport::quic::{connect, Identity, QuicConfig, QuicRuntime};
 use std::path::{Path, PathBuf};
@@ -34,6 +35,9 @@ pub struct BenchGenerateArgs {
     pub planned: bool,
     /// How tokens are chosen.
     pub choice: TokenChoice,
+    /// The server's PEFT adapter (LoRA mode: the client holds the public base; merged:
+    /// every weight private).
+    pub adapter: Option<AdapterSpec>,
 }
 
 /// The server child's model arguments for `spec`.
@@ -49,8 +53,21 @@ fn model_args(spec: &ModelSpec) -> Vec<String> {
 /// One run (see the module documentation).
 pub fn bench_generate(args: &BenchGenerateArgs, exe: &Path) -> Result<GenerateReport, DuetError> {
     let profile = check_net(&args.net)?;
-    let config = run_config(&args.protocol, args.planned, &args.net)?;
+    let mut config = run_config(&args.protocol, args.planned, &args.net)?;
     let client = PublicModel::open(&args.model, false)?;
+    // LoRA mode: the client holds the public base; the harness reads the adapters' public
+    // layout to price the run (the client learns the same layout in the handshake)
+    let base = match &args.adapter {
+        Some(a) if !a.merged => {
+            let layout = duet_models::lora::LoraAdapter::open(&a.dir, &client.graph)?.layout();
+            config.adapter = Some(layout);
+            Some(open_public_base(&args.model)?)
+        }
+        _ => None,
+    };
+    let base_weights = base
+        .as_ref()
+        .map(|b| &b.weights as &(dyn duet_models::WeightSource + Sync));
     let mut gen_args = GenerateArgs::new(args.model.clone(), PromptArg::Len(args.prompt_len));
     gen_args.max_new_tokens = args.new_tokens;
     gen_args.choice = args.choice.clone();
@@ -58,10 +75,18 @@ pub fn bench_generate(args: &BenchGenerateArgs, exe: &Path) -> Result<GenerateRe
     gen_args.protocol.clone_from(&args.protocol);
     gen_args.net.clone_from(&args.net);
     gen_args.planned = args.planned;
+    gen_args.adapter.clone_from(&args.adapter);
     let prompt = prompt_ids(&client, &gen_args)?;
     let id = Identity::generate()?;
     let mut net = ShapedNet::setup(&profile, args.shaping)?;
-    let child = ChildServer::start(exe, &mut net, &model_args(&args.model), &config, &id)?;
+    let mut child_args = model_args(&args.model);
+    if let Some(a) = &args.adapter {
+        child_args.extend(["--adapter".into(), a.dir.display().to_string()]);
+        if a.merged {
+            child_args.push("--merged".into());
+        }
+    }
+    let child = ChildServer::start(exe, &mut net, &child_args, &config, &id)?;
     let rt = QuicRuntime::recommended()?;
     let t = Instant::now();
     let run = (|| -> Result<_, DuetError> {
@@ -72,7 +97,7 @@ pub fn bench_generate(args: &BenchGenerateArgs, exe: &Path) -> Result<GenerateRe
             child.fingerprint,
             QuicConfig::default(),
         )?;
-        let out = client_generate(&session, &client, &prompt, &gen_args, &config)?;
+        let out = client_generate(&session, &client, &prompt, &gen_args, &config, base_weights)?;
         session.close()?;
         Ok(out)
     })();

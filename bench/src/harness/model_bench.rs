@@ -141,12 +141,15 @@ impl Drop for ChildGuard {
 /// [`ChildDone`].
 pub fn bench_server_child(
     model: &ModelSpec,
+    adapter: Option<&duet_models::open::AdapterSpec>,
     config: &RunConfig,
     peer: Fingerprint,
     listen: SocketAddr,
 ) -> Result<(), DuetError> {
     end_with_the_parent();
-    let model = crate::product::session::open_server_model(model, config)?;
+    let mut config = config.clone();
+    let config = &mut config;
+    let model = crate::product::session::open_server_model(model, adapter, config)?;
     let rt = QuicRuntime::recommended()?;
     let id = Identity::generate()?;
     let listener = QuicListener::bind(&rt, listen, &id, peer, QuicConfig::default())?;
@@ -332,9 +335,10 @@ pub fn bench_model(args: &BenchModelArgs, exe: &Path) -> Result<ModelReport, Due
             child.fingerprint,
             QuicConfig::default(),
         )?;
-        let out = client_model_session(&session, &client.graph, &inputs, &config, &mut |p| {
-            bar.update(p)
-        })?;
+        let out =
+            client_model_session(&session, &client.graph, &inputs, &config, None, &mut |p| {
+                bar.update(p)
+            })?;
         session.close()?;
         Ok(out)
     })();

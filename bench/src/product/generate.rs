@@ -14,9 +14,10 @@ use crate::product::session::{
 use crate::report::{peak_rss_bytes, PeakRss};
 use crate::DuetError;
 use duet_models::generate::{predict_generation, GenerateOptions, Generation, StopReason};
-use duet_models::open::{ModelSpec, PublicModel};
+use duet_models::open::{AdapterSpec, ModelSpec, PublicModel};
 use duet_models::secure::{Prediction, SecureReport};
 use duet_models::session::{Client, RunConfig, TokenChoice};
+use duet_models::WeightSource;
 use duet_protocols::cost_model::MachineProfile;
 use duet_transport::relay::NetProfile;
 use duet_transport::{Role, Session};
@@ -66,6 +67,9 @@ pub struct GenerateArgs {
     pub stream: bool,
     /// Longest wait for one message from the other party.
     pub recv_timeout: std::time::Duration,
+    /// The server's PEFT adapter over the model: LoRA mode (the model a public base both
+    /// sides hold) or merged (every weight private).
+    pub adapter: Option<AdapterSpec>,
 }
 
 impl GenerateArgs {
@@ -83,6 +87,7 @@ impl GenerateArgs {
             planned: true,
             stream: false,
             recv_timeout: duet_transport::quic::QuicConfig::default().recv_timeout,
+            adapter: None,
         }
     }
 
@@ -305,6 +310,7 @@ pub fn client_generate<S: Session>(
     prompt: &[u32],
     args: &GenerateArgs,
     config: &RunConfig,
+    base: Option<&(dyn WeightSource + Sync)>,
 ) -> Result<Generation, DuetError> {
     {
         let mut ch = session.channel(PAYLOAD_CHANNEL)?;
@@ -313,7 +319,10 @@ pub fn client_generate<S: Session>(
     let ch = session.channel(MODEL_CHANNEL)?;
     // a generation's cost is its decode steps (one token each, `max_new_tokens` of them):
     // the plan is made for one-token requests, and the prefill runs under the same plan
-    let mut client = Client::connect(ch, &model.graph, config, 1)?;
+    let mut client = match base {
+        Some(b) => Client::connect_with_base(ch, &model.graph, config, 1, b)?,
+        None => Client::connect(ch, &model.graph, config, 1)?,
+    };
     let mut printer = Printer {
         model,
         ids: Vec::new(),
@@ -363,6 +372,11 @@ pub fn generate_report(
         Role::Client,
     );
     run.report.seq_len = gen.prompt.len();
+    if let Some(a) = &args.adapter {
+        // the two adapter modes of one model are told apart in tables and file names
+        let mode = if a.merged { "merged" } else { "lora" };
+        run.report.model = format!("{}+{mode}", model.name);
+    }
     run.runs = reports.len();
     run.plan = choices;
     run.plan_name = config.plan_name();
@@ -403,8 +417,13 @@ pub fn generate_report(
 
 /// `duet generate`: both parties here over loopback QUIC.
 pub fn generate(args: &GenerateArgs) -> Result<GenerateReport, DuetError> {
-    let config = args.config()?;
-    let server = open_server_model(&args.model, &config)?;
+    let mut config = args.config()?;
+    let server = open_server_model(&args.model, args.adapter.as_ref(), &mut config)?;
+    // LoRA mode: the client holds the same public base (in this process, the same file)
+    let base = config
+        .adapter
+        .is_some()
+        .then_some(&server.weights as &(dyn WeightSource + Sync));
     let need_tok = !matches!(args.prompt, PromptArg::Len(_)) || args.stream;
     let client = PublicModel::open(
         &args.model,
@@ -415,7 +434,7 @@ pub fn generate(args: &GenerateArgs) -> Result<GenerateReport, DuetError> {
     let (_, gen) = loopback_with(
         loopback_config(args.recv_timeout),
         |s| serve_model_session(s, &server, &config, &mut |_| {}),
-        |s| client_generate(s, &client, &prompt, args, &config),
+        |s| client_generate(s, &client, &prompt, args, &config, base),
     )?;
     let wall = t.elapsed().as_secs_f64();
     let rss = peak_rss_bytes();

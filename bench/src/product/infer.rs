@@ -14,7 +14,7 @@ use crate::product::session::{
 };
 use crate::report::{peak_rss_bytes, PeakRss};
 use crate::DuetError;
-use duet_models::open::{ModelSpec, PublicModel};
+use duet_models::open::{AdapterSpec, ModelSpec, PublicModel};
 use duet_models::secure::{SecureOutput, SecureReport};
 use duet_models::sentence_embedding;
 use duet_models::session::RunConfig;
@@ -41,6 +41,9 @@ pub struct InferArgs {
     pub progress: bool,
     /// Longest wait for one message from the other party.
     pub recv_timeout: std::time::Duration,
+    /// The server's PEFT adapter over the model: LoRA mode (the model a public base both
+    /// sides hold) or merged (every weight private).
+    pub adapter: Option<AdapterSpec>,
 }
 
 impl InferArgs {
@@ -54,6 +57,7 @@ impl InferArgs {
             planned: true,
             progress: false,
             recv_timeout: QuicConfig::default().recv_timeout,
+            adapter: None,
         }
     }
 
@@ -120,8 +124,13 @@ fn session_report(
 /// input line; the accuracy is measured against the plaintext reference executor (this
 /// process holds both sides). Peak RSS is this one process's, reported for both parties.
 pub fn infer(args: &InferArgs) -> Result<ModelReport, DuetError> {
-    let config = args.config()?;
-    let server = open_server_model(&args.model, &config)?;
+    let mut config = args.config()?;
+    let server = open_server_model(&args.model, args.adapter.as_ref(), &mut config)?;
+    // LoRA mode: the client holds the same public base (in this process, the same file)
+    let base = config
+        .adapter
+        .is_some()
+        .then_some(&server.weights as &(dyn duet_models::WeightSource + Sync));
     let need_tok = args.input.is_text() && !matches!(args.model, ModelSpec::Builtin(_));
     let client = PublicModel::open(&args.model, need_tok)?;
     let inputs = resolve_inputs(&client, &args.input)?;
@@ -131,13 +140,17 @@ pub fn infer(args: &InferArgs) -> Result<ModelReport, DuetError> {
     let res = loopback_with(
         loopback_config(args.recv_timeout),
         |s| serve_model_session(s, &server, &config, &mut |_| {}),
-        |s| client_model_session(s, &client.graph, &inputs, &config, &mut |p| bar.update(p)),
+        |s| {
+            client_model_session(s, &client.graph, &inputs, &config, base, &mut |p| {
+                bar.update(p)
+            })
+        },
     );
     bar.finish();
     let (_, results) = res?;
     let wall = t.elapsed().as_secs_f64();
     let rss = peak_rss_bytes();
-    let refs = references(&server.graph, &server.weights, inputs.iter())?;
+    let refs = references(&server.graph, &server.reference_weights(), inputs.iter())?;
     let reports: Vec<SecureReport> = results.iter().map(|(_, r)| r.clone()).collect();
     let mut rep = session_report(
         &client.name,
@@ -208,11 +221,14 @@ pub fn serve_model(
     link: Link<'_>,
     listen: SocketAddr,
     model: &ModelSpec,
+    adapter: Option<&AdapterSpec>,
     config: &RunConfig,
     progress: bool,
     on_listen: impl FnOnce(SocketAddr),
 ) -> Result<ModelReport, DuetError> {
-    let server = open_server_model(model, config)?;
+    let mut config = config.clone();
+    let config = &mut config;
+    let server = open_server_model(model, adapter, config)?;
     let rt = QuicRuntime::recommended()?;
     let listener = QuicListener::bind(&rt, listen, link.identity, link.peer, link.config)?;
     on_listen(listener.local_addr()?);
@@ -246,19 +262,34 @@ pub fn connect_model(
     model: &ModelSpec,
     input: &InputArg,
     config: &RunConfig,
+    public_base: bool,
     progress: bool,
 ) -> Result<ModelReport, DuetError> {
     let need_tok = input.is_text() && !matches!(model, ModelSpec::Builtin(_));
     let client = PublicModel::open(model, need_tok)?;
+    // LoRA mode: the client holds the public base (the server announces its adapters' layout)
+    let base = if public_base {
+        Some(crate::product::session::open_public_base(model)?)
+    } else {
+        None
+    };
     let inputs = resolve_inputs(&client, input)?;
     let longest = inputs.iter().map(|i| i.ids.len()).max().unwrap_or(1);
     let rt = QuicRuntime::recommended()?;
     let session = connect(&rt, addr, link.identity, link.peer, link.config)?;
     let t = Instant::now();
     let mut bar = ProgressLine::new(progress, "client");
-    let res = client_model_session(&session, &client.graph, &inputs, config, &mut |p| {
-        bar.update(p)
-    });
+    let base_weights = base
+        .as_ref()
+        .map(|b| &b.weights as &(dyn duet_models::WeightSource + Sync));
+    let res = client_model_session(
+        &session,
+        &client.graph,
+        &inputs,
+        config,
+        base_weights,
+        &mut |p| bar.update(p),
+    );
     bar.finish();
     let results = res?;
     session.close()?;

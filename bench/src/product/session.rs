@@ -5,10 +5,10 @@
 
 use crate::product::inputs::Input;
 use crate::DuetError;
-use duet_models::open::{ModelSpec, ServerModel};
+use duet_models::open::{AdapterSpec, ModelSpec, ServerModel};
 use duet_models::secure::{Progress, SecureOutput, SecureReport};
 use duet_models::session::{Client, RunConfig, Server};
-use duet_models::Graph;
+use duet_models::{Graph, WeightSource};
 use duet_transport::quic::{connect, Identity, QuicConfig, QuicListener, QuicRuntime, QuicSession};
 use duet_transport::{Channel, Session};
 use std::net::SocketAddr;
@@ -21,12 +21,25 @@ pub const MODEL_CHANNEL: u32 = 1001;
 /// Payload name both sides agree on before a model session.
 pub const MODEL_PAYLOAD: &str = "secure-model";
 
-/// Opens the server's model and checks every tensor against the ranges `config` declares
-/// (streamed, before any session: a model that does not fit is refused at start).
-pub fn open_server_model(spec: &ModelSpec, config: &RunConfig) -> Result<ServerModel, DuetError> {
-    let m = ServerModel::open(spec)?;
+/// Opens the server's model (with its PEFT adapter, if any) and checks every tensor against
+/// the ranges `config` declares (streamed, before any session: a model that does not fit is
+/// refused at start). In LoRA mode `config` is given the adapters' public layout.
+pub fn open_server_model(
+    spec: &ModelSpec,
+    adapter: Option<&AdapterSpec>,
+    config: &mut RunConfig,
+) -> Result<ServerModel, DuetError> {
+    let m = ServerModel::open_with(spec, adapter)?;
+    config.adapter = m.adapter_layout();
     m.check_ranges(&config.base_options(&m.graph)?)?;
     Ok(m)
+}
+
+/// The client's copy of the public base model in LoRA mode (`duet connect --public-base`, or
+/// the client side of an in-process run): the model's weights, opened as the server opens
+/// them.
+pub fn open_public_base(spec: &ModelSpec) -> Result<ServerModel, DuetError> {
+    Ok(ServerModel::open(spec)?)
 }
 
 /// The server side of a model session on `session`: agrees on the payload, accepts the
@@ -42,17 +55,21 @@ pub fn serve_model_session<S: Session>(
         check_payload(&mut ch, MODEL_PAYLOAD)?;
     }
     let ch = session.channel(MODEL_CHANNEL)?;
-    let mut server = Server::accept(ch, &model.graph, &model.weights, config)?;
+    let weights = model.session_weights();
+    let mut server = Server::accept(ch, &model.graph, &weights, config)?;
     Ok(server.serve_with(progress)?)
 }
 
 /// The client side of a model session on `session`: one request per input, the options
-/// planned (when `config` plans) for the longest input. Returns each input's output and report.
+/// planned (when `config` plans) for the longest input. With `base` (LoRA mode) the client
+/// holds the public base model ([`Client::connect_with_base`]). Returns each input's output
+/// and report.
 pub fn client_model_session<S: Session>(
     session: &S,
     graph: &Graph,
     inputs: &[Input],
     config: &RunConfig,
+    base: Option<&(dyn WeightSource + Sync)>,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Vec<(SecureOutput, SecureReport)>, DuetError> {
     {
@@ -61,7 +78,10 @@ pub fn client_model_session<S: Session>(
     }
     let ch = session.channel(MODEL_CHANNEL)?;
     let longest = inputs.iter().map(|i| i.ids.len()).max().unwrap_or(1);
-    let mut client = Client::connect(ch, graph, config, longest)?;
+    let mut client = match base {
+        Some(b) => Client::connect_with_base(ch, graph, config, longest, b)?,
+        None => Client::connect(ch, graph, config, longest)?,
+    };
     let mut out = Vec::with_capacity(inputs.len());
     for input in inputs {
         out.push(client.infer_with(&input.ids, progress)?);
