@@ -70,6 +70,7 @@ impl BuiltinModel {
             norm_eps: 1e-12,
             activation: Activation::GeluErf,
             rope_theta: 0.0,
+            attention_kernel: crate::config::AttentionKernel::Softmax,
         };
         match self {
             BuiltinModel::BertTiny => bert(128, 2, 2, 512),
@@ -88,6 +89,7 @@ impl BuiltinModel {
                 norm_eps: 1e-5,
                 activation: Activation::GeluTanh,
                 rope_theta: 0.0,
+                attention_kernel: crate::config::AttentionKernel::Softmax,
             },
             BuiltinModel::Llama7bShape => ModelConfig {
                 arch: Arch::Llama,
@@ -102,6 +104,7 @@ impl BuiltinModel {
                 norm_eps: 1e-6,
                 activation: Activation::Silu,
                 rope_theta: 10_000.0,
+                attention_kernel: crate::config::AttentionKernel::Softmax,
             },
         }
     }

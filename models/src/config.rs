@@ -69,6 +69,32 @@ pub struct ModelConfig {
     pub activation: Activation,
     /// Rotary base (LLaMA).
     pub rope_theta: f64,
+    /// How attention scores become weights: SoftMax, or the Gaussian kernel for models
+    /// fine-tuned with it (`config.json`: `"attention_kernel": "gaussian"`, optional
+    /// `"gaussian_scale"`, default `1 / (2 sqrt(head_dim))`).
+    #[serde(default)]
+    pub attention_kernel: AttentionKernel,
+}
+
+pub use duet_protocols::AttentionKernel;
+
+/// The attention kernel a `config.json` names (SoftMax when it names none).
+fn attention_kernel(v: &Value, head_dim: usize, path: &Path) -> Result<AttentionKernel> {
+    match v.get("attention_kernel").and_then(Value::as_str) {
+        None | Some("softmax") => Ok(AttentionKernel::Softmax),
+        Some("gaussian") => {
+            let scale = get_f64(
+                v,
+                &["gaussian_scale"],
+                0.5 / (head_dim.max(1) as f64).sqrt(),
+            );
+            Ok(AttentionKernel::Gaussian { scale })
+        }
+        Some(other) => Err(ModelError::Config {
+            path: path.to_path_buf(),
+            reason: format!("attention_kernel {other:?}: softmax or gaussian"),
+        }),
+    }
 }
 
 fn get_usize(v: &Value, keys: &[&str], path: &Path) -> Result<usize> {
@@ -171,6 +197,7 @@ impl ModelConfig {
                     norm_eps: get_f64(v, &["layer_norm_eps"], 1e-12),
                     activation,
                     rope_theta: 0.0,
+                    attention_kernel: AttentionKernel::Softmax,
                 }
             }
             Arch::Gpt2 => {
@@ -189,6 +216,7 @@ impl ModelConfig {
                     norm_eps: get_f64(v, &["layer_norm_epsilon"], 1e-5),
                     activation: Activation::GeluTanh,
                     rope_theta: 0.0,
+                    attention_kernel: AttentionKernel::Softmax,
                 }
             }
             Arch::Llama => {
@@ -206,9 +234,12 @@ impl ModelConfig {
                     norm_eps: get_f64(v, &["rms_norm_eps"], 1e-6),
                     activation: Activation::Silu,
                     rope_theta: get_f64(v, &["rope_theta"], 10_000.0),
+                    attention_kernel: AttentionKernel::Softmax,
                 }
             }
         };
+        let mut cfg = cfg;
+        cfg.attention_kernel = attention_kernel(v, cfg.head_dim().max(1), path)?;
         cfg.validate(path)?;
         Ok(cfg)
     }
@@ -245,6 +276,11 @@ impl ModelConfig {
         }
         if !(self.rope_theta.is_finite() && self.rope_theta >= 0.0 && self.rope_theta < 1e12) {
             return bad(format!("rotary base {} out of range", self.rope_theta));
+        }
+        if let AttentionKernel::Gaussian { scale } = self.attention_kernel {
+            if !(scale.is_finite() && scale > 0.0 && scale < 1e6) {
+                return bad(format!("Gaussian attention scale {scale} out of range"));
+            }
         }
         if self.hidden % self.heads != 0 {
             return bad(format!(

@@ -83,6 +83,8 @@ pub enum Op {
         causal: bool,
         /// Rotary embedding base, if rotary positions are used.
         rope_theta: Option<f64>,
+        /// SoftMax or the Gaussian kernel.
+        kernel: crate::config::AttentionKernel,
     },
     /// Element-wise activation.
     Activation(Activation),
@@ -285,6 +287,7 @@ fn bert(c: &ModelConfig) -> Graph {
                 head_dim: c.head_dim(),
                 causal: false,
                 rope_theta: None,
+                kernel: c.attention_kernel,
             },
             vec![q, k, v],
         );
@@ -380,6 +383,7 @@ fn gpt2(c: &ModelConfig) -> Graph {
                 head_dim: c.head_dim(),
                 causal: true,
                 rope_theta: None,
+                kernel: c.attention_kernel,
             },
             vec![q, k, v],
         );
@@ -497,6 +501,7 @@ fn llama(c: &ModelConfig) -> Graph {
                 head_dim: c.head_dim(),
                 causal: true,
                 rope_theta: Some(c.rope_theta),
+                kernel: c.attention_kernel,
             },
             vec![q, k, v],
         );

@@ -198,15 +198,15 @@ pub fn run_reference_traced(
                 head_dim,
                 causal,
                 rope_theta,
+                kernel,
             } => attention(
                 input(0)?,
                 input(1)?,
                 input(2)?,
-                *heads,
-                *kv_heads,
-                *head_dim,
+                (*heads, *kv_heads, *head_dim),
                 *causal,
                 *rope_theta,
+                *kernel,
             )?,
             Op::Activation(a) => {
                 let mut m = input(0)?.clone();
@@ -412,11 +412,10 @@ fn attention(
     q: &Matrix,
     k: &Matrix,
     v: &Matrix,
-    heads: usize,
-    kv_heads: usize,
-    hd: usize,
+    (heads, kv_heads, hd): (usize, usize, usize),
     causal: bool,
     rope_theta: Option<f64>,
+    kernel: crate::config::AttentionKernel,
 ) -> Result<Matrix> {
     let s = q.rows;
     if q.cols != heads * hd || k.cols != kv_heads * hd || v.cols != kv_heads * hd || k.rows != s {
@@ -438,20 +437,33 @@ fn attention(
         for i in 0..s {
             let qi = q.row(i).get(h * hd..(h + 1) * hd).unwrap_or(&[]);
             let lim = if causal { i + 1 } else { s };
+            let gaussian = match kernel {
+                crate::config::AttentionKernel::Gaussian { scale } => Some(scale),
+                crate::config::AttentionKernel::Softmax => None,
+            };
             for (j, sc) in scores.iter_mut().enumerate() {
-                *sc = if j < lim {
-                    let kj = k.row(j).get(kvh * hd..(kvh + 1) * hd).unwrap_or(&[]);
-                    qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f64>() * scale
-                } else {
-                    f64::NEG_INFINITY
+                let kj = k.row(j).get(kvh * hd..(kvh + 1) * hd).unwrap_or(&[]);
+                *sc = match (j < lim, gaussian) {
+                    (false, None) => f64::NEG_INFINITY,
+                    (false, Some(_)) => 0.0,
+                    (true, None) => qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f64>() * scale,
+                    // exp(-s ||q - k||^2), no normalisation
+                    (true, Some(s)) => {
+                        let d2: f64 = qi.iter().zip(kj).map(|(a, b)| (a - b) * (a - b)).sum();
+                        (-s * d2).exp()
+                    }
                 };
             }
-            let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let mut sum = 0.0;
-            scores.iter_mut().for_each(|x| {
-                *x = (*x - max).exp();
-                sum += *x;
-            });
+            if gaussian.is_some() {
+                sum = 1.0;
+            } else {
+                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                scores.iter_mut().for_each(|x| {
+                    *x = (*x - max).exp();
+                    sum += *x;
+                });
+            }
             for (j, &p) in scores.iter().enumerate() {
                 let vj = v.row(j).get(kvh * hd..(kvh + 1) * hd).unwrap_or(&[]);
                 let dst = out

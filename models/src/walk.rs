@@ -101,7 +101,12 @@ pub fn check_plan(graph: &Graph, plan: &duet_protocols::Plan) -> Result<()> {
 fn weight_factors(graph: &Graph) -> Result<Vec<f64>> {
     let mut scale = vec![1.0; graph.nodes.len()];
     for n in &graph.nodes {
-        if let Op::Attention { head_dim, .. } = n.op {
+        if let Op::Attention {
+            head_dim,
+            kernel: duet_protocols::AttentionKernel::Softmax,
+            ..
+        } = n.op
+        {
             let q = n.inputs.first().copied().unwrap_or(usize::MAX);
             match (graph.nodes.get(q).map(|m| &m.op), scale.get_mut(q)) {
                 (Some(Op::Linear { .. }), Some(s)) => *s = 1.0 / (head_dim as f64).sqrt(),
@@ -463,6 +468,7 @@ pub fn walk<B: Backend>(
                 head_dim,
                 causal,
                 rope_theta,
+                kernel,
             } => {
                 let spec = AttentionSpec {
                     heads: *heads,
@@ -470,6 +476,7 @@ pub fn walk<B: Backend>(
                     head_dim: *head_dim,
                     causal: *causal,
                     rope_theta: *rope_theta,
+                    kernel: *kernel,
                 };
                 let (q, k, v) = (input(0)?.clone(), input(1)?.clone(), input(2)?.clone());
                 let cache = match state.as_deref_mut() {

@@ -29,6 +29,7 @@
 
 use crate::backend::{Backend, OpKind};
 use crate::matmul::{KvSpec, SharedShape};
+use crate::nonlinear::gaussian_attn::GaussShape;
 use crate::plan::KvCacheMode;
 use crate::{ProtocolError, Result};
 use duet_mpc::FixedPoint;
@@ -47,14 +48,38 @@ pub struct AttentionSpec {
     pub causal: bool,
     /// Rotary base, if rotary positions are used.
     pub rope_theta: Option<f64>,
+    /// How scores become attention weights.
+    #[serde(default)]
+    pub kernel: AttentionKernel,
+}
+
+/// How attention scores become weights (public: part of the model's config).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub enum AttentionKernel {
+    /// `softmax(q k^T / sqrt(d))` per row (the server folds `1/sqrt(d)` into the queries'
+    /// weights).
+    #[default]
+    Softmax,
+    /// `exp(-scale ||q_i - k_j||^2)`, no normalisation: the Gaussian kernel of
+    /// "Encryption-Friendly LLM Architecture" (Rho et al., ICLR'25), for models fine-tuned with
+    /// it ([`crate::nonlinear::gaussian_attn`]; no max, no row sum, no reciprocal).
+    Gaussian {
+        /// The kernel's scale (e.g. `1 / (2 sqrt d)`).
+        scale: f64,
+    },
 }
 
 impl AttentionSpec {
     fn check(&self) -> Result<()> {
+        let bad_kernel = match self.kernel {
+            AttentionKernel::Softmax => false,
+            AttentionKernel::Gaussian { scale } => !(scale.is_finite() && scale > 0.0),
+        };
         if self.kv_heads == 0
             || self.heads % self.kv_heads != 0
             || self.head_dim == 0
             || self.rope_theta.is_some() && self.head_dim % 2 != 0
+            || bad_kernel
         {
             return Err(ProtocolError::Config(format!(
                 "attention of {} heads over {} key heads of width {}",
@@ -162,6 +187,19 @@ fn heads_back<B: Backend>(b: &mut B, z: &B::T, n: usize, qw: usize, hd: usize) -
     })
 }
 
+/// The public causal mask of `heads x n x kv` scores (`true`: key `j` is hidden from query `i`,
+/// `j > start + i`), or none for an encoder.
+fn causal_mask(spec: &AttentionSpec, n: usize, kv: usize, start: usize) -> Option<Vec<bool>> {
+    spec.causal.then(|| {
+        (0..spec.heads * n * kv)
+            .map(|idx| {
+                let (i, j) = ((idx / kv) % n, idx % kv);
+                j > start + i
+            })
+            .collect()
+    })
+}
+
 /// Step 4, recorded as `NAME.softmax`: SoftMax over the `heads n` rows of `kv` scores (at
 /// `score_frac` bits), key `j` hidden from query `i` when `j > start + i` for causal
 /// attention. Returns the probabilities and their fractional bits.
@@ -178,16 +216,8 @@ fn softmax_node<B: Backend>(
     kv: usize,
     start: usize,
 ) -> Result<(B::T, u32)> {
-    let heads = spec.heads;
     b.begin();
-    let mask: Option<Vec<bool>> = spec.causal.then(|| {
-        (0..heads * n * kv)
-            .map(|idx| {
-                let (i, j) = ((idx / kv) % n, idx % kv);
-                j > start + i
-            })
-            .collect()
-    });
+    let mask = causal_mask(spec, n, kv, start);
     let fs = b.options().score_frac;
     let p = b.softmax(s, fs, mask.as_deref())?;
     let fp = b.options().protocol.softmax.config().exp.frac;
@@ -233,6 +263,14 @@ pub fn attention<B: Backend>(
         ),
         None => (q.clone(), k.clone()),
     };
+    if let (Some(_), KvCacheMode::Encrypted(_), AttentionKernel::Gaussian { .. }) =
+        (cache.as_deref(), b.options().plan.kv_cache, spec.kernel)
+    {
+        return Err(ProtocolError::Config(format!(
+            "{name}: Gaussian-kernel attention runs on a KV cache of shares (the plan asks for \
+             the encrypted cache)"
+        )));
+    }
     if let (Some(c), KvCacheMode::Encrypted(_)) = (cache.as_deref(), b.options().plan.kv_cache) {
         if c.len != offset {
             return Err(ProtocolError::Config(format!(
@@ -273,10 +311,33 @@ pub fn attention<B: Backend>(
         i * kw + (h / group) * hd + j
     })?;
     let s = b.matmul_shared(SharedShape::new(heads, n, hd, kv), &xq, &yk)?;
-    let s = b.trunc(&s, 2 * f - fs)?;
-    b.finish(&format!("{name}.scores"), OpKind::AttentionMatmul, 1);
-
-    let (p, fp) = softmax_node(b, name, spec, &s, n, kv, start)?;
+    let (p, fp) = match spec.kernel {
+        AttentionKernel::Softmax => {
+            let s = b.trunc(&s, 2 * f - fs)?;
+            b.finish(&format!("{name}.scores"), OpKind::AttentionMatmul, 1);
+            softmax_node(b, name, spec, &s, n, kv, start)?
+        }
+        AttentionKernel::Gaussian { scale } => {
+            // q k^T at f bits, and the keys per query head (`heads x kv x hd`) for their norms
+            let qk = b.trunc(&s, f)?;
+            let kh = b.gather(&keys, heads * kv, hd, &|o| {
+                let (h, i, j) = (o / (kv * hd), (o / hd) % kv, o % hd);
+                i * kw + (h / group) * hd + j
+            })?;
+            b.finish(&format!("{name}.scores"), OpKind::AttentionMatmul, 1);
+            b.begin();
+            let mask = causal_mask(spec, n, kv, start);
+            let shape = GaussShape {
+                heads,
+                queries: n,
+                keys: kv,
+                dim: hd,
+            };
+            let p = b.gaussian_kernel(shape, &xq, &kh, &qk, scale, mask.as_deref())?;
+            b.finish(&format!("{name}.softmax"), OpKind::Softmax, 1);
+            p
+        }
+    };
 
     b.begin();
     let yv = b.gather(&values, heads * kv, hd, &|o| {

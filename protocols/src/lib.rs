@@ -69,7 +69,7 @@ pub mod nonlinear;
 pub mod options;
 pub mod plan;
 
-pub use attention::{attention, AttentionSpec, KvCache};
+pub use attention::{attention, AttentionKernel, AttentionSpec, KvCache};
 pub use backend::{
     ActKind, Backend, CostBackend, NodeRecord, OpKind, QuantLinear, SecureBackend, Sym, Tokens,
 };

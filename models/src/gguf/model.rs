@@ -303,6 +303,7 @@ fn read_config(file: &GgufFile) -> Result<ModelConfig> {
         norm_eps,
         activation: Activation::Silu,
         rope_theta,
+        attention_kernel: crate::config::AttentionKernel::Softmax,
     };
     config.validate(file.path())?;
     Ok(config)

@@ -100,8 +100,11 @@ impl RunConfig {
             // a few per input ciphertext; the keys and values stay encrypted at the peer, so
             // a step sends one fresh ciphertext per party instead of the whole cache
             base.plan.linear_orbits = true;
-            base.plan.kv_cache =
-                duet_protocols::KvCacheMode::Encrypted(duet_protocols::KvPolicy::default());
+            // (the Gaussian kernel needs the keys themselves for their norms: shared cache)
+            if graph.config.attention_kernel == duet_protocols::AttentionKernel::Softmax {
+                base.plan.kv_cache =
+                    duet_protocols::KvCacheMode::Encrypted(duet_protocols::KvPolicy::default());
+            }
         }
         if let Some(l) = &self.adapter {
             crate::lora::check_layout(l, graph)?;

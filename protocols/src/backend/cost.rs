@@ -26,6 +26,7 @@ use crate::cost_model::{he_work, nl_work, Estimate, MachineProfile, Work};
 use crate::embedding::EMBEDDING_POLICY;
 use crate::matmul::SharedShape;
 use crate::nonlinear::activation::{gelu_cost, gelu_new_cost, silu_cost, ActFormat};
+use crate::nonlinear::gaussian_attn::{gaussian_attn_cost, GaussShape, GaussianAttnConfig};
 use crate::nonlinear::norm::{norm_cost, NormKind, NormWeights};
 use crate::nonlinear::softmax::softmax_cost;
 use crate::nonlinear::token_choice::{choose_token_cost, TokenChoice, TokenOutcome};
@@ -595,6 +596,26 @@ impl Backend for CostBackend {
             Ok(nl::trunc_cost(n, ring, f, TruncMode::KnownMsb(false), cfg))
         })?;
         Ok(*x)
+    }
+
+    fn gaussian_kernel(
+        &mut self,
+        shape: GaussShape,
+        _q: &Sym,
+        _k: &Sym,
+        qk: &Sym,
+        scale: f64,
+        _mask: Option<&[bool]>,
+    ) -> Result<(Sym, u32)> {
+        let f = self.opts.frac;
+        let cfg = GaussianAttnConfig::fit(shape, self.opts.act_range_bits, f, scale)?;
+        let ring = self.ring;
+        self.add_nl(format!("gaussian {shape:?} {scale} {f}"), |nc| {
+            gaussian_attn_cost(shape, ring, f, scale, &cfg, nc)
+        })?;
+        let n = shape.heads * shape.queries * shape.keys;
+        self.convert(n, Ring::new(cfg.ring_bits)?, true)?;
+        Ok((self.sym(qk.rows, qk.cols), cfg.exp.frac))
     }
 
     fn softmax(&mut self, s: &Sym, frac: u32, _mask: Option<&[bool]>) -> Result<Sym> {

@@ -232,6 +232,21 @@ pub trait Backend {
     fn add_server_constant(&mut self, x: &Self::T, c: Option<&[u64]>) -> Result<Self::T>;
 
     // ---- protocols
+    /// Gaussian-kernel attention weights `exp(-scale ||q_i - k_j||^2)` (masked ones 0) from the
+    /// queries `q` (`heads x n x d`), the keys per query head `k` (`heads x m x d`) and `q k^T`
+    /// (`heads x n x m`), all at `frac` bits ([`crate::nonlinear::gaussian_attn`], its ring
+    /// fitted by [`crate::nonlinear::gaussian_attn::GaussianAttnConfig::fit`] for inputs below
+    /// `2^act_range_bits`), back in the activation ring. Returns the weights and their
+    /// fractional bits.
+    fn gaussian_kernel(
+        &mut self,
+        shape: crate::nonlinear::gaussian_attn::GaussShape,
+        q: &Self::T,
+        k: &Self::T,
+        qk: &Self::T,
+        scale: f64,
+        mask: Option<&[bool]>,
+    ) -> Result<(Self::T, u32)>;
 
     /// The private embedding lookup: rows of the server's `vocab x hidden` table (encoded at
     /// `frac`) for the client's ids.

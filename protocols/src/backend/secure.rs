@@ -23,6 +23,7 @@ use super::{
 };
 use crate::matmul::SharedShape;
 use crate::nonlinear::activation::{gelu, gelu_new, silu, ActFormat};
+use crate::nonlinear::gaussian_attn::{gaussian_attn, GaussShape, GaussianAttnConfig};
 use crate::nonlinear::norm::{norm, NormKind, NormWeights};
 use crate::nonlinear::softmax::softmax;
 use crate::nonlinear::token_choice::{choose_token, TokenChoice, TokenOutcome};
@@ -790,6 +791,34 @@ impl<C: Channel> Backend for SecureBackend<C> {
             TruncMode::KnownMsb(false),
         )?;
         Ok(add_const(&t, self.role, -(off >> f))?)
+    }
+
+    fn gaussian_kernel(
+        &mut self,
+        shape: GaussShape,
+        q: &AShare,
+        k: &AShare,
+        qk: &AShare,
+        scale: f64,
+        mask: Option<&[bool]>,
+    ) -> Result<(AShare, u32)> {
+        let f = self.opts.frac;
+        let cfg = GaussianAttnConfig::fit(shape, self.opts.act_range_bits, f, scale)?;
+        let p = gaussian_attn(
+            &mut self.nl,
+            &mut self.ch,
+            shape,
+            q,
+            k,
+            qk,
+            f,
+            scale,
+            mask,
+            &cfg,
+        )?;
+        let p = self.convert(p, true)?;
+        let p = AShare::new(p.ring(), qk.shape().to_vec(), p.into_data())?;
+        Ok((p, cfg.exp.frac))
     }
 
     fn softmax(&mut self, s: &AShare, frac: u32, mask: Option<&[bool]>) -> Result<AShare> {
