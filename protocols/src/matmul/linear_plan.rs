@@ -117,6 +117,9 @@ impl LinearPlan {
         let shape = MatmulShape::new(n, d, k);
         let nn = params.degree();
         let mut best: Option<((u64, f64), Self)> = None;
+        // the fewest bytes of all: the fallback of a byte cap no layout meets (the planner
+        // sets the cap for one node's shape; a fused group or a decode step may differ)
+        let mut fewest: Option<((u64, f64), Self)> = None;
         for n_b in 1..=n.min(nn) {
             // every inner block size up to d, and d padded with zero rows to a multiple of a
             // power of two (a larger packing factor; one inner block)
@@ -146,6 +149,12 @@ impl LinearPlan {
                 };
                 let (levels, c) = plan.best_levels();
                 plan.levels = levels;
+                let bytes_first = (c.bytes, c.estimate_us());
+                if fewest.as_ref().is_none_or(|(b, _)| {
+                    bytes_first.0 < b.0 || (bytes_first.0 == b.0 && bytes_first.1 < b.1)
+                }) {
+                    fewest = Some((bytes_first, plan.clone()));
+                }
                 let score = match policy {
                     LayoutPolicy::MinBytes | LayoutPolicy::ExtractionOnly => {
                         (c.bytes, c.estimate_us())
@@ -165,6 +174,10 @@ impl LinearPlan {
                 }
             }
         }
+        let best = match (best, policy) {
+            (None, LayoutPolicy::FewestKeySwitches { .. }) => fewest,
+            (b, _) => b,
+        };
         best.map(|(_, p)| p).ok_or_else(|| {
             ProtocolError::Config(format!(
                 "no block layout for {shape} fits the policy under parameters {}",
@@ -457,6 +470,38 @@ mod tests {
             .cost();
             assert!(a.bytes <= min.bytes, "{n}x{d}x{parts:?}");
         }
+    }
+
+    /// A byte cap no layout meets (the planner's cap was set for another shape: a fused
+    /// group, a decode step) falls back to the fewest bytes instead of failing the run (it
+    /// failed SmolLM2's planned generation at the fused q+k+v of a decode step).
+    #[test]
+    fn an_unmet_byte_cap_falls_back_to_the_fewest_bytes() {
+        let p = params(6);
+        let parts = [576usize, 192, 192];
+        let min = LinearPlan::new(&p, 1, 576, &parts, LayoutPolicy::MinBytes).unwrap();
+        let capped = LinearPlan::new(
+            &p,
+            1,
+            576,
+            &parts,
+            LayoutPolicy::FewestKeySwitches { max_bytes: 1 },
+        )
+        .unwrap();
+        assert_eq!(capped.cost().bytes, min.cost().bytes);
+        // a cap that some layout meets still picks by key switches within it
+        let roomy = LinearPlan::new(
+            &p,
+            1,
+            576,
+            &parts,
+            LayoutPolicy::FewestKeySwitches {
+                max_bytes: 2 * min.cost().bytes,
+            },
+        )
+        .unwrap();
+        assert!(roomy.cost().bytes <= 2 * min.cost().bytes);
+        assert!(roomy.cost().key_switches <= min.cost().key_switches);
     }
 
     #[test]
