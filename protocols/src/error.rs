@@ -42,5 +42,33 @@ pub enum ProtocolError {
     WorkerPanicked,
 }
 
+impl ProtocolError {
+    /// This error with the peer named, where it blames bytes the peer sent: a ciphertext or key
+    /// that does not decode or was made for other parameters, a value outside the protocol's
+    /// range, a message that does not fit the protocol state. Those are raised by the HE and
+    /// MPC cores, below the channel that alone knows the peer's name, so the session names it
+    /// here ([`TransportError::Malformed`], quoting this error). Other errors come back
+    /// unchanged.
+    pub fn naming_peer(self, peer: &str) -> Self {
+        let blames_peer = matches!(
+            self,
+            ProtocolError::Fhe(
+                FheError::Malformed { .. }
+                    | FheError::ParameterMismatch { .. }
+                    | FheError::UnsupportedVersion { .. }
+            ) | ProtocolError::Mpc(MpcError::InvalidPeerData { .. })
+                | ProtocolError::Protocol(_)
+        );
+        if blames_peer {
+            ProtocolError::Transport(TransportError::Malformed {
+                peer: peer.to_string(),
+                what: self.to_string(),
+            })
+        } else {
+            self
+        }
+    }
+}
+
 /// Result alias for this crate.
 pub type Result<T> = core::result::Result<T, ProtocolError>;
