@@ -26,16 +26,29 @@
 //!
 //! Memory: a counting global allocator records, per case, the peak of live bytes (both parties
 //! share the process) and the largest single allocation; neither may exceed the clean run's
-//! by more than [`MEMORY_SLACK`] (so no announced length or replayed message makes a receiver
-//! allocate beyond what the protocol expects).
+//! by more than a quarter plus [`MEMORY_SLACK`] (so no announced length or replayed message
+//! makes a receiver allocate beyond what the protocol expects; the in-memory channel moves
+//! messages, so a longer one than expected is refused before it is copied).
 //!
 //! What runs: the clean run of each model is made once, recording every message each party
 //! sends and the protocol step it belongs to (its *site*: the phase and the last finished
-//! graph node with layer numbers erased, the message kind and its length). On CI the suite
-//! attacks the first message of every site of each direction, one kind per site in turn, so
-//! that every kind meets every part of the protocol over the sites, plus every kind at a
-//! seeded sample of other indices; `DUET_HOSTILE_ALL=1` sweeps every message index times every
-//! kind (hours on 2 cores). The case counts are printed.
+//! graph node with layer numbers erased, the message kind and its length).
+//!
+//! * CI (default; one layer of each model): every message of the session setup (handshake, HE
+//!   keys, base OTs) with one kind each in turn, and all six kinds at one seeded index of the
+//!   rest, per direction and model: 48 cases (`DUET_HOSTILE_EXTRA=n` seeded indices instead of
+//!   one), about 35 s on 2 cores; in the last run 37 ended with an error and 11 were accepted
+//!   flips or replays (2 of them changed the client's output).
+//! * `DUET_HOSTILE_SITES=1` (two layers): the first message of every site, one kind per site
+//!   in turn, so that every kind meets every part of the protocol over the sites (about 900
+//!   cases, half an hour).
+//! * `DUET_HOSTILE_ALL=1` (two layers): every message index times every kind (about 25,000
+//!   cases: hours on 2 cores).
+//!
+//! The runs use IKNP OT extension instead of the preset's Ferret silent OT, whose batch of
+//! ten million COTs at the first non-linear layer costs 2.6 s and 160 MiB per run (and only
+//! vetted Ferret parameter sets go in a session's hello, so a small test set cannot be used);
+//! every other message is the `duet` preset's. `DUET_HOSTILE_FERRET=1` runs the preset as is.
 //!
 //! A second test cuts either side's connection at 20 seeded random points of a run (a random
 //! send or receive of that party, after a random delay of up to 100 ms, as a process killed
@@ -946,7 +959,8 @@ fn run_attack(model: &'static Model, hostile: Side, attack: Attack, t: &mut Tall
         return;
     }
     let (peak, largest) = end.memory;
-    if peak > model.memory.0 + MEMORY_SLACK || largest > model.memory.1 + MEMORY_SLACK {
+    let cap = |clean: usize| clean + clean / 4 + MEMORY_SLACK;
+    if peak > cap(model.memory.0) || largest > cap(model.memory.1) {
         t.fail(
             &case,
             format!(
