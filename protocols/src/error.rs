@@ -72,3 +72,39 @@ impl ProtocolError {
 
 /// Result alias for this crate.
 pub type Result<T> = core::result::Result<T, ProtocolError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_that_blame_the_peers_bytes_name_it_and_others_stay() {
+        let peer = "192.0.2.7:4433";
+        let blaming = [
+            ProtocolError::Fhe(FheError::Malformed {
+                what: "output ciphertext",
+                reason: "length 3 bytes, expected 4".into(),
+            }),
+            ProtocolError::Mpc(MpcError::InvalidPeerData {
+                what: "ring-COT corrections".into(),
+            }),
+            ProtocolError::Protocol("a second reveal".into()),
+        ];
+        for e in blaming {
+            let before = e.to_string();
+            let after = e.naming_peer(peer);
+            assert!(
+                matches!(
+                    &after,
+                    ProtocolError::Transport(TransportError::Malformed { .. })
+                ),
+                "{after:?}"
+            );
+            let text = after.to_string();
+            assert!(text.contains(peer) && text.contains(&before), "{text}");
+        }
+        let local = ProtocolError::Config("a local setting".into()).naming_peer(peer);
+        assert!(matches!(local, ProtocolError::Config(_)), "{local:?}");
+        assert!(!local.to_string().contains(peer));
+    }
+}
