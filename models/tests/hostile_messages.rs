@@ -17,7 +17,7 @@
 //!
 //! * for truncate, extend, silent and disconnect must return an error, whose text names the
 //!   peer, within 5 s of the attack (silent: within the configured receive timeout
-//!   [`SILENT_TIMEOUT`] plus 5 s, counted from the attack);
+//!   ([`silent_timeout`]: 1.5 s, 4 s with Ferret) plus 5 s, counted from the attack);
 //! * for a bit flip or a replay may instead finish: in a semi-honest protocol a flipped bit or
 //!   a replayed block inside a secret-shared value or a ciphertext is undetectable (the output
 //!   is just wrong). Such cases are counted apart ("accepted"), with whether the client's
@@ -40,8 +40,9 @@
 //!   one), about 35 s on 2 cores; in the last run 37 ended with an error and 11 were accepted
 //!   flips or replays (2 of them changed the client's output).
 //! * `DUET_HOSTILE_SITES=1` (two layers): the first message of every site, one kind per site
-//!   in turn, so that every kind meets every part of the protocol over the sites (about 900
-//!   cases, half an hour).
+//!   in turn, so that every kind meets every part of the protocol over the sites: 1,178
+//!   cases in 26 min on 2 cores; in the last run 863 ended with an error naming the peer and
+//!   315 were accepted flips or replays (82 of them changed the client's output), no failure.
 //! * `DUET_HOSTILE_ALL=1` (two layers): every message index times every kind (about 25,000
 //!   cases: hours on 2 cores).
 //!
@@ -155,8 +156,16 @@ fn memory_since(base: usize) -> (usize, usize) {
 // ---------------------------------------------------------------------------------------------
 // The hostile channel
 
-/// Receive timeout of both ends in a silent case: what the honest side waits before giving up.
-const SILENT_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Receive timeout of both ends in a silent case (and the clean runs): what the honest side
+/// waits before giving up. With Ferret a party waits up to 0.8 s while the other makes its
+/// batch of COTs, so the timeout is longer there.
+fn silent_timeout() -> Duration {
+    if ferret() {
+        Duration::from_secs(4)
+    } else {
+        Duration::from_millis(1500)
+    }
+}
 /// Receive timeout of the other cases: long, so an honest side that waits instead of failing
 /// is seen (it would end only after this, far beyond the 5 s allowed).
 const LONG_TIMEOUT: Duration = Duration::from_secs(30);
@@ -791,7 +800,7 @@ fn models() -> &'static [Model] {
         ] {
             // the clean run needs the model by 'static reference: leak a copy for it
             let m: &'static Model = Box::leak(Box::new(build_model(name, b)));
-            let (end, client_shared) = run_case(m, Side::Server, None, SILENT_TIMEOUT);
+            let (end, client_shared) = run_case(m, Side::Server, None, silent_timeout());
             assert!(end.faults.is_empty(), "{name} clean run: {:?}", end.faults);
             let output = match end.honest {
                 Ok(Ok(o)) => o,
@@ -839,7 +848,7 @@ fn models() -> &'static [Model] {
                 println!("  {side} phases (name, messages, first at): {phases:?}");
             }
             assert!(
-                longest < SILENT_TIMEOUT / 2,
+                longest < silent_timeout() / 2,
                 "{name}: a clean wait of {longest:?} is too close to the silent timeout"
             );
             out.push(model);
@@ -941,7 +950,7 @@ fn run_attack(model: &'static Model, hostile: Side, attack: Attack, t: &mut Tall
         kind.map_or("cut".to_string(), |k| format!("{k:?}").to_lowercase())
     );
     let timeout = if kind == Some(Kind::Silent) {
-        SILENT_TIMEOUT
+        silent_timeout()
     } else {
         LONG_TIMEOUT
     };
@@ -974,7 +983,7 @@ fn run_attack(model: &'static Model, hostile: Side, attack: Attack, t: &mut Tall
     }
     let after = end.honest_after.unwrap_or(HANG);
     let limit = if kind == Some(Kind::Silent) {
-        SILENT_TIMEOUT + WITHIN
+        silent_timeout() + WITHIN
     } else {
         WITHIN
     };
