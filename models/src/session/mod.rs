@@ -85,6 +85,17 @@ pub(crate) fn transport(e: TransportError) -> ModelError {
     }
 }
 
+/// Names the peer in an error that blames its bytes ([`ProtocolError::naming_peer`]).
+fn naming_peer(e: ModelError, peer: &str) -> ModelError {
+    match e {
+        ModelError::Secure { node, source } => ModelError::Secure {
+            node,
+            source: source.naming_peer(peer),
+        },
+        other => other,
+    }
+}
+
 /// One request of a session.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 enum Request {
@@ -160,7 +171,9 @@ impl<'a, C: Channel> Server<'a, C> {
             config.options(graph, 1)?;
         }
         let opts = server_handshake(&mut ch, graph, weights, config)?;
-        let b = SecureBackend::setup(ch, Role::Server, &opts).map_err(proto)?;
+        let peer = ch.peer().to_string();
+        let b = SecureBackend::setup(ch, Role::Server, &opts)
+            .map_err(|e| proto(e.naming_peer(&peer)))?;
         Ok(Self {
             party: Party {
                 b,
@@ -243,6 +256,7 @@ impl<'a, C: Channel> Server<'a, C> {
             }
             let t = Instant::now();
             let before = self.party.b.stats();
+            let peer = self.party.b.channel().peer().to_string();
             run_request(
                 &mut self.party.b,
                 self.graph,
@@ -251,7 +265,8 @@ impl<'a, C: Channel> Server<'a, C> {
                 keep.then_some(&mut self.party.state),
                 &reveal,
                 progress,
-            )?;
+            )
+            .map_err(|e| naming_peer(e, &peer))?;
             let r = self.party.report(n, t, before);
             self.reports.push(r);
         }
@@ -353,7 +368,9 @@ impl<'a, C: Channel> Client<'a, C> {
                 }
             }
         }
-        let b = SecureBackend::setup(ch, Role::Client, &options).map_err(proto)?;
+        let peer = ch.peer().to_string();
+        let b = SecureBackend::setup(ch, Role::Client, &options)
+            .map_err(|e| proto(e.naming_peer(&peer)))?;
         Ok(Self {
             party: Party {
                 b,
@@ -480,6 +497,7 @@ impl<'a, C: Channel> Client<'a, C> {
         let keep = extend || self.graph.logits.is_some();
         let t = Instant::now();
         let before = self.party.b.stats();
+        let peer = self.party.b.channel().peer().to_string();
         let out = run_request(
             &mut self.party.b,
             self.graph,
@@ -488,7 +506,8 @@ impl<'a, C: Channel> Client<'a, C> {
             keep.then_some(&mut self.party.state),
             reveal,
             progress,
-        )?;
+        )
+        .map_err(|e| naming_peer(e, &peer))?;
         let r = self.party.report(ids.len(), t, before);
         Ok((out, r))
     }
