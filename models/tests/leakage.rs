@@ -77,6 +77,10 @@
 //! uniform; negative control in transit and end to end: exactly the 8 leaked bits flagged
 //! (p = 1.9e-23 each), nothing else (the server computing on the corrupted share changed no
 //! distribution of what it received afterwards).
+//! Once locally with Ferret, R = 24 (`DUET_LEAK_COT=b11`, 677 s wall for the two view tests):
+//! server view 0 of 103,443,016 bits flagged (smallest p 2.3e-8), 109 bulk messages uniform;
+//! client view 0 of 31,697,776 flagged (smallest p 2.2e-7), 118 uniform; negative control:
+//! exactly the 8 leaked bits (p = 6.2e-14).
 
 #![allow(
     clippy::unwrap_used,
