@@ -71,6 +71,27 @@ use std::time::Instant;
 /// Most requests one session serves.
 pub const MAX_REQUESTS: u64 = 1 << 20;
 
+/// The session's backend: randomness from the OS, or from `seed` (reproducible test runs).
+/// A setup error that blames the peer's bytes names the peer.
+fn backend<C: Channel>(
+    ch: C,
+    role: Role,
+    opts: &SecureOptions,
+    seed: Option<[u8; 32]>,
+) -> Result<SecureBackend<C>> {
+    let peer = ch.peer().to_string();
+    match seed {
+        None => SecureBackend::setup(ch, role, opts),
+        Some(s) => SecureBackend::setup_with_rng(
+            ch,
+            role,
+            opts,
+            <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(s),
+        ),
+    }
+    .map_err(|e| proto(e.naming_peer(&peer)))
+}
+
 pub(crate) fn proto(e: ProtocolError) -> ModelError {
     ModelError::Secure {
         node: "setup".into(),
@@ -161,19 +182,41 @@ pub struct Server<'a, C: Channel> {
 impl<'a, C: Channel> Server<'a, C> {
     /// Accepts a client on `ch`: handshake, then the session setup.
     pub fn accept(
+        ch: C,
+        graph: &'a Graph,
+        weights: &'a dyn WeightSource,
+        config: &RunConfig,
+    ) -> Result<Self> {
+        Self::accept_inner(ch, graph, weights, config, None)
+    }
+
+    /// [`Server::accept`] with every random choice of the server's side of the session drawn
+    /// from `seed` instead of the operating system: a reproducible run, for tests that hold
+    /// one party's randomness fixed (the leakage test). Never use a fixed seed in a real
+    /// session: its HE keys, masks and flooding would repeat.
+    pub fn accept_seeded(
+        ch: C,
+        graph: &'a Graph,
+        weights: &'a dyn WeightSource,
+        config: &RunConfig,
+        seed: [u8; 32],
+    ) -> Result<Self> {
+        Self::accept_inner(ch, graph, weights, config, Some(seed))
+    }
+
+    fn accept_inner(
         mut ch: C,
         graph: &'a Graph,
         weights: &'a dyn WeightSource,
         config: &RunConfig,
+        seed: Option<[u8; 32]>,
     ) -> Result<Self> {
         // options that do not depend on the client's request are checked before waiting
         if !matches!(config.plan, PlanMode::Planned { .. }) {
             config.options(graph, 1)?;
         }
         let opts = server_handshake(&mut ch, graph, weights, config)?;
-        let peer = ch.peer().to_string();
-        let b = SecureBackend::setup(ch, Role::Server, &opts)
-            .map_err(|e| proto(e.naming_peer(&peer)))?;
+        let b = backend(ch, Role::Server, &opts, seed)?;
         Ok(Self {
             party: Party {
                 b,
@@ -290,7 +333,21 @@ impl<'a, C: Channel> Client<'a, C> {
         config: &RunConfig,
         plan_tokens: usize,
     ) -> Result<Self> {
-        Self::open(ch, graph, config, plan_tokens, None)
+        Self::open(ch, graph, config, plan_tokens, None, None)
+    }
+
+    /// [`Client::connect`] with every random choice of the client's side of the session drawn
+    /// from `seed` instead of the operating system: a reproducible run, for tests that hold
+    /// one party's randomness fixed (the leakage test). Never use a fixed seed in a real
+    /// session: its HE keys and masks would repeat.
+    pub fn connect_seeded(
+        ch: C,
+        graph: &'a Graph,
+        config: &RunConfig,
+        plan_tokens: usize,
+        seed: [u8; 32],
+    ) -> Result<Self> {
+        Self::open(ch, graph, config, plan_tokens, None, Some(seed))
     }
 
     /// [`Client::connect`] in LoRA mode ([`SecureOptions::public_base`]): the client holds
@@ -305,7 +362,7 @@ impl<'a, C: Channel> Client<'a, C> {
         plan_tokens: usize,
         base: &'a dyn WeightSource,
     ) -> Result<Self> {
-        Self::open(ch, graph, config, plan_tokens, Some(base))
+        Self::open(ch, graph, config, plan_tokens, Some(base), None)
     }
 
     fn open(
@@ -314,6 +371,7 @@ impl<'a, C: Channel> Client<'a, C> {
         config: &RunConfig,
         plan_tokens: usize,
         base: Option<&'a dyn WeightSource>,
+        seed: Option<[u8; 32]>,
     ) -> Result<Self> {
         let mut config = config.clone();
         let (mut options, _) = config.options(graph, plan_tokens.max(1))?;
@@ -368,9 +426,7 @@ impl<'a, C: Channel> Client<'a, C> {
                 }
             }
         }
-        let peer = ch.peer().to_string();
-        let b = SecureBackend::setup(ch, Role::Client, &options)
-            .map_err(|e| proto(e.naming_peer(&peer)))?;
+        let b = backend(ch, Role::Client, &options, seed)?;
         Ok(Self {
             party: Party {
                 b,

@@ -195,7 +195,9 @@ impl NlSession {
         let pair = OtPair::setup(ch, role, rng)?;
         let (mut ot_s, mut ot_r) = pair.into_parts();
         let kk_s = KkSender::setup(&mut ot_r, ch)?;
-        let kk_r = KkReceiver::setup(&mut ot_s, ch)?;
+        // the session's generator (seeded by the OS in a real session, by the test in a
+        // reproducible one) draws the precomputed instances' random choices
+        let kk_r = KkReceiver::setup_with_rng(&mut ot_s, ch, rng)?;
         let (cot_s, cot_r) = match cfg.cot {
             CotBackend::Iknp => (
                 SendSource::Iknp(Box::new(ot_s)),
