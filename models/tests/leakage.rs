@@ -641,6 +641,7 @@ fn server_view_is_independent_of_the_client_input() {
 /// same sizes, no bit of anything but the declared output distinguishes them, bulk messages
 /// uniform.
 #[test]
+#[ignore = "the CI budget (25 min for the whole suite) holds one view: run with --include-ignored (passed at R = 24 and 40, see above)"]
 fn client_view_is_independent_of_the_weights() {
     let g = Graph::build(&config());
     let rc = run_config();

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the serialized [`SecureOptions`] (and of the session handshake that carries
 /// them); a peer or a report with another version is refused by name.
-pub const OPTIONS_VERSION: u32 = 2;
+pub const OPTIONS_VERSION: u32 = 3;
 
 /// How the private embedding lookup runs (both hide the ids from the server and the table
 /// from the client).
