@@ -19,7 +19,7 @@
 
 mod common;
 
-use common::small;
+use common::{max_abs, small};
 use duet_models::generate::GenerateOptions;
 use duet_models::secure::{predict, SecureOptions};
 use duet_models::session::{Client, RunConfig, Server};
@@ -33,14 +33,6 @@ fn gaussian(mut c: ModelConfig) -> ModelConfig {
         scale: 0.5 / (c.head_dim() as f64).sqrt(),
     };
     c
-}
-
-fn max_abs(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
 }
 
 fn check(b: BuiltinModel) {
@@ -129,19 +121,7 @@ fn llama_gaussian_generation_follows_reference() {
     );
     s.unwrap();
     let gen = c.unwrap();
-    let mut ids = prompt.to_vec();
-    for (i, &got) in gen.tokens.iter().enumerate() {
-        let (_, l) = run_reference_outputs(&g, &w, &ids).unwrap();
-        let l = l.unwrap();
-        let mut idx: Vec<usize> = (0..l.len()).collect();
-        idx.sort_by(|&a, &b| l[b].total_cmp(&l[a]).then(a.cmp(&b)));
-        let margin = l[idx[0]] - l[idx[1]];
-        if margin < 0.05 {
-            break;
-        }
-        assert_eq!(got, idx[0] as u32, "step {i} (margin {margin:.3})");
-        ids.push(got);
-    }
+    common::assert_follows_reference(&g, &w, &prompt, &gen.tokens, 0.05);
 }
 
 /// The kernel's cost beside SoftMax on BERT-base at 128 tokens (the `duet` preset's fixed

@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::small;
+use common::{max_abs, small};
 use duet_models::generate::{predict_generation, GenerateOptions};
 use duet_models::lora::{LoraAdapter, LoraWeights, MergedWeights};
 use duet_models::lora_seeded::{write_seeded_adapter, SeededAdapter};
@@ -72,14 +72,6 @@ fn lora_run(
     let (out, c) = c.unwrap();
     assert_eq!(s.len(), 1);
     (out, s.remove(0), c)
-}
-
-fn max_abs(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
 }
 
 fn lora_options(ad: &LoraAdapter) -> SecureOptions {
@@ -228,20 +220,7 @@ fn llama_lora_generation_follows_the_merged_reference() {
         base: &base,
         adapter: &ad,
     };
-    let mut ids = prompt.to_vec();
-    for (i, &got) in gen.tokens.iter().enumerate() {
-        let (_, l) = run_reference_outputs(&g, &merged, &ids).unwrap();
-        let l = l.unwrap();
-        let mut idx: Vec<usize> = (0..l.len()).collect();
-        idx.sort_by(|&a, &b| l[b].total_cmp(&l[a]).then(a.cmp(&b)));
-        let margin = l[idx[0]] - l[idx[1]];
-        if margin < 0.05 {
-            println!("step {i}: margin {margin:.3}, stopping the comparison");
-            break;
-        }
-        assert_eq!(got, idx[0] as u32, "step {i} (margin {margin:.3})");
-        ids.push(got);
-    }
+    common::assert_follows_reference(&g, &merged, &prompt, &gen.tokens, 0.05);
     let p = predict_generation(
         &g,
         prompt.len(),

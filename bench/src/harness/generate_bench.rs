@@ -7,7 +7,6 @@ use crate::harness::netns::{ShapedNet, Shaping};
 use crate::product::generate::{
     client_generate, generate_report, prompt_ids, GenerateArgs, GenerateReport, PromptArg,
 };
-use crate::product::session::open_public_base;
 use crate::report::{peak_rss_bytes, PeakRss};
 use crate::DuetError;
 use duet_models::open::{AdapterSpec, ModelSpec, PublicModel};
@@ -61,7 +60,7 @@ pub fn bench_generate(args: &BenchGenerateArgs, exe: &Path) -> Result<GenerateRe
         Some(a) if !a.merged => {
             let layout = duet_models::lora::LoraAdapter::open(&a.dir, &client.graph)?.layout();
             config.adapter = Some(layout);
-            Some(open_public_base(&args.model)?)
+            Some(duet_models::open::ServerModel::open(&args.model)?)
         }
         _ => None,
     };

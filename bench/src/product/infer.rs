@@ -269,7 +269,7 @@ pub fn connect_model(
     let client = PublicModel::open(model, need_tok)?;
     // LoRA mode: the client holds the public base (the server announces its adapters' layout)
     let base = if public_base {
-        Some(crate::product::session::open_public_base(model)?)
+        Some(duet_models::open::ServerModel::open(model)?)
     } else {
         None
     };

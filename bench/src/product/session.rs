@@ -35,13 +35,6 @@ pub fn open_server_model(
     Ok(m)
 }
 
-/// The client's copy of the public base model in LoRA mode (`duet connect --public-base`, or
-/// the client side of an in-process run): the model's weights, opened as the server opens
-/// them.
-pub fn open_public_base(spec: &ModelSpec) -> Result<ServerModel, DuetError> {
-    Ok(ServerModel::open(spec)?)
-}
-
 /// The server side of a model session on `session`: agrees on the payload, accepts the
 /// client's handshake for `config`, serves its requests. Returns one report per request.
 pub fn serve_model_session<S: Session>(

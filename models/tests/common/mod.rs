@@ -71,3 +71,38 @@ pub fn small(b: BuiltinModel) -> ModelConfig {
     }
     c
 }
+
+/// Largest absolute difference of two equally long vectors.
+pub fn max_abs(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Checks secure greedy `tokens` after `prompt` against the reference executor on `w`, step by
+/// step, up to the first step whose top-1/top-2 margin is below `min_margin` (fixed point may
+/// pick the other token there; from then on the sequences may differ).
+pub fn assert_follows_reference<W: duet_models::WeightSource>(
+    g: &duet_models::Graph,
+    w: &W,
+    prompt: &[u32],
+    tokens: &[u32],
+    min_margin: f64,
+) {
+    let mut ids = prompt.to_vec();
+    for (i, &got) in tokens.iter().enumerate() {
+        let (_, l) = duet_models::run_reference_outputs(g, w, &ids).unwrap();
+        let l = l.unwrap();
+        let mut idx: Vec<usize> = (0..l.len()).collect();
+        idx.sort_by(|&a, &b| l[b].total_cmp(&l[a]).then(a.cmp(&b)));
+        let margin = l[idx[0]] - l[idx[1]];
+        if margin < min_margin {
+            println!("step {i}: margin {margin:.3}, stopping the comparison");
+            break;
+        }
+        assert_eq!(got, idx[0] as u32, "step {i} (margin {margin:.3})");
+        ids.push(got);
+    }
+}
