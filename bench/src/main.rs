@@ -141,6 +141,13 @@ enum Command {
         /// Wrap the prompt in the model's chat template.
         #[arg(long)]
         chat: bool,
+        /// A public prefix before the (private) prompt: text both parties know, which the
+        /// server runs in the clear (a system prompt, a shared document).
+        #[arg(long, conflicts_with = "public_prefix_file")]
+        public_prefix: Option<String>,
+        /// A file holding the public prefix.
+        #[arg(long)]
+        public_prefix_file: Option<PathBuf>,
         /// Most new tokens.
         #[arg(long, default_value_t = 32)]
         max_new_tokens: usize,
@@ -438,6 +445,10 @@ enum BenchCommand {
         /// Prompt tokens (seeded ids).
         #[arg(long, default_value_t = 32)]
         prompt_len: usize,
+        /// Public-prefix tokens before the prompt (seeded ids the server runs in the clear),
+        /// comma-separated for one run each (0: none), e.g. 0,2048.
+        #[arg(long, default_value = "0")]
+        prefix_len: String,
         /// New tokens.
         #[arg(long, default_value_t = 8)]
         new_tokens: usize,
@@ -661,6 +672,8 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             prompt_file,
             prompt_len,
             chat,
+            public_prefix,
+            public_prefix_file,
             max_new_tokens,
             choice,
             no_stop,
@@ -682,6 +695,11 @@ fn run(cli: Cli) -> Result<(), DuetError> {
             };
             let mut args = GenerateArgs::new(model_spec(model, builtin.as_deref())?, prompt);
             args.chat = chat;
+            args.prefix = match (public_prefix, public_prefix_file) {
+                (Some(t), _) => Some(PromptArg::Text(t)),
+                (_, Some(f)) => Some(PromptArg::File(f)),
+                _ => None,
+            };
             args.max_new_tokens = max_new_tokens;
             args.choice = gen::parse_choice(&choice)?;
             args.stop_at_eos = !no_stop;
@@ -1055,6 +1073,7 @@ fn run(cli: Cli) -> Result<(), DuetError> {
                     adapter,
                     adapter_mode,
                     prompt_len,
+                    prefix_len,
                     new_tokens,
                     protocol,
                     net,
@@ -1091,14 +1110,26 @@ fn run(cli: Cli) -> Result<(), DuetError> {
                     })
                     .collect::<Result<_, _>>()?,
             };
+            let prefixes = prefix_len
+                .split(',')
+                .map(|p| {
+                    p.trim().parse::<usize>().map_err(|_| {
+                        DuetError::Usage(format!("--prefix-len {p:?}: a count of tokens"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let mut runs = Vec::new();
-            for a in &adapters {
+            for (a, &prefix_len) in adapters
+                .iter()
+                .flat_map(|a| prefixes.iter().map(move |p| (a, p)))
+            {
                 for p in protocol.split(',').map(str::trim) {
                     for n in net.split(',').map(str::trim) {
                         let r = gb::bench_generate(
                             &BenchGenerateArgs {
                                 model: spec.clone(),
                                 prompt_len,
+                                prefix_len,
                                 new_tokens,
                                 protocol: p.to_string(),
                                 net: n.to_string(),

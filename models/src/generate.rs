@@ -75,7 +75,11 @@ pub enum StopReason {
 /// The result of [`Client::generate`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Generation {
-    /// The prompt's ids.
+    /// The public prefix's length (0 without one).
+    pub prefix_len: usize,
+    /// The server's plaintext seconds for the public prefix, as it reported them.
+    pub prefix_seconds: f64,
+    /// The prompt's ids (the private part after the prefix).
     pub prompt: Vec<u32>,
     /// The generated ids (a stop token included).
     pub tokens: Vec<u32>,
@@ -133,12 +137,27 @@ impl<C: Channel> Client<'_, C> {
         on_token: &mut dyn FnMut(u32),
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Generation> {
+        self.generate_after(&[], prompt, opts, on_token, progress)
+    }
+
+    /// [`Client::generate`] after a public `prefix` (ids both parties know; empty: none): the
+    /// server runs the prefix in the clear ([`Client::prefix`]), then the private `prompt`
+    /// is prefilled after it and generation goes on as usual.
+    pub fn generate_after(
+        &mut self,
+        prefix: &[u32],
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(u32),
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Generation> {
         opts.check()?;
         let max_pos = self.graph().config.max_positions;
-        if prompt.is_empty() || prompt.len() >= max_pos {
+        if prompt.is_empty() || prefix.len() + prompt.len() >= max_pos {
             return Err(ModelError::Input(format!(
-                "a prompt of {} tokens (1..{max_pos})",
-                prompt.len()
+                "a prompt of {} tokens after a prefix of {} (1..{max_pos} in all)",
+                prompt.len(),
+                prefix.len()
             )));
         }
         let reveal_at = |step: u64| match &opts.choice {
@@ -150,7 +169,16 @@ impl<C: Channel> Client<'_, C> {
                 .or_else(|| out.logits.as_deref().and_then(argmax))
                 .ok_or_else(|| ModelError::Input("the step revealed no token".into()))
         };
-        let (out, prefill) = self.prefill(prompt, &reveal_at(0), progress)?;
+        let prefix_seconds = if prefix.is_empty() {
+            0.0
+        } else {
+            self.prefix(prefix)?
+        };
+        let (out, prefill) = if prefix.is_empty() {
+            self.prefill(prompt, &reveal_at(0), progress)?
+        } else {
+            self.extend(prompt, &reveal_at(0), progress)?
+        };
         let first = next(&out)?;
         let mut tokens = vec![first];
         let mut logits: Vec<Vec<f64>> = out.logits.into_iter().collect();
@@ -175,6 +203,8 @@ impl<C: Channel> Client<'_, C> {
             steps.push(report);
         };
         Ok(Generation {
+            prefix_len: prefix.len(),
+            prefix_seconds,
             prompt: prompt.to_vec(),
             tokens,
             logits,
@@ -207,8 +237,22 @@ pub fn predict_generation(
     choice: &TokenChoice,
     profile: &MachineProfile,
 ) -> Result<GenerationPrediction> {
+    predict_generation_after(graph, 0, prompt_len, new_tokens, opts, choice, profile)
+}
+
+/// [`predict_generation`] after a public prefix of `prefix_len` tokens (run by the server in
+/// the clear: not in the prediction, which covers the secure requests).
+pub fn predict_generation_after(
+    graph: &Graph,
+    prefix_len: usize,
+    prompt_len: usize,
+    new_tokens: usize,
+    opts: &SecureOptions,
+    choice: &TokenChoice,
+    profile: &MachineProfile,
+) -> Result<GenerationPrediction> {
     let max_pos = graph.config.max_positions;
-    if prompt_len == 0 || new_tokens == 0 || prompt_len + new_tokens - 1 > max_pos {
+    if prompt_len == 0 || new_tokens == 0 || prefix_len + prompt_len + new_tokens - 1 > max_pos {
         return Err(ModelError::Input(format!(
             "a prompt of {prompt_len} tokens and {new_tokens} new ones (the model takes {max_pos})"
         )));
@@ -221,7 +265,11 @@ pub fn predict_generation(
         TokenChoice::Logits => Reveal::Logits,
         c => Reveal::Token(c.public()),
     };
-    let mut state = WalkState::new();
+    let mut state = if prefix_len == 0 {
+        WalkState::new()
+    } else {
+        crate::prefix::public_prefix(graph, prefix_len)?
+    };
     let mut out = GenerationPrediction {
         setup: b.setup(),
         ..GenerationPrediction::default()

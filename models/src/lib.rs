@@ -15,6 +15,7 @@ pub mod lora;
 pub mod lora_seeded;
 pub mod open;
 pub mod planner;
+pub mod prefix;
 pub mod reference;
 pub mod secure;
 pub mod session;

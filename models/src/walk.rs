@@ -50,6 +50,15 @@ impl<T> WalkState<T> {
         }
     }
 
+    /// A state after a public prefix of `len` positions: one cache per attention layer, in
+    /// order, each starting with that layer's prefix ([`crate::prefix`]).
+    pub fn with_prefix(layers: Vec<duet_protocols::PrefixKv>, len: usize) -> Self {
+        Self {
+            caches: layers.into_iter().map(KvCache::with_prefix).collect(),
+            position: len,
+        }
+    }
+
     /// Positions seen so far (the next token's position).
     pub fn position(&self) -> usize {
         self.position

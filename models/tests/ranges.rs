@@ -32,7 +32,16 @@ fn kind(op: &Op) -> String {
 fn report(name: &str, graph: &Graph, w: &impl WeightSource, ids: &[u32]) {
     let mut m: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     run_reference_traced(graph, w, ids, &mut |node, ins, out| {
-        let e = m.entry(kind(&node.op)).or_insert((0.0, 0.0));
+        let k = kind(&node.op);
+        if k == "attention" {
+            // queries, keys, values apart (a public prefix's keys and values are the server's
+            // operands of the known-operand products)
+            for (j, i) in ins.iter().enumerate() {
+                let e = m.entry(format!("attention.in{j}")).or_insert((0.0, 0.0));
+                e.0 = i.data.iter().fold(e.0, |a, v| a.max(v.abs()));
+            }
+        }
+        let e = m.entry(k).or_insert((0.0, 0.0));
         for i in ins {
             e.0 = i.data.iter().fold(e.0, |a, v| a.max(v.abs()));
         }

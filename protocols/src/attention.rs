@@ -31,6 +31,7 @@ use crate::backend::{Backend, OpKind};
 use crate::matmul::{KvSpec, SharedShape};
 use crate::nonlinear::gaussian_attn::GaussShape;
 use crate::plan::KvCacheMode;
+use crate::prefix::{self, PrefixKv};
 use crate::{ProtocolError, Result};
 use duet_mpc::FixedPoint;
 use serde::{Deserialize, Serialize};
@@ -97,27 +98,40 @@ pub struct KvCache<T> {
     k: Option<T>,
     v: Option<T>,
     len: usize,
+    prefix: PrefixKv,
 }
 
 impl<T> Default for KvCache<T> {
     fn default() -> Self {
-        Self {
-            k: None,
-            v: None,
-            len: 0,
-        }
+        Self::with_prefix(PrefixKv::default())
     }
 }
 
 impl<T> KvCache<T> {
-    /// Positions held.
+    /// A cache whose first positions are a public prefix ([`crate::prefix`]): its keys and
+    /// values are the server's plaintext, the positions after it shared.
+    pub fn with_prefix(prefix: PrefixKv) -> Self {
+        Self {
+            k: None,
+            v: None,
+            len: 0,
+            prefix,
+        }
+    }
+
+    /// Positions held (the public prefix's and the shared ones).
     pub fn len(&self) -> usize {
-        self.len
+        self.len + self.prefix.len()
     }
 
     /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
+    }
+
+    /// The public prefix (empty without one).
+    pub fn prefix(&self) -> &PrefixKv {
+        &self.prefix
     }
 }
 
@@ -263,6 +277,13 @@ pub fn attention<B: Backend>(
         ),
         None => (q.clone(), k.clone()),
     };
+    if let (Some(c), AttentionKernel::Gaussian { .. }) = (cache.as_deref(), spec.kernel) {
+        if !c.prefix.is_empty() {
+            return Err(ProtocolError::Config(format!(
+                "{name}: Gaussian-kernel attention does not take a public prefix"
+            )));
+        }
+    }
     if let (Some(_), KvCacheMode::Encrypted(_), AttentionKernel::Gaussian { .. }) =
         (cache.as_deref(), b.options().plan.kv_cache, spec.kernel)
     {
@@ -271,24 +292,24 @@ pub fn attention<B: Backend>(
              the encrypted cache)"
         )));
     }
-    if let (Some(c), KvCacheMode::Encrypted(_)) = (cache.as_deref(), b.options().plan.kv_cache) {
-        if c.len != offset {
+    if let Some(c) = cache.as_deref() {
+        if c.len() != offset {
             return Err(ProtocolError::Config(format!(
                 "{name}: the cache holds {} positions, the block starts at {offset}",
-                c.len
+                c.len()
             )));
         }
-        return encrypted_cache(b, name, spec, &q, &k, v, offset, cache);
+    }
+    let pre = cache
+        .as_deref()
+        .map(|c| c.prefix.clone())
+        .unwrap_or_default();
+    if let (Some(_), KvCacheMode::Encrypted(_)) = (cache.as_deref(), b.options().plan.kv_cache) {
+        return encrypted_cache(b, name, spec, &q, &k, v, offset, cache, &pre);
     }
     // the keys and values of every position seen, and where the block starts among them
     let (keys, values, start) = match cache {
         Some(c) => {
-            if c.len != offset {
-                return Err(ProtocolError::Config(format!(
-                    "{name}: the cache holds {} positions, the block starts at {offset}",
-                    c.len
-                )));
-            }
             let keys = match &c.k {
                 Some(old) => b.concat_rows(old, &k)?,
                 None => k,
@@ -313,9 +334,15 @@ pub fn attention<B: Backend>(
     let s = b.matmul_shared(SharedShape::new(heads, n, hd, kv), &xq, &yk)?;
     let (p, fp) = match spec.kernel {
         AttentionKernel::Softmax => {
+            let s = if pre.is_empty() {
+                s
+            } else {
+                let sp = prefix::scores(b, name, &pre, &xq, (heads, kvh, hd))?;
+                prefix::concat_cols(b, &sp, &s)?
+            };
             let s = b.trunc(&s, 2 * f - fs)?;
             b.finish(&format!("{name}.scores"), OpKind::AttentionMatmul, 1);
-            softmax_node(b, name, spec, &s, n, kv, start)?
+            softmax_node(b, name, spec, &s, n, pre.len() + kv, start)?
         }
         AttentionKernel::Gaussian { scale } => {
             // q k^T at f bits, and the keys per query head (`heads x kv x hd`) for their norms
@@ -344,7 +371,15 @@ pub fn attention<B: Backend>(
         let (h, i, j) = (o / (kv * hd), (o / hd) % kv, o % hd);
         i * kw + (h / group) * hd + j
     })?;
-    let z = b.matmul_shared(SharedShape::new(heads, n, kv, hd), &p, &yv)?;
+    let z = if pre.is_empty() {
+        b.matmul_shared(SharedShape::new(heads, n, kv, hd), &p, &yv)?
+    } else {
+        let pp = prefix::columns(b, &p, 0, pre.len())?;
+        let ps = prefix::columns(b, &p, pre.len(), kv)?;
+        let zs = b.matmul_shared(SharedShape::new(heads, n, kv, hd), &ps, &yv)?;
+        let zp = prefix::context(b, name, &pre, &pp, (kvh, hd))?;
+        b.add(&zp, &zs)?
+    };
     let z = b.trunc(&z, fp)?;
     let out = heads_back(b, &z, n, qw, hd)?;
     b.finish(&format!("{name}.context"), OpKind::AttentionMatmul, 0);
@@ -368,16 +403,25 @@ fn encrypted_cache<B: Backend>(
     v: &B::T,
     offset: usize,
     cache: Option<&mut KvCache<B::T>>,
+    pre: &PrefixKv,
 ) -> Result<B::T> {
     let (heads, hd) = (spec.heads, spec.head_dim);
     let (n, qw) = b.dims(q);
     let f = b.options().frac;
     let fs = b.options().score_frac;
     let xq = heads_first(b, q, heads, hd)?;
-    let s = b.kv_scores(name, KvSpec::from_attention(spec), offset, &xq, k, v)?;
+    // the encrypted cache holds the private positions only, from 0
+    let shared_start = offset - pre.len();
+    let s = b.kv_scores(name, KvSpec::from_attention(spec), shared_start, &xq, k, v)?;
     if let Some(c) = cache {
         c.len += n;
     }
+    let s = if pre.is_empty() {
+        s
+    } else {
+        let sp = prefix::scores(b, name, pre, &xq, (heads, spec.kv_heads, hd))?;
+        prefix::concat_cols(b, &sp, &s)?
+    };
     let kv = offset + n;
     let s = b.trunc(&s, 2 * f - fs)?;
     b.finish(&format!("{name}.scores"), OpKind::AttentionMatmul, 1);
@@ -385,7 +429,15 @@ fn encrypted_cache<B: Backend>(
     let (p, fp) = softmax_node(b, name, spec, &s, n, kv, offset)?;
 
     b.begin();
-    let z = b.kv_context(name, &p)?;
+    let z = if pre.is_empty() {
+        b.kv_context(name, &p)?
+    } else {
+        let pp = prefix::columns(b, &p, 0, pre.len())?;
+        let ps = prefix::columns(b, &p, pre.len(), kv - pre.len())?;
+        let zs = b.kv_context(name, &ps)?;
+        let zp = prefix::context(b, name, pre, &pp, (spec.kv_heads, hd))?;
+        b.add(&zp, &zs)?
+    };
     let z = b.trunc(&z, fp)?;
     let out = heads_back(b, &z, n, qw, hd)?;
     b.finish(&format!("{name}.context"), OpKind::AttentionMatmul, 0);

@@ -68,8 +68,10 @@ pub mod matmul;
 pub mod nonlinear;
 pub mod options;
 pub mod plan;
+pub mod prefix;
 
 pub use attention::{attention, AttentionKernel, AttentionSpec, KvCache};
+pub use prefix::{PrefixKv, MAX_PREFIX, PREFIX_KV_SHIFT};
 pub use backend::{
     ActKind, Backend, CostBackend, NodeRecord, OpKind, QuantLinear, SecureBackend, Sym, Tokens,
 };

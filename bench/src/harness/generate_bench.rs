@@ -5,7 +5,8 @@
 use crate::harness::model_bench::{check_net, run_config, ChildServer};
 use crate::harness::netns::{ShapedNet, Shaping};
 use crate::product::generate::{
-    client_generate, generate_report, prompt_ids, GenerateArgs, GenerateReport, PromptArg,
+    client_generate, generate_report, prefix_ids, prompt_ids, GenerateArgs, GenerateReport,
+    PromptArg,
 };
 use crate::report::{peak_rss_bytes, PeakRss};
 use crate::DuetError;
@@ -22,6 +23,8 @@ pub struct BenchGenerateArgs {
     pub model: ModelSpec,
     /// Prompt tokens (seeded ids).
     pub prompt_len: usize,
+    /// Public-prefix tokens before the prompt (seeded ids; 0: none).
+    pub prefix_len: usize,
     /// New tokens (the prefill gives the first).
     pub new_tokens: usize,
     /// Protocol preset.
@@ -75,7 +78,9 @@ pub fn bench_generate(args: &BenchGenerateArgs, exe: &Path) -> Result<GenerateRe
     gen_args.net.clone_from(&args.net);
     gen_args.planned = args.planned;
     gen_args.adapter.clone_from(&args.adapter);
+    gen_args.prefix = (args.prefix_len > 0).then_some(PromptArg::Len(args.prefix_len));
     let prompt = prompt_ids(&client, &gen_args)?;
+    let prefix = prefix_ids(&client, &gen_args)?;
     let id = Identity::generate()?;
     let mut net = ShapedNet::setup(&profile, args.shaping)?;
     let mut child_args = model_args(&args.model);
@@ -96,7 +101,15 @@ pub fn bench_generate(args: &BenchGenerateArgs, exe: &Path) -> Result<GenerateRe
             child.fingerprint,
             QuicConfig::default(),
         )?;
-        let out = client_generate(&session, &client, &prompt, &gen_args, &config, base_weights)?;
+        let out = client_generate(
+            &session,
+            &client,
+            &prefix,
+            &prompt,
+            &gen_args,
+            &config,
+            base_weights,
+        )?;
         session.close()?;
         Ok(out)
     })();
@@ -123,11 +136,16 @@ pub fn bench_generate(args: &BenchGenerateArgs, exe: &Path) -> Result<GenerateRe
     Ok(rep)
 }
 
-/// The file a run is written to: `<model>-generate-<P>+<T>-<protocol>-<net>.json`.
+/// The file a run is written to: `<model>-generate-[<prefix>p+]<P>+<T>-<protocol>-<net>.json`.
 pub fn run_file(dir: &Path, r: &GenerateReport) -> PathBuf {
     let clean = |s: &str| s.replace(['/', ':', '=', ','], "_");
+    let prefix = if r.prefix_len > 0 {
+        format!("{}p+", r.prefix_len)
+    } else {
+        String::new()
+    };
     dir.join(format!(
-        "{}-generate-{}+{}-{}-{}.json",
+        "{}-generate-{prefix}{}+{}-{}-{}.json",
         clean(&r.run.report.model),
         r.prompt_ids.len(),
         r.generated_ids.len(),
@@ -139,7 +157,7 @@ pub fn run_file(dir: &Path, r: &GenerateReport) -> PathBuf {
 /// A Markdown table of generation runs: prefill and decode medians, predicted beside measured.
 pub fn table(runs: &[GenerateReport]) -> String {
     let mut s = String::from(
-        "| model | protocol | net | prompt | new | prefill s (pred) | prefill MB (pred) | decode s/token median (pred) | decode MB/token median (pred) | setup MB | peak RSS server / client GB |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| model | protocol | net | prompt | new | prefill s (pred) | prefill MB (pred) | decode s/token median (pred) | decode MB/token median (pred) | setup MB | peak RSS server / client GB | online MB, all (pred) | online s, all (pred) |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|\n",
     );
     let mb = |b: u64| b as f64 / 1e6;
     for r in runs {
@@ -147,12 +165,27 @@ pub fn table(runs: &[GenerateReport]) -> String {
         let mut ps: Vec<f64> = r.steps.iter().map(|p| p.predicted_s).collect();
         let mut bs: Vec<f64> = r.steps.iter().map(|p| p.bytes as f64).collect();
         let mut pbs: Vec<f64> = r.steps.iter().map(|p| p.predicted_bytes as f64).collect();
+        let prompt = if r.prefix_len > 0 {
+            format!(
+                "{} public ({:.1} s in the clear) + {}",
+                r.prefix_len,
+                r.prefix_seconds,
+                r.prompt_ids.len()
+            )
+        } else {
+            r.prompt_ids.len().to_string()
+        };
+        let phases = || std::iter::once(&r.prefill).chain(&r.steps);
+        let all_b: u64 = phases().map(|p| p.bytes).sum();
+        let all_pb: u64 = phases().map(|p| p.predicted_bytes).sum();
+        let all_s: f64 = phases().map(|p| p.wall_s).sum();
+        let all_ps: f64 = phases().map(|p| p.predicted_s).sum();
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.2} ({:.2}) | {:.2} ({:.2}) | {:.1} | {:.2} / {:.2} |\n",
+            "| {} | {} | {} | {} | {} | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.2} ({:.2}) | {:.2} ({:.2}) | {:.1} | {:.2} / {:.2} | {:.1} ({:.1}) | {:.1} ({:.1}) |\n",
             r.run.report.model,
             r.run.report.protocol,
             r.run.report.network,
-            r.prompt_ids.len(),
+            prompt,
             r.generated_ids.len(),
             r.prefill.wall_s,
             r.prefill.predicted_s,
@@ -165,6 +198,10 @@ pub fn table(runs: &[GenerateReport]) -> String {
             mb(r.run.report.bytes.setup),
             r.run.report.peak_rss_bytes.server as f64 / 1e9,
             r.run.report.peak_rss_bytes.client as f64 / 1e9,
+            mb(all_b),
+            mb(all_pb),
+            all_s,
+            all_ps,
         ));
     }
     s

@@ -13,7 +13,7 @@ use crate::product::session::{
 };
 use crate::report::{peak_rss_bytes, PeakRss};
 use crate::DuetError;
-use duet_models::generate::{predict_generation, GenerateOptions, Generation, StopReason};
+use duet_models::generate::{predict_generation_after, GenerateOptions, Generation, StopReason};
 use duet_models::open::{AdapterSpec, ModelSpec, PublicModel};
 use duet_models::secure::{Prediction, SecureReport};
 use duet_models::session::{Client, RunConfig, TokenChoice};
@@ -70,6 +70,9 @@ pub struct GenerateArgs {
     /// The server's PEFT adapter over the model: LoRA mode (the model a public base both
     /// sides hold) or merged (every weight private).
     pub adapter: Option<AdapterSpec>,
+    /// A public prefix before the prompt (text both parties know, or seeded ids): the server
+    /// runs it in the clear ([`duet_models::prefix`]).
+    pub prefix: Option<PromptArg>,
 }
 
 impl GenerateArgs {
@@ -88,6 +91,7 @@ impl GenerateArgs {
             stream: false,
             recv_timeout: duet_transport::quic::QuicConfig::default().recv_timeout,
             adapter: None,
+            prefix: None,
         }
     }
 
@@ -184,7 +188,13 @@ pub struct GenerateReport {
     /// Totals, options, plan.
     #[serde(flatten)]
     pub run: ModelReport,
-    /// The prompt's ids.
+    /// The public prefix's length (0: none).
+    #[serde(default)]
+    pub prefix_len: usize,
+    /// The server's plaintext seconds for the public prefix (its forward pass in the clear).
+    #[serde(default)]
+    pub prefix_seconds: f64,
+    /// The prompt's ids (the private part).
     pub prompt_ids: Vec<u32>,
     /// The generated ids.
     pub generated_ids: Vec<u32>,
@@ -214,6 +224,42 @@ impl GenerateReport {
             b.get(b.len() / 2).copied().unwrap_or(0),
         ))
     }
+}
+
+/// The public prefix's ids (none without `--public-prefix`): text tokenized as it is (no
+/// chat template), or seeded ids (another seed than the prompt's).
+pub fn prefix_ids(model: &PublicModel, args: &GenerateArgs) -> Result<Vec<u32>, DuetError> {
+    let vocab = model.graph.config.vocab_size;
+    let text = match &args.prefix {
+        None => return Ok(Vec::new()),
+        Some(PromptArg::Len(n)) => {
+            let v = u32::try_from(vocab).unwrap_or(u32::MAX).max(1);
+            // the prompt's seeded ids reversed and shifted: another sequence, still public
+            return Ok(seeded_ids(*n, vocab)?
+                .into_iter()
+                .rev()
+                .map(|t| (t + 7) % v)
+                .collect());
+        }
+        Some(PromptArg::Text(t)) => t.clone(),
+        Some(PromptArg::File(f)) => std::fs::read_to_string(f).map_err(|e| {
+            usage(format!(
+                "cannot read the public prefix file {}: {e}",
+                f.display()
+            ))
+        })?,
+    };
+    let ids = match &model.tokenizer {
+        Some(t) => t
+            .encode(&text)
+            .map_err(|e| usage(format!("the public prefix cannot be tokenized: {e}")))?,
+        None => text
+            .bytes()
+            .map(|b| u32::from(b) % u32::try_from(vocab).unwrap_or(u32::MAX).max(1))
+            .collect(),
+    };
+    duet_models::prefix::check_prefix_len(&model.graph, ids.len())?;
+    Ok(ids)
 }
 
 /// The prompt's ids: text (through the chat template when `chat`) tokenized by the model's
@@ -307,6 +353,7 @@ impl Printer<'_> {
 pub fn client_generate<S: Session>(
     session: &S,
     model: &PublicModel,
+    prefix: &[u32],
     prompt: &[u32],
     args: &GenerateArgs,
     config: &RunConfig,
@@ -330,7 +377,8 @@ pub fn client_generate<S: Session>(
         on: args.stream,
     };
     let bar = std::cell::RefCell::new(ProgressLine::new(args.stream, "prefill"));
-    let gen = client.generate(
+    let gen = client.generate_after(
+        prefix,
         prompt,
         &generate_options(model, args),
         &mut |t| {
@@ -381,8 +429,9 @@ pub fn generate_report(
     run.plan = choices;
     run.plan_name = config.plan_name();
     run.options = Some(opts.clone());
-    let pred = predict_generation(
+    let pred = predict_generation_after(
         &model.graph,
+        gen.prefix_len,
         gen.prompt.len(),
         gen.tokens.len(),
         &opts,
@@ -394,6 +443,8 @@ pub fn generate_report(
         None => String::new(),
     };
     Ok(GenerateReport {
+        prefix_len: gen.prefix_len,
+        prefix_seconds: gen.prefix_seconds,
         prompt_ids: gen.prompt.clone(),
         generated_ids: gen.tokens.clone(),
         text,
@@ -424,17 +475,20 @@ pub fn generate(args: &GenerateArgs) -> Result<GenerateReport, DuetError> {
         .adapter
         .is_some()
         .then_some(&server.weights as &(dyn WeightSource + Sync));
-    let need_tok = !matches!(args.prompt, PromptArg::Len(_)) || args.stream;
+    let need_tok = !matches!(args.prompt, PromptArg::Len(_))
+        || matches!(args.prefix, Some(PromptArg::Text(_) | PromptArg::File(_)))
+        || args.stream;
     let client = PublicModel::open(
         &args.model,
         need_tok && !matches!(args.model, ModelSpec::Builtin(_)),
     )?;
     let prompt = prompt_ids(&client, args)?;
+    let prefix = prefix_ids(&client, args)?;
     let t = Instant::now();
     let (_, gen) = loopback_with(
         loopback_config(args.recv_timeout),
         |s| serve_model_session(s, &server, &config, &mut |_| {}),
-        |s| client_generate(s, &client, &prompt, args, &config, base),
+        |s| client_generate(s, &client, &prefix, &prompt, args, &config, base),
     )?;
     let wall = t.elapsed().as_secs_f64();
     let rss = peak_rss_bytes();

@@ -129,6 +129,10 @@ enum Request {
     },
     /// `tokens` more positions after the kept state.
     Extend { tokens: u32, reveal: Reveal },
+    /// A public prefix (its ids, known to both): the server runs it in the clear and keeps its
+    /// keys and values as the state that [`Request::Extend`]s continue; it answers with its
+    /// plaintext seconds.
+    Prefix { ids: Vec<u32> },
     /// The end of the session.
     Close,
 }
@@ -263,6 +267,20 @@ impl<'a, C: Channel> Server<'a, C> {
             }
             let (tokens, reveal, keep, extend) = match req {
                 Request::Close => return Ok(std::mem::take(&mut self.reports)),
+                Request::Prefix { ids } => {
+                    crate::reference::check_ids(&self.graph.config, &ids)?;
+                    let (state, seconds) = crate::prefix::server_prefix(
+                        self.graph,
+                        self.weights,
+                        &ids,
+                        self.party.b.options(),
+                    )?;
+                    self.party.state = state;
+                    let ch = self.party.b.channel();
+                    ch.send_msg(&seconds).map_err(transport)?;
+                    ch.flush().map_err(transport)?;
+                    continue;
+                }
                 Request::Infer {
                     tokens,
                     reveal,
@@ -502,6 +520,38 @@ impl<'a, C: Channel> Client<'a, C> {
             ));
         }
         self.request(ids, reveal, true, progress)
+    }
+
+    /// Starts the session's state with a public prefix (ids both parties know: a system
+    /// prompt, a shared document): the server runs it in the clear and keeps its keys and
+    /// values; the private tokens that [`Client::extend`] sends next attend to them
+    /// ([`crate::prefix`]). Returns the server's plaintext seconds for it (as it reports
+    /// them). A decoder only; replaces any kept state.
+    pub fn prefix(&mut self, ids: &[u32]) -> Result<f64> {
+        crate::reference::check_ids(&self.graph.config, ids)?;
+        let state = crate::prefix::public_prefix(self.graph, ids.len())?;
+        if self.party.b.options().public_base.is_some() {
+            return Err(ModelError::Input(
+                "a public prefix in LoRA mode is not supported (run the adapters merged)".into(),
+            ));
+        }
+        let ch = self.party.b.channel();
+        ch.send_msg(&Request::Prefix { ids: ids.to_vec() })
+            .map_err(transport)?;
+        ch.flush().map_err(transport)?;
+        let peer = ch.peer().to_string();
+        let seconds: f64 = ch
+            .recv_msg()
+            .map_err(transport)
+            .map_err(|e| naming_peer(e, &peer))?;
+        if !seconds.is_finite() || seconds < 0.0 {
+            return Err(naming_peer(
+                ModelError::Input(format!("the server reported {seconds} s for the prefix")),
+                &peer,
+            ));
+        }
+        self.party.state = state;
+        Ok(seconds)
     }
 
     /// Positions the session holds (prompt and generated tokens so far).

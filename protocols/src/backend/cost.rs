@@ -470,7 +470,20 @@ impl Backend for CostBackend {
         &mut self,
         node: &str,
         x: &Sym,
-        _w: Option<&QuantLinear>,
+        w: Option<&QuantLinear>,
+        d: usize,
+        k: usize,
+    ) -> Result<Sym> {
+        let y = self.matmul_known(node, x, w.map(|w| w.w.as_slice()), d, k)?;
+        let fw = self.opts.weight_frac;
+        self.trunc(&y, fw)
+    }
+
+    fn matmul_known(
+        &mut self,
+        node: &str,
+        x: &Sym,
+        _w: Option<&[i64]>,
         d: usize,
         k: usize,
     ) -> Result<Sym> {
@@ -502,9 +515,7 @@ impl Backend for CostBackend {
             let policy = self.opts.plan.linear_policy(node);
             self.matmul("linear", &lin, MatmulShape::new(n, d, k), policy)?;
         }
-        let y = self.sym(n, k);
-        let fw = self.opts.weight_frac;
-        self.trunc(&y, fw)
+        Ok(self.sym(n, k))
     }
 
     fn linear_public(

@@ -266,6 +266,20 @@ pub trait Backend {
         d: usize,
         k: usize,
     ) -> Result<Self::T>;
+    /// `x W` for a `d x k` matrix `W` known to the server only (ring elements, e.g. a public
+    /// prefix's keys or values computed by the server in the clear): the product of
+    /// [`Backend::linear`] (HE or OT as the plan says for `node`) without bias and without the
+    /// rescaling, so the result carries the sum of both operands' fractional bits. Security and
+    /// cost are [`Backend::linear`]'s less one truncation. `w` is `None` on the client and the
+    /// cost backend.
+    fn matmul_known(
+        &mut self,
+        node: &str,
+        x: &Self::T,
+        w: Option<&[i64]>,
+        d: usize,
+        k: usize,
+    ) -> Result<Self::T>;
     /// `x W + b` for a public `W` (a base model's layer in LoRA mode: both parties hold it and
     /// pass it), rescaled to `frac`. Protocol: each party multiplies its own share by `W`
     /// locally (exact mod `2^l`: the shares' products sum to `x W`), the server adds the bias,

@@ -451,6 +451,53 @@ pub(crate) fn split_columns<B: Backend>(b: &mut B, y: &B::T, ks: &[usize]) -> Re
     Ok(out)
 }
 
+impl<C: Channel> SecureBackend<C> {
+    /// `x W (+ b)` on shares without the rescaling: HE or OT as the plan says for `node`
+    /// ([`Backend::linear`] truncates it, [`Backend::matmul_known`] returns it as is).
+    fn linear_product(
+        &mut self,
+        node: &str,
+        x: &AShare,
+        w: Option<&QuantLinear>,
+        (n, d, k): (usize, usize, usize),
+    ) -> Result<AShare> {
+        let by_ot = self.opts.plan.linear_by_ot(node);
+        let policy = self.opts.plan.linear_policy(node);
+        if self.opts.plan.linear_orbits && !by_ot {
+            let y = self.linear_orbits(node, x, &[w], (n, d), &[k], policy)?;
+            return self.share(n, k, y);
+        }
+        let y = match (&self.keys, w) {
+            (Keys::Client { .. }, _) if by_ot => {
+                let shape = nl::MatShape::new(1, n, d, k)?;
+                nl::matmul_known_chooser(&mut self.nl, &mut self.ch, shape, x.data(), self.ring)?
+                    .into_data()
+            }
+            (Keys::Client { lin, .. }, _) => HeMatMul::run_client(
+                &mut self.ch,
+                lin,
+                MatmulShape::new(n, d, k),
+                policy,
+                x.data(),
+                &mut self.rng,
+            )?,
+            (Keys::Server { .. }, Some(w)) if by_ot => self.linear_ot_server(x, (n, d, k), w)?,
+            (Keys::Server { lin, .. }, Some(w)) => {
+                let mut hw =
+                    HeWeights::new(&self.lin_params, d, k, w.w.clone(), w.bias.as_deref())?;
+                hw.prepare(n, policy, PrepareMode::OnTheFly)?;
+                HeMatMul::run_server(&mut self.ch, lin, &hw, n, Some(x.data()), &mut self.rng)?
+            }
+            (Keys::Server { .. }, None) => {
+                return Err(ProtocolError::Config(format!(
+                    "{node}: the server has no weights"
+                )))
+            }
+        };
+        self.share(n, k, y)
+    }
+}
+
 /// The HE parameters of the linear layers and of the shared products for `opts`.
 pub(crate) fn he_params(
     opts: &SecureOptions,
@@ -624,44 +671,32 @@ impl<C: Channel> Backend for SecureBackend<C> {
                 got: xd,
             });
         }
-        let by_ot = self.opts.plan.linear_by_ot(node);
-        let policy = self.opts.plan.linear_policy(node);
-        if self.opts.plan.linear_orbits && !by_ot {
-            let y = self.linear_orbits(node, x, &[w], (n, d), &[k], policy)?;
-            let y = self.share(n, k, y)?;
-            let fw = self.opts.weight_frac;
-            return self.trunc(&y, fw);
-        }
-        let y = match (&self.keys, w) {
-            (Keys::Client { .. }, _) if by_ot => {
-                let shape = nl::MatShape::new(1, n, d, k)?;
-                nl::matmul_known_chooser(&mut self.nl, &mut self.ch, shape, x.data(), self.ring)?
-                    .into_data()
-            }
-            (Keys::Client { lin, .. }, _) => HeMatMul::run_client(
-                &mut self.ch,
-                lin,
-                MatmulShape::new(n, d, k),
-                policy,
-                x.data(),
-                &mut self.rng,
-            )?,
-            (Keys::Server { .. }, Some(w)) if by_ot => self.linear_ot_server(x, (n, d, k), w)?,
-            (Keys::Server { lin, .. }, Some(w)) => {
-                let mut hw =
-                    HeWeights::new(&self.lin_params, d, k, w.w.clone(), w.bias.as_deref())?;
-                hw.prepare(n, policy, PrepareMode::OnTheFly)?;
-                HeMatMul::run_server(&mut self.ch, lin, &hw, n, Some(x.data()), &mut self.rng)?
-            }
-            (Keys::Server { .. }, None) => {
-                return Err(ProtocolError::Config(format!(
-                    "{node}: the server has no weights"
-                )))
-            }
-        };
-        let y = self.share(n, k, y)?;
+        let y = self.linear_product(node, x, w, (n, d, k))?;
         let fw = self.opts.weight_frac;
         self.trunc(&y, fw)
+    }
+
+    fn matmul_known(
+        &mut self,
+        node: &str,
+        x: &AShare,
+        w: Option<&[i64]>,
+        d: usize,
+        k: usize,
+    ) -> Result<AShare> {
+        let (n, xd) = shape2(x);
+        if xd != d {
+            return Err(ProtocolError::Shape {
+                what: "known-operand product input width",
+                expected: d,
+                got: xd,
+            });
+        }
+        let w = w.map(|w| QuantLinear {
+            w: w.to_vec(),
+            bias: None,
+        });
+        self.linear_product(node, x, w.as_ref(), (n, d, k))
     }
 
     fn linear_public(
