@@ -16,6 +16,7 @@ pub mod lora_seeded;
 pub mod open;
 pub mod planner;
 pub mod reference;
+pub mod rotation;
 pub mod secure;
 pub mod session;
 pub mod tokenizer;
