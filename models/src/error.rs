@@ -95,6 +95,10 @@ pub enum ModelError {
         /// The protocol's error (transport errors name the peer).
         source: duet_protocols::ProtocolError,
     },
+    /// A graph or weight source that [`crate::rotation::RotatedWeights`] cannot rotate
+    /// (e.g. a LayerNorm reading the residual stream, a bias on a residual writer).
+    #[error("rotation: {0}")]
+    Rotation(String),
     /// A weight outside the fixed-point range the secure run was configured for.
     #[error("tensor {name:?}: value {value} outside the secure fixed-point range (|w| < {limit})")]
     WeightRange {

@@ -17,6 +17,7 @@ pub mod open;
 pub mod planner;
 pub mod prefix;
 pub mod reference;
+pub mod rotation;
 pub mod secure;
 pub mod session;
 pub mod tokenizer;

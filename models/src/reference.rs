@@ -386,7 +386,9 @@ pub fn activation(a: Activation, x: f64) -> f64 {
     }
 }
 
-fn rope(m: &mut Matrix, heads: usize, hd: usize, theta: f64) {
+/// Rotary positions (LLaMA's half-split convention) applied in place to `m`, whose row `p`
+/// holds `heads` heads of width `hd` at position `p`.
+pub fn rope(m: &mut Matrix, heads: usize, hd: usize, theta: f64) {
     let half = hd / 2;
     for (p, row) in m.data.chunks_exact_mut(heads * hd).enumerate() {
         for h in 0..heads {
