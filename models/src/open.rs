@@ -182,6 +182,9 @@ pub struct ServerModel {
     /// With an adapter: `true` merges it into private weights (every weight private, the
     /// fully private run); `false` runs LoRA mode (the base public, only the adapters private).
     pub merged: bool,
+    /// Public prefixes' keys and values kept across this model's sessions
+    /// ([`crate::prefix::PrefixCache`]).
+    pub prefix_cache: crate::prefix::PrefixCache,
 }
 
 /// A PEFT adapter folder for the server, and how it runs (see [`ServerModel::merged`]).
@@ -366,6 +369,7 @@ impl ServerModel {
                     weights,
                     adapter: None,
                     merged: false,
+                    prefix_cache: crate::prefix::PrefixCache::default(),
                 })
             }
             ModelSpec::Gguf(f) => {
@@ -376,6 +380,7 @@ impl ServerModel {
                     weights: Weights::Gguf(Box::new(m)),
                     adapter: None,
                     merged: false,
+                    prefix_cache: crate::prefix::PrefixCache::default(),
                 })
             }
             ModelSpec::Builtin(b) => Ok(Self {
@@ -384,6 +389,7 @@ impl ServerModel {
                 weights: Weights::Random(RandomWeights { seed: BUILTIN_SEED }),
                 adapter: None,
                 merged: false,
+                prefix_cache: crate::prefix::PrefixCache::default(),
             }),
         }
     }

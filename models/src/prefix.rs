@@ -94,6 +94,104 @@ pub fn server_prefix<T>(
     ids: &[u32],
     opts: &SecureOptions,
 ) -> Result<(WalkState<T>, f64)> {
+    let (layers, seconds) = server_prefix_layers(graph, weights, ids, opts)?;
+    Ok((WalkState::with_prefix(layers, ids.len()), seconds))
+}
+
+/// Most prefixes a [`PrefixCache`] keeps by default.
+pub const DEFAULT_PREFIX_CACHE: usize = 4;
+
+/// The keys and values of public prefixes a server keeps across sessions of one model,
+/// keyed by a SHA-256 of the prefix's ids and the fixed-point format they were encoded for;
+/// the least recently used is dropped beyond its capacity. A hit skips the plaintext run.
+#[derive(Debug)]
+pub struct PrefixCache {
+    cap: usize,
+    entries: std::sync::Mutex<Vec<([u8; 32], Vec<PrefixKv>)>>,
+}
+
+impl Default for PrefixCache {
+    fn default() -> Self {
+        Self::new(DEFAULT_PREFIX_CACHE)
+    }
+}
+
+impl PrefixCache {
+    /// A cache of at most `cap` prefixes (0: keeps none).
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            entries: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn key(ids: &[u32], opts: &SecureOptions) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for v in [opts.frac, opts.weight_frac, opts.weight_bits] {
+            h.update(v.to_le_bytes());
+        }
+        h.update((ids.len() as u64).to_le_bytes());
+        for id in ids {
+            h.update(id.to_le_bytes());
+        }
+        h.finalize().into()
+    }
+
+    /// [`server_prefix`] through the cache: the state, the seconds spent (the plaintext run,
+    /// or the lookup on a hit) and whether it was a hit.
+    pub fn server_prefix<T>(
+        &self,
+        graph: &Graph,
+        weights: &dyn WeightSource,
+        ids: &[u32],
+        opts: &SecureOptions,
+    ) -> Result<(WalkState<T>, f64, bool)> {
+        let t = Instant::now();
+        let key = Self::key(ids, opts);
+        let hit = {
+            let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            let at = e.iter().position(|(k, _)| *k == key);
+            at.map(|i| {
+                let entry = e.remove(i);
+                let layers = entry.1.clone();
+                e.push(entry);
+                layers
+            })
+        };
+        if let Some(layers) = hit {
+            let s = t.elapsed().as_secs_f64();
+            return Ok((WalkState::with_prefix(layers, ids.len()), s, true));
+        }
+        let (layers, seconds) = server_prefix_layers(graph, weights, ids, opts)?;
+        if self.cap > 0 {
+            let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            while e.len() >= self.cap {
+                e.remove(0);
+            }
+            e.push((key, layers.clone()));
+        }
+        Ok((WalkState::with_prefix(layers, ids.len()), seconds, false))
+    }
+
+    /// Prefixes held.
+    pub fn len(&self) -> usize {
+        self.entries.lock().map_or(0, |e| e.len())
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Each attention layer's prefix keys and values (see [`server_prefix`]) and the seconds.
+fn server_prefix_layers(
+    graph: &Graph,
+    weights: &dyn WeightSource,
+    ids: &[u32],
+    opts: &SecureOptions,
+) -> Result<(Vec<PrefixKv>, f64)> {
     check_prefix_len(graph, ids.len())?;
     if opts.public_base.is_some() {
         return Err(ModelError::Input(
@@ -108,7 +206,10 @@ pub fn server_prefix<T>(
         if let (Op::Attention { .. }, [_, k, v]) = (&node.op, ins) {
             kv.push((k.data.clone(), v.data.clone()));
         } else if matches!(node.op, Op::Attention { .. }) && failed.is_none() {
-            failed = Some(ModelError::Input(format!("{}: no keys or values", node.name)));
+            failed = Some(ModelError::Input(format!(
+                "{}: no keys or values",
+                node.name
+            )));
         }
     })?;
     if let Some(e) = failed {
@@ -135,7 +236,7 @@ pub fn server_prefix<T>(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok((WalkState::with_prefix(layers, n), t.elapsed().as_secs_f64()))
+    Ok((layers, t.elapsed().as_secs_f64()))
 }
 
 /// A `&dyn WeightSource` as a sized one.

@@ -5,6 +5,7 @@ use crate::config::Activation;
 use crate::graph::{Graph, Node, NodeId, Op, WeightLayout};
 use crate::weights::WeightFile;
 use crate::{ModelError, Result};
+use rayon::prelude::*;
 
 /// Where weights come from (a safetensors file, or seeded random weights).
 pub trait WeightSource {
@@ -311,20 +312,41 @@ fn linear(
     let rows: Vec<&[f64]> = wt.chunks_exact(in_dim.max(1)).collect();
     let mut out = Matrix::zeros(x.rows, count);
     // four weight rows at a time against every input row: the weights are read from memory
-    // once per call rather than once per input row
-    for (o, ws) in rows.chunks(4).enumerate() {
-        for r in 0..x.rows {
-            let xr = x.row(r);
-            let sums = match ws {
-                [w0, w1, w2, w3] => dot4(xr, [w0, w1, w2, w3]),
-                _ => {
-                    let mut s = [0.0; 4];
-                    s.iter_mut()
-                        .zip(ws)
-                        .for_each(|(s, w)| *s = xr.iter().zip(*w).map(|(a, b)| a * b).sum());
-                    s
+    // once per call rather than once per input row; the blocks of four in parallel (each
+    // result is computed exactly as sequentially)
+    let blocks: Vec<Vec<[f64; 4]>> = rows
+        .par_chunks(4)
+        .map(|ws| {
+            let mut sums = Vec::with_capacity(x.rows);
+            let mut r = 0;
+            while r < x.rows {
+                match (ws, r + 1 < x.rows) {
+                    // two input rows at once: eight independent sums
+                    ([w0, w1, w2, w3], true) => {
+                        let (a, b) = dot4x2(x.row(r), x.row(r + 1), [w0, w1, w2, w3]);
+                        sums.extend([a, b]);
+                        r += 2;
+                    }
+                    ([w0, w1, w2, w3], false) => {
+                        sums.push(dot4(x.row(r), [w0, w1, w2, w3]));
+                        r += 1;
+                    }
+                    _ => {
+                        let xr = x.row(r);
+                        let mut s = [0.0; 4];
+                        s.iter_mut()
+                            .zip(ws)
+                            .for_each(|(s, w)| *s = xr.iter().zip(*w).map(|(a, b)| a * b).sum());
+                        sums.push(s);
+                        r += 1;
+                    }
                 }
-            };
+            }
+            sums
+        })
+        .collect();
+    for ((o, ws), block) in rows.chunks(4).enumerate().zip(&blocks) {
+        for (r, &sums) in block.iter().enumerate() {
             let at = r * count + 4 * o;
             let dst = out.data.get_mut(at..(at + ws.len()).min(r * count + count));
             for (j, (d, v)) in dst.unwrap_or(&mut []).iter_mut().zip(sums).enumerate() {
@@ -352,6 +374,23 @@ fn dot4(x: &[f64], w: [&[f64]; 4]) -> [f64; 4] {
         s[3] += a * b3;
     }
     s
+}
+
+/// [`dot4`] of two rows `x`, `y` at once (eight independent sums, each as [`dot4`]'s).
+fn dot4x2(x: &[f64], y: &[f64], w: [&[f64]; 4]) -> ([f64; 4], [f64; 4]) {
+    let [w0, w1, w2, w3] = w;
+    let (mut s, mut t) = ([-0.0f64; 4], [-0.0f64; 4]);
+    for (((((&a, &c), &b0), &b1), &b2), &b3) in x.iter().zip(y).zip(w0).zip(w1).zip(w2).zip(w3) {
+        s[0] += a * b0;
+        s[1] += a * b1;
+        s[2] += a * b2;
+        s[3] += a * b3;
+        t[0] += c * b0;
+        t[1] += c * b1;
+        t[2] += c * b2;
+        t[3] += c * b3;
+    }
+    (s, t)
 }
 
 fn norm(x: &Matrix, g: &[f64], b: Option<&[f64]>, eps: f64, center: bool) -> Matrix {
@@ -432,10 +471,39 @@ fn attention(
     }
     let group = heads / kv_heads;
     let scale = 1.0 / (hd as f64).sqrt();
+    // one head per task (each head's output is computed exactly as sequentially)
+    let per_head: Vec<Matrix> = (0..heads)
+        .into_par_iter()
+        .map(|h| attention_head(&q, &k, v, (h, h / group, hd), causal, scale, kernel))
+        .collect();
     let mut out = Matrix::zeros(s, heads * hd);
+    for (h, m) in per_head.iter().enumerate() {
+        for i in 0..s {
+            let dst = out
+                .data
+                .get_mut(i * heads * hd + h * hd..i * heads * hd + (h + 1) * hd)
+                .unwrap_or(&mut []);
+            dst.copy_from_slice(m.row(i).get(..dst.len()).unwrap_or(&[]));
+        }
+    }
+    Ok(out)
+}
+
+/// Head `h` of [`attention`] (`s x hd`), keys and values of head `kvh`; masked keys are
+/// skipped (their weight is exactly 0).
+fn attention_head(
+    q: &Matrix,
+    k: &Matrix,
+    v: &Matrix,
+    (h, kvh, hd): (usize, usize, usize),
+    causal: bool,
+    scale: f64,
+    kernel: crate::config::AttentionKernel,
+) -> Matrix {
+    let s = q.rows;
+    let mut out = Matrix::zeros(s, hd);
     let mut scores = vec![0.0; s];
-    for h in 0..heads {
-        let kvh = h / group;
+    {
         for i in 0..s {
             let qi = q.row(i).get(h * hd..(h + 1) * hd).unwrap_or(&[]);
             let lim = if causal { i + 1 } else { s };
@@ -443,7 +511,20 @@ fn attention(
                 crate::config::AttentionKernel::Gaussian { scale } => Some(scale),
                 crate::config::AttentionKernel::Softmax => None,
             };
-            for (j, sc) in scores.iter_mut().enumerate() {
+            let scores = scores.get_mut(..lim).unwrap_or(&mut []);
+            let key = |j: usize| k.row(j).get(kvh * hd..(kvh + 1) * hd).unwrap_or(&[]);
+            // softmax scores four keys at a time (independent sums, each as a plain dot
+            // product); the rest below
+            let mut done = 0;
+            if gaussian.is_none() {
+                for (c, sc) in scores.chunks_exact_mut(4).enumerate() {
+                    let j = 4 * c;
+                    let d = dot4(qi, [key(j), key(j + 1), key(j + 2), key(j + 3)]);
+                    sc.iter_mut().zip(d).for_each(|(s, d)| *s = d * scale);
+                    done = j + 4;
+                }
+            }
+            for (j, sc) in scores.iter_mut().enumerate().skip(done) {
                 let kj = k.row(j).get(kvh * hd..(kvh + 1) * hd).unwrap_or(&[]);
                 *sc = match (j < lim, gaussian) {
                     (false, None) => f64::NEG_INFINITY,
@@ -468,15 +549,12 @@ fn attention(
             }
             for (j, &p) in scores.iter().enumerate() {
                 let vj = v.row(j).get(kvh * hd..(kvh + 1) * hd).unwrap_or(&[]);
-                let dst = out
-                    .data
-                    .get_mut(i * heads * hd + h * hd..i * heads * hd + (h + 1) * hd)
-                    .unwrap_or(&mut []);
+                let dst = out.data.get_mut(i * hd..(i + 1) * hd).unwrap_or(&mut []);
                 dst.iter_mut().zip(vj).for_each(|(d, x)| *d += p / sum * x);
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// Sentence embedding as sentence-transformers computes it: mean of the token vectors (no

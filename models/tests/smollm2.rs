@@ -11,43 +11,13 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
+use common::{smollm2_entries, smollm2_shared as shared, SMOLLM2_GGUF as GGUF};
 use duet_models::generate::GenerateOptions;
 use duet_models::session::{Client, RunConfig, Server, TokenChoice};
 use duet_models::GgufModel;
 use duet_transport::run_two_party;
-use std::path::PathBuf;
-
-fn shared() -> Option<PathBuf> {
-    let dir = std::env::var_os("DUET_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    if dir.join(GGUF).exists() {
-        return Some(dir);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "SmolLM2 not found at {} (set DUET_SHARED_DIR)",
-            dir.display()
-        );
-    }
-    eprintln!("SKIPPED: SmolLM2 not found at {}", dir.display());
-    None
-}
-
-const GGUF: &str = "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
-
-#[derive(serde::Deserialize)]
-struct Entry {
-    input_ids: Vec<u32>,
-    generated: Vec<u32>,
-    margins: Vec<f64>,
-    top10_after_prompt: Vec<(u32, f64)>,
-}
-
-fn entries(dir: &std::path::Path) -> Vec<Entry> {
-    let text = std::fs::read_to_string(dir.join("reference/smollm2/reference.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
 
 /// Secure generation of `n` tokens after entry `i`'s prompt; returns the tokens and the logits
 /// after the prompt (logits mode) or none (greedy).
@@ -75,7 +45,7 @@ fn secure(
 fn smollm2_secure_logits_after_a_prompt() {
     let Some(dir) = shared() else { return };
     let model = GgufModel::open(&dir.join(GGUF)).unwrap();
-    let e = &entries(&dir)[7];
+    let e = &smollm2_entries(&dir)[7];
     let opts = GenerateOptions {
         max_new_tokens: 1,
         choice: TokenChoice::Logits,
@@ -112,7 +82,7 @@ fn smollm2_secure_greedy_all_prompts() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(24);
-    for (i, e) in entries(&dir).iter().enumerate() {
+    for (i, e) in smollm2_entries(&dir).iter().enumerate() {
         let g = secure(
             &model,
             &e.input_ids,

@@ -13,32 +13,15 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
+use common::{smollm2_shared as shared, SMOLLM2_GGUF as GGUF};
 use duet_models::generate::GenerateOptions;
 use duet_models::lora::{LoraAdapter, LoraWeights, MergedWeights};
 use duet_models::lora_seeded::{write_seeded_adapter, SeededAdapter};
 use duet_models::session::{Client, RunConfig, Server};
 use duet_models::{run_reference_outputs, GgufModel, WeightSource};
 use duet_transport::run_two_party;
-use std::path::PathBuf;
-
-const GGUF: &str = "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
-
-fn shared() -> Option<PathBuf> {
-    let dir = std::env::var_os("DUET_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    if dir.join(GGUF).exists() {
-        return Some(dir);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "SmolLM2 not found at {} (set DUET_SHARED_DIR)",
-            dir.display()
-        );
-    }
-    eprintln!("SKIPPED: SmolLM2 not found at {}", dir.display());
-    None
-}
 
 #[derive(serde::Deserialize)]
 struct Entry {

@@ -71,7 +71,6 @@ pub mod plan;
 pub mod prefix;
 
 pub use attention::{attention, AttentionKernel, AttentionSpec, KvCache};
-pub use prefix::{PrefixKv, MAX_PREFIX, PREFIX_KV_SHIFT};
 pub use backend::{
     ActKind, Backend, CostBackend, NodeRecord, OpKind, QuantLinear, SecureBackend, Sym, Tokens,
 };
@@ -99,6 +98,7 @@ pub use matmul::{
 };
 pub use options::{differences, AdapterLayout, EmbeddingMode, SecureOptions, OPTIONS_VERSION};
 pub use plan::{KvCacheMode, MulBackend, Plan};
+pub use prefix::{PrefixKv, MAX_PREFIX, PREFIX_KV_SHIFT};
 pub mod embedding;
 pub use embedding::{
     EmbeddingServerKeys, EmbeddingTable, EncryptedEmbeddingTable, PrivateEmbedding,

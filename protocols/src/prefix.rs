@@ -76,8 +76,7 @@ impl PrefixKv {
         values: &[f64],
     ) -> Result<Self> {
         let size = len.checked_mul(width);
-        if len == 0 || len > MAX_PREFIX || size != Some(keys.len()) || size != Some(values.len())
-        {
+        if len == 0 || len > MAX_PREFIX || size != Some(keys.len()) || size != Some(values.len()) {
             return Err(ProtocolError::Config(format!(
                 "a prefix of {len} positions of width {width} ({} keys, {} values)",
                 keys.len(),

@@ -50,6 +50,7 @@ pub fn serve_model_session<S: Session>(
     let ch = session.channel(MODEL_CHANNEL)?;
     let weights = model.session_weights();
     let mut server = Server::accept(ch, &model.graph, &weights, config)?;
+    server.use_prefix_cache(&model.prefix_cache);
     Ok(server.serve_with(progress)?)
 }
 

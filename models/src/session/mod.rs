@@ -181,9 +181,16 @@ pub struct Server<'a, C: Channel> {
     weights: &'a dyn WeightSource,
     allow_logits: bool,
     reports: Vec<SecureReport>,
+    prefix_cache: Option<&'a crate::prefix::PrefixCache>,
 }
 
 impl<'a, C: Channel> Server<'a, C> {
+    /// Keeps public prefixes' keys and values in `cache` (shared across the sessions of one
+    /// model): a client that sends a prefix seen before skips its plaintext run.
+    pub fn use_prefix_cache(&mut self, cache: &'a crate::prefix::PrefixCache) {
+        self.prefix_cache = Some(cache);
+    }
+
     /// Accepts a client on `ch`: handshake, then the session setup.
     pub fn accept(
         ch: C,
@@ -233,6 +240,7 @@ impl<'a, C: Channel> Server<'a, C> {
             weights,
             allow_logits: true,
             reports: Vec::new(),
+            prefix_cache: None,
         })
     }
 
@@ -269,12 +277,15 @@ impl<'a, C: Channel> Server<'a, C> {
                 Request::Close => return Ok(std::mem::take(&mut self.reports)),
                 Request::Prefix { ids } => {
                     crate::reference::check_ids(&self.graph.config, &ids)?;
-                    let (state, seconds) = crate::prefix::server_prefix(
-                        self.graph,
-                        self.weights,
-                        &ids,
-                        self.party.b.options(),
-                    )?;
+                    let opts = self.party.b.options();
+                    let (state, seconds) = match self.prefix_cache {
+                        Some(c) => {
+                            let (s, t, _) =
+                                c.server_prefix(self.graph, self.weights, &ids, opts)?;
+                            (s, t)
+                        }
+                        None => crate::prefix::server_prefix(self.graph, self.weights, &ids, opts)?,
+                    };
                     self.party.state = state;
                     let ch = self.party.b.channel();
                     ch.send_msg(&seconds).map_err(transport)?;

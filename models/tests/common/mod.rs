@@ -6,29 +6,43 @@
 use duet_models::{Arch, BuiltinModel, ModelConfig};
 use std::path::{Path, PathBuf};
 
-/// The shared folder: `DUET_SHARED_DIR`, else `../shared` beside the repository. On CI
-/// (`CI=true`) a missing folder is a failure, elsewhere the test says it is skipped.
-pub fn shared() -> Option<PathBuf> {
+/// The shared folder: `DUET_SHARED_DIR`, else `../shared` beside the repository, when it holds
+/// `file` (`what` names it in messages). On CI (`CI=true`) a missing file is a failure,
+/// elsewhere the test says it is skipped.
+pub fn shared_with(file: &str, what: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("DUET_SHARED_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    if dir
-        .join("models/all-MiniLM-L6-v2/model.safetensors")
-        .exists()
-    {
+    if dir.join(file).exists() {
         return Some(dir);
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!(
-            "shared models not found at {} (set DUET_SHARED_DIR)",
+            "{what} not found at {} (set DUET_SHARED_DIR)",
             dir.display()
         );
     }
     eprintln!(
-        "SKIPPED: MiniLM weights not found at {} (set DUET_SHARED_DIR)",
+        "SKIPPED: {what} not found at {} (set DUET_SHARED_DIR)",
         dir.display()
     );
     None
+}
+
+/// The shared folder with the MiniLM weights ([`shared_with`]).
+pub fn shared() -> Option<PathBuf> {
+    shared_with(
+        "models/all-MiniLM-L6-v2/model.safetensors",
+        "MiniLM weights",
+    )
+}
+
+/// SmolLM2-135M-Instruct's GGUF file in the shared folder.
+pub const SMOLLM2_GGUF: &str = "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// The shared folder with SmolLM2 ([`shared_with`]).
+pub fn smollm2_shared() -> Option<PathBuf> {
+    shared_with(SMOLLM2_GGUF, "SmolLM2")
 }
 
 /// One sentence of ../shared/reference/minilm.
@@ -105,4 +119,24 @@ pub fn assert_follows_reference<W: duet_models::WeightSource>(
         assert_eq!(got, idx[0] as u32, "step {i} (margin {margin:.3})");
         ids.push(got);
     }
+}
+
+/// One prompt of ../shared/reference/smollm2: the independent implementation's ids, greedy
+/// continuation, its top-1/top-2 margins and the 10 largest logits after the prompt.
+#[derive(serde::Deserialize)]
+pub struct SmolEntry {
+    /// The prompt's ids.
+    pub input_ids: Vec<u32>,
+    /// The greedy continuation.
+    pub generated: Vec<u32>,
+    /// Each step's top-1/top-2 logit margin.
+    pub margins: Vec<f64>,
+    /// `(id, logit)` of the 10 largest logits after the prompt.
+    pub top10_after_prompt: Vec<(u32, f64)>,
+}
+
+/// Every SmolLM2 reference prompt.
+pub fn smollm2_entries(shared: &Path) -> Vec<SmolEntry> {
+    let text = std::fs::read_to_string(shared.join("reference/smollm2/reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
 }
