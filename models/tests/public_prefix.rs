@@ -367,3 +367,49 @@ fn smollm2_public_prefix_follows_the_reference() {
     assert!(worst <= 0.1, "top-10 logits off by {worst}");
     assert_eq!(g.tokens, e.generated[..steps], "greedy continuation");
 }
+
+/// Accuracy with position 0 public: SmolLM2's top-10 logits after reference prompt 7 (the
+/// prompt of `smollm2.rs`'s logits test) with its first `DUET_PUBLIC` tokens (default 1) a
+/// public prefix, against the independent implementation. Position 0 carries the model's
+/// massive activations (README, value ranges); run in the clear, they leave the secure run:
+/// `cargo test --release -p duet-models --test public_prefix -- --ignored --nocapture
+/// smollm2_position0_public`.
+#[test]
+#[ignore = "prints an accuracy comparison"]
+fn smollm2_position0_public() {
+    let Some(dir) = shared() else { return };
+    let model = duet_models::GgufModel::open(&dir.join(GGUF)).unwrap();
+    let e = &smollm2_entries(&dir)[7];
+    let public: usize = std::env::var("DUET_PUBLIC")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let (prefix, prompt) = e.input_ids.split_at(public);
+    let opts = GenerateOptions {
+        max_new_tokens: 1,
+        choice: TokenChoice::Logits,
+        stop: Vec::new(),
+    };
+    let config = RunConfig::fixed("duet");
+    let (s, c) = run_two_party(
+        |ch| Server::accept(ch, &model.graph, &model, &config)?.serve(),
+        |ch| {
+            let mut client = Client::connect(ch, &model.graph, &config, 1)?;
+            let out = client.generate_after(prefix, prompt, &opts, &mut |_| {}, &mut |_| {})?;
+            client.close()?;
+            Ok::<_, ModelError>(out)
+        },
+    );
+    s.unwrap();
+    let g = c.unwrap();
+    let worst = e
+        .top10_after_prompt
+        .iter()
+        .map(|&(id, want)| (g.logits[0][id as usize] - want).abs())
+        .fold(0.0, f64::max);
+    println!(
+        "{public} public + {} private: worst top-10 logit error {worst:.4}, prefill {:.1} MB",
+        prompt.len(),
+        g.prefill.online_bytes as f64 / 1e6
+    );
+}
