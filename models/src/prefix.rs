@@ -8,7 +8,7 @@
 //! reads earlier ones only through their keys and values.
 
 use crate::graph::{Graph, Op};
-use crate::reference::{run_reference_traced, WeightSource};
+use crate::reference::{rope, run_reference_traced, Matrix, WeightSource};
 use crate::walk::WalkState;
 use crate::{ModelError, Result};
 use duet_protocols::{PrefixKv, SecureOptions, MAX_PREFIX};
@@ -58,31 +58,9 @@ pub fn public_prefix<T>(graph: &Graph, len: usize) -> Result<WalkState<T>> {
     check_prefix_len(graph, len)?;
     let layers = attention_shapes(graph)
         .into_iter()
-        .map(|(w, _, _)| PrefixKv::public(len, w))
+        .map(|_| PrefixKv::public(len))
         .collect();
     Ok(WalkState::with_prefix(layers, len))
-}
-
-/// Rotary positions on `rows x width` keys in the clear (HuggingFace's rotate-half pairs, the
-/// rotation of [`duet_protocols::attention`]).
-fn rope(keys: &mut [f64], width: usize, hd: usize, theta: f64) {
-    let half = hd / 2;
-    for (t, row) in keys.chunks_exact_mut(width.max(1)).enumerate() {
-        for head in row.chunks_exact_mut(hd.max(1)) {
-            for i in 0..half {
-                let w = theta.powf(-2.0 * i as f64 / hd as f64);
-                let (s, c) = (t as f64 * w).sin_cos();
-                if let (Some(&a), Some(&b)) = (head.get(i), head.get(i + half)) {
-                    if let Some(x) = head.get_mut(i) {
-                        *x = a * c - b * s;
-                    }
-                    if let Some(x) = head.get_mut(i + half) {
-                        *x = b * c + a * s;
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// The server's walk state for a public prefix `ids`: the prefix run in the clear with its
@@ -228,9 +206,15 @@ fn server_prefix_layers(
         .zip(shapes)
         .map(|((mut k, v), (width, hd, theta))| {
             if let Some(theta) = theta {
-                rope(&mut k, width, hd, theta);
+                let mut m = Matrix {
+                    rows: n,
+                    cols: width,
+                    data: std::mem::take(&mut k),
+                };
+                rope(&mut m, width / hd.max(1), hd, theta);
+                k = m.data;
             }
-            PrefixKv::encode(opts, n, width, &k, &v).map_err(|e| ModelError::Secure {
+            PrefixKv::encode(opts, n, (width, hd), &k, &v).map_err(|e| ModelError::Secure {
                 node: "public prefix".into(),
                 source: e,
             })

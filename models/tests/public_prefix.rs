@@ -35,11 +35,36 @@ fn run(
     secure: &SecureOptions,
 ) -> Result<Generation, ModelError> {
     let w = RandomWeights { seed: SEED };
-    let config = RunConfig::given(secure);
+    run_on(
+        g,
+        &w,
+        &RunConfig::given(secure),
+        None,
+        (prefix, prompt),
+        opts,
+    )
+}
+
+/// One session on `w` (the server keeping prefixes in `cache`, if given): generation after
+/// the public `prefix`.
+fn run_on(
+    g: &Graph,
+    w: &(dyn duet_models::WeightSource + Sync),
+    config: &RunConfig,
+    cache: Option<&duet_models::prefix::PrefixCache>,
+    (prefix, prompt): (&[u32], &[u32]),
+    opts: &GenerateOptions,
+) -> Result<Generation, ModelError> {
     let (s, c) = run_two_party(
-        |ch| Server::accept(ch, g, &w, &config)?.serve(),
         |ch| {
-            let mut client = Client::connect(ch, g, &config, prompt.len())?;
+            let mut server = Server::accept(ch, g, w, config)?;
+            if let Some(c) = cache {
+                server.use_prefix_cache(c);
+            }
+            server.serve()
+        },
+        |ch| {
+            let mut client = Client::connect(ch, g, config, prompt.len())?;
             let out = client.generate_after(prefix, prompt, opts, &mut |_| {}, &mut |_| {})?;
             client.close()?;
             Ok::<_, ModelError>(out)
@@ -190,29 +215,17 @@ fn the_prefix_cache_serves_later_sessions() {
     let (prefix, prompt) = inputs();
     let secure = SecureOptions::default();
     let cache = PrefixCache::new(2);
+    let config = RunConfig::given(&secure);
+    let opts = GenerateOptions {
+        max_new_tokens: 1,
+        choice: TokenChoice::Logits,
+        stop: Vec::new(),
+    };
     let session = || {
-        let config = RunConfig::given(&secure);
-        let opts = GenerateOptions {
-            max_new_tokens: 1,
-            choice: TokenChoice::Logits,
-            stop: Vec::new(),
-        };
-        let (s, c) = run_two_party(
-            |ch| {
-                let mut server = Server::accept(ch, &g, &w, &config)?;
-                server.use_prefix_cache(&cache);
-                server.serve()
-            },
-            |ch| {
-                let mut client = Client::connect(ch, &g, &config, prompt.len())?;
-                let out =
-                    client.generate_after(&prefix, &prompt, &opts, &mut |_| {}, &mut |_| {})?;
-                client.close()?;
-                Ok::<_, ModelError>(out)
-            },
-        );
-        s.unwrap();
-        c.unwrap().logits.remove(0)
+        run_on(&g, &w, &config, Some(&cache), (&prefix, &prompt), &opts)
+            .unwrap()
+            .logits
+            .remove(0)
     };
     let first = session();
     assert_eq!(cache.len(), 1);
@@ -336,17 +349,7 @@ fn smollm2_public_prefix_follows_the_reference() {
     };
     let config = RunConfig::fixed("duet");
     let t = std::time::Instant::now();
-    let (s, c) = run_two_party(
-        |ch| Server::accept(ch, &model.graph, &model, &config)?.serve(),
-        |ch| {
-            let mut client = Client::connect(ch, &model.graph, &config, 1)?;
-            let out = client.generate_after(prefix, prompt, &opts, &mut |_| {}, &mut |_| {})?;
-            client.close()?;
-            Ok::<_, duet_models::ModelError>(out)
-        },
-    );
-    s.unwrap();
-    let g = c.unwrap();
+    let g = run_on(&model.graph, &model, &config, None, (prefix, prompt), &opts).unwrap();
     let mut worst: f64 = 0.0;
     for &(id, want) in &e.top10_after_prompt {
         worst = worst.max((g.logits[0][id as usize] - want).abs());
@@ -390,18 +393,15 @@ fn smollm2_position0_public() {
         choice: TokenChoice::Logits,
         stop: Vec::new(),
     };
-    let config = RunConfig::fixed("duet");
-    let (s, c) = run_two_party(
-        |ch| Server::accept(ch, &model.graph, &model, &config)?.serve(),
-        |ch| {
-            let mut client = Client::connect(ch, &model.graph, &config, 1)?;
-            let out = client.generate_after(prefix, prompt, &opts, &mut |_| {}, &mut |_| {})?;
-            client.close()?;
-            Ok::<_, ModelError>(out)
-        },
-    );
-    s.unwrap();
-    let g = c.unwrap();
+    let g = run_on(
+        &model.graph,
+        &model,
+        &RunConfig::fixed("duet"),
+        None,
+        (prefix, prompt),
+        &opts,
+    )
+    .unwrap();
     let worst = e
         .top10_after_prompt
         .iter()

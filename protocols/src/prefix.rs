@@ -46,37 +46,44 @@ pub const PREFIX_KV_SHIFT: u32 = 2;
 /// Most prefix positions.
 pub const MAX_PREFIX: usize = 1 << 17;
 
-/// One layer's public-prefix keys and values: the server holds them (`len x kv_heads d` each,
-/// encoded at `frac - PREFIX_KV_SHIFT` bits); the client and the cost model only the length.
+/// One key/value head's operands, as the products read them: `K_g^T` (`d x len`) and `V_g`
+/// (`len x d`), encoded.
+type HeadKv = (Vec<i64>, Vec<i64>);
+
+/// One layer's public-prefix keys and values: the server holds them (per key/value head,
+/// encoded at `frac - PREFIX_KV_SHIFT` bits, laid out once for every step's products); the
+/// client and the cost model only the length.
 #[derive(Clone, Debug, Default)]
 pub struct PrefixKv {
     len: usize,
-    width: usize,
-    kv: Option<Arc<(Vec<i64>, Vec<i64>)>>,
+    kv: Option<Arc<Vec<HeadKv>>>,
 }
 
 impl PrefixKv {
     /// A prefix of `len` positions whose keys and values this party does not hold.
-    pub fn public(len: usize, width: usize) -> Self {
-        Self {
-            len,
-            width,
-            kv: None,
-        }
+    pub fn public(len: usize) -> Self {
+        Self { len, kv: None }
     }
 
-    /// The server's prefix: `len x width` keys (after rotary positions) and values as reals,
-    /// checked finite and below `2^(weight_bits + max(weight_frac, frac) - frac +
-    /// PREFIX_KV_SHIFT)`, encoded at `frac - PREFIX_KV_SHIFT` bits.
+    /// The server's prefix: `len x width` keys (after rotary positions) and values as reals
+    /// (`width` = key/value heads x `head_dim`), checked finite and below `2^(weight_bits +
+    /// max(weight_frac, frac) - frac + PREFIX_KV_SHIFT)`, encoded at `frac - PREFIX_KV_SHIFT`
+    /// bits.
     pub fn encode(
         opts: &SecureOptions,
         len: usize,
-        width: usize,
+        (width, head_dim): (usize, usize),
         keys: &[f64],
         values: &[f64],
     ) -> Result<Self> {
         let size = len.checked_mul(width);
-        if len == 0 || len > MAX_PREFIX || size != Some(keys.len()) || size != Some(values.len()) {
+        if len == 0
+            || len > MAX_PREFIX
+            || head_dim == 0
+            || width % head_dim != 0
+            || size != Some(keys.len())
+            || size != Some(values.len())
+        {
             return Err(ProtocolError::Config(format!(
                 "a prefix of {len} positions of width {width} ({} keys, {} values)",
                 keys.len(),
@@ -102,10 +109,21 @@ impl PrefixKv {
                 })
                 .collect()
         };
+        let (k, v) = (enc(keys)?, enc(values)?);
+        let d = head_dim;
+        let at = |src: &[i64], t: usize, g: usize, j: usize| {
+            src.get(t * width + g * d + j).copied().unwrap_or(0)
+        };
+        let heads = (0..width / d)
+            .map(|g| {
+                let kt = (0..d * len).map(|o| at(&k, o % len, g, o / len)).collect();
+                let vg = (0..len * d).map(|o| at(&v, o / d, g, o % d)).collect();
+                (kt, vg)
+            })
+            .collect();
         Ok(Self {
             len,
-            width,
-            kv: Some(Arc::new((enc(keys)?, enc(values)?))),
+            kv: Some(Arc::new(heads)),
         })
     }
 
@@ -125,16 +143,9 @@ impl PrefixKv {
     }
 
     /// Key/value head `g`'s keys as a `d x len` matrix (`K_g^T`), or its values as `len x d`.
-    fn head(&self, g: usize, d: usize, values: bool) -> Option<Vec<i64>> {
-        let kv = self.kv.as_ref()?;
-        let src = if values { &kv.1 } else { &kv.0 };
-        let (len, w) = (self.len, self.width);
-        let at = |t: usize, j: usize| src.get(t * w + g * d + j).copied().unwrap_or(0);
-        Some(if values {
-            (0..len * d).map(|o| at(o / d, o % d)).collect()
-        } else {
-            (0..d * len).map(|o| at(o % len, o / len)).collect()
-        })
+    fn head(&self, g: usize, values: bool) -> Option<&[i64]> {
+        let (kt, v) = self.kv.as_ref()?.get(g)?;
+        Some(if values { v } else { kt })
     }
 }
 
@@ -167,8 +178,7 @@ pub(crate) fn scores<B: Backend>(
     let mut out: Option<B::T> = None;
     for g in 0..kv_heads {
         let x = group_rows(b, xq, g, per)?;
-        let w = prefix.head(g, d, false);
-        let s = b.matmul_known(&node, &x, w.as_deref(), d, prefix.len)?;
+        let s = b.matmul_known(&node, &x, prefix.head(g, false), d, prefix.len)?;
         out = Some(match out {
             Some(o) => b.concat_rows(&o, &s)?,
             None => s,
@@ -193,8 +203,7 @@ pub(crate) fn context<B: Backend>(
     let mut out: Option<B::T> = None;
     for g in 0..kv_heads {
         let x = group_rows(b, p, g, per)?;
-        let w = prefix.head(g, d, true);
-        let z = b.matmul_known(&node, &x, w.as_deref(), prefix.len, d)?;
+        let z = b.matmul_known(&node, &x, prefix.head(g, true), prefix.len, d)?;
         out = Some(match out {
             Some(o) => b.concat_rows(&o, &z)?,
             None => z,

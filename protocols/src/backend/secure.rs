@@ -459,8 +459,16 @@ impl<C: Channel> SecureBackend<C> {
         node: &str,
         x: &AShare,
         w: Option<&QuantLinear>,
-        (n, d, k): (usize, usize, usize),
+        (d, k): (usize, usize),
     ) -> Result<AShare> {
+        let (n, xd) = shape2(x);
+        if xd != d {
+            return Err(ProtocolError::Shape {
+                what: "linear layer input width",
+                expected: d,
+                got: xd,
+            });
+        }
         let by_ot = self.opts.plan.linear_by_ot(node);
         let policy = self.opts.plan.linear_policy(node);
         if self.opts.plan.linear_orbits && !by_ot {
@@ -663,15 +671,7 @@ impl<C: Channel> Backend for SecureBackend<C> {
         d: usize,
         k: usize,
     ) -> Result<AShare> {
-        let (n, xd) = shape2(x);
-        if xd != d {
-            return Err(ProtocolError::Shape {
-                what: "linear layer input width",
-                expected: d,
-                got: xd,
-            });
-        }
-        let y = self.linear_product(node, x, w, (n, d, k))?;
+        let y = self.linear_product(node, x, w, (d, k))?;
         let fw = self.opts.weight_frac;
         self.trunc(&y, fw)
     }
@@ -684,19 +684,11 @@ impl<C: Channel> Backend for SecureBackend<C> {
         d: usize,
         k: usize,
     ) -> Result<AShare> {
-        let (n, xd) = shape2(x);
-        if xd != d {
-            return Err(ProtocolError::Shape {
-                what: "known-operand product input width",
-                expected: d,
-                got: xd,
-            });
-        }
         let w = w.map(|w| QuantLinear {
             w: w.to_vec(),
             bias: None,
         });
-        self.linear_product(node, x, w.as_ref(), (n, d, k))
+        self.linear_product(node, x, w.as_ref(), (d, k))
     }
 
     fn linear_public(
