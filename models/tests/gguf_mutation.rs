@@ -13,7 +13,7 @@
     clippy::indexing_slicing
 )]
 
-#[path = "common/gguf_writer.rs"]
+#[path = "suite/common/gguf_writer.rs"]
 mod gguf_writer;
 
 use duet_models::gguf::GgufFile;

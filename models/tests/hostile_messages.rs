@@ -63,6 +63,7 @@
     unsafe_code
 )]
 
+#[path = "suite/common/mod.rs"]
 mod common;
 
 use common::small;

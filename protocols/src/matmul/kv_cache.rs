@@ -90,7 +90,7 @@
 //! to 7 for GPT-2's (12 heads, no grouping: every key row meets every query head of the step
 //! ciphertext, 11 of 12 pairs are garbage), and all 9 (resp. 7) heads in one context
 //! accumulator. One decode step of one SmolLM2 layer (`r = 1`, `l = 37`, both directions;
-//! `cargo test --release -p duet-protocols --test kv_cache -- --ignored --nocapture cost_table`):
+//! `cargo test --release -p duet-protocols --test suite kv_cache:: -- --ignored --nocapture cost_table`):
 //!
 //! | ctx | score accumulators | `pack 16`, padded: bytes, key switches per party | `pack 16`, split | no packing | [`super::HeMatMulShared`] (both products) |
 //! |---|---|---|---|---|---|

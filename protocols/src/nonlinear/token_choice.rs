@@ -88,7 +88,7 @@
 //! greedy 1.28 MB (26 bytes and 37 COTs per logit) in at most 188 flights; sampling 1.31 MB;
 //! with top-k 5.45 MB (the bit decomposition 9 and the search 70 bytes per logit); with top-k
 //! and top-p 21.6 MB (the exp of every logit 99, the mass search 193 bytes per logit) in at
-//! most 946 flights. Measured figures: `protocols/tests/token_choice.rs` and the bench
+//! most 946 flights. Measured figures: `protocols/tests/suite/token_choice.rs` and the bench
 //! `protocols/benches/token_choice.rs`.
 
 mod plan;

@@ -21,8 +21,7 @@
     reason = "tests: a failed unwrap is a failed test"
 )]
 
-#[path = "nl_common/mod.rs"]
-mod common;
+use crate::common;
 use common::*;
 use duet_mpc::fixed_math::piecewise::{Piece, Piecewise};
 use duet_mpc::fixed_math::poly::{

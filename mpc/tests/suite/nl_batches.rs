@@ -7,8 +7,7 @@
     clippy::indexing_slicing
 )]
 
-#[path = "nl_common/mod.rs"]
-mod common;
+use crate::common;
 
 use common::*;
 use duet_mpc::nonlinear::{self as nl, BShare, CotBackend, NlConfig};

@@ -12,7 +12,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use crate::common;
 
 use common::{
     assert_follows_reference, max_abs, small, smollm2_entries, smollm2_shared as shared,
@@ -269,7 +269,7 @@ fn malformed_prefixes_are_refused() {
 /// The cost model's prediction for SmolLM2-135M-Instruct with a public prefix beside the
 /// private prompt alone (the shape by default: 2048 + 32 tokens, 16 new ones; env
 /// `DUET_PREFIX`, `DUET_PROMPT`, `DUET_NEW`), with the decoder options of `duet generate`
-/// (fixed `duet` preset): `cargo test --release -p duet-models --test public_prefix --
+/// (fixed `duet` preset): `cargo test --release -p duet-models --test suite public_prefix:: --
 /// --ignored --nocapture smollm2_prefix_prediction`.
 #[test]
 #[ignore = "prints a prediction"]
@@ -375,7 +375,7 @@ fn smollm2_public_prefix_follows_the_reference() {
 /// prompt of `smollm2.rs`'s logits test) with its first `DUET_PUBLIC` tokens (default 1) a
 /// public prefix, against the independent implementation. Position 0 carries the model's
 /// massive activations (README, value ranges); run in the clear, they leave the secure run:
-/// `cargo test --release -p duet-models --test public_prefix -- --ignored --nocapture
+/// `cargo test --release -p duet-models --test suite public_prefix:: -- --ignored --nocapture
 /// smollm2_position0_public`.
 #[test]
 #[ignore = "prints an accuracy comparison"]

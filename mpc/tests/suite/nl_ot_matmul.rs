@@ -11,8 +11,7 @@
     reason = "tests"
 )]
 
-#[path = "nl_common/mod.rs"]
-mod common;
+use crate::common;
 use common::*;
 use duet_mpc::nonlinear::{self as nl, Cost, CotBackend, MatShape, NlConfig, NlSession};
 use duet_mpc::{AShare, MpcError, Prg, Result, Ring};
@@ -430,7 +429,7 @@ fn bad_shapes_and_arguments_are_errors() {
 }
 
 /// Wall time of the products on the in-memory pair (release: `cargo test --release -p
-/// duet-mpc --test nl_ot_matmul -- --ignored --nocapture`).
+/// duet-mpc --test suite nl_ot_matmul:: -- --ignored --nocapture`).
 #[test]
 #[ignore = "timing, run by hand"]
 fn timing() {

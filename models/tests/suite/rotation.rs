@@ -10,7 +10,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use crate::common;
 
 use duet_models::rotation::{RotatedWeights, Rotation};
 use duet_models::{

@@ -1,7 +1,16 @@
 //! Helpers shared by the integration tests: the small model shapes of the secure-executor
 //! tests, and the ../shared folder (MiniLM weights and the independent reference embeddings).
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test helpers"
+)]
+
+pub mod gguf_writer;
 
 use duet_models::{Arch, BuiltinModel, ModelConfig};
 use std::path::{Path, PathBuf};

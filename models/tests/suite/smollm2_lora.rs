@@ -13,7 +13,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use crate::common;
 
 use common::{smollm2_shared as shared, SMOLLM2_GGUF as GGUF};
 use duet_models::generate::GenerateOptions;

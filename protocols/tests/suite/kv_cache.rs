@@ -469,7 +469,7 @@ fn corrupted_answers_are_errors() {
     }
 }
 
-/// `cargo test --release -p duet-protocols --test kv_cache -- --ignored --nocapture cost_table`:
+/// `cargo test --release -p duet-protocols --test suite kv_cache:: -- --ignored --nocapture cost_table`:
 /// bytes and work of one decode step of one layer (SmolLM2 shape, l = 37) by context, beside
 /// `HeMatMulShared` for the same two products.
 #[test]

@@ -9,7 +9,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use crate::common;
 
 use common::{reference, shared, small};
 use duet_models::reference::cosine;
@@ -298,14 +298,14 @@ fn minilm_secure_at_the_narrowest_ring() {
 }
 
 #[test]
-#[ignore = "all 13 sentences: cargo test --release -p duet-models --test secure -- --ignored --nocapture"]
+#[ignore = "all 13 sentences: cargo test --release -p duet-models --test suite secure:: -- --ignored --nocapture"]
 fn minilm_secure_all_sentences() {
     minilm(usize::MAX, &SecureOptions::default());
 }
 
 /// BERT-base at 128 tokens in one process (both parties): the per-kind figures.
 #[test]
-#[ignore = "minutes: cargo test --release -p duet-models --test secure bert_base -- --ignored --nocapture"]
+#[ignore = "minutes: cargo test --release -p duet-models --test suite secure::bert_base -- --ignored --nocapture"]
 fn bert_base_figures() {
     let seq: usize = std::env::var("DUET_SEQ")
         .ok()

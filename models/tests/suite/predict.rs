@@ -11,7 +11,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use crate::common;
 
 use common::small;
 use duet_models::secure::{
@@ -171,7 +171,7 @@ fn predicted_bytes_equal_measured_for_ot_matmuls() {
 /// exact per node, and the predicted compute seconds per kind against the measured ones
 /// (printed; the default profile was measured on the CI machine).
 #[test]
-#[ignore = "tens of seconds: cargo test --release -p duet-models --test predict bert_base -- --ignored --nocapture"]
+#[ignore = "tens of seconds: cargo test --release -p duet-models --test suite predict::bert_base -- --ignored --nocapture"]
 fn bert_base_predicted_seconds_per_kind() {
     let env = |k: &str, d: usize| {
         std::env::var(k)

@@ -14,7 +14,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use crate::common;
 
 use common::{max_abs, small};
 use duet_models::generate::{predict_generation, GenerateOptions};

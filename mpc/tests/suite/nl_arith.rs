@@ -5,8 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 
-#[path = "nl_common/mod.rs"]
-mod common;
+use crate::common;
 use common::*;
 use duet_mpc::nonlinear::{self as nl, BShare, LeafOt, NlConfig, NlSession, TruncMode};
 use duet_mpc::{AShare, Prg, Result, Ring};

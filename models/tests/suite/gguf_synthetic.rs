@@ -9,8 +9,7 @@
     clippy::indexing_slicing
 )]
 
-#[path = "common/gguf_writer.rs"]
-mod gguf_writer;
+use crate::common::gguf_writer;
 
 use duet_models::gguf::{GgmlType, GgufFile, MetaValue};
 use duet_models::{

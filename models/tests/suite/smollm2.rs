@@ -11,7 +11,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use crate::common;
 
 use common::{smollm2_entries, smollm2_shared as shared, SMOLLM2_GGUF as GGUF};
 use duet_models::generate::GenerateOptions;
@@ -74,7 +74,7 @@ fn smollm2_secure_logits_after_a_prompt() {
 /// the first step whose reference margin is below 0.1 (all 24 where none is). Minutes per
 /// prompt: run on demand.
 #[test]
-#[ignore = "minutes per prompt: cargo test --release -p duet-models --test smollm2 -- --ignored --nocapture"]
+#[ignore = "minutes per prompt: cargo test --release -p duet-models --test suite smollm2:: -- --ignored --nocapture"]
 fn smollm2_secure_greedy_all_prompts() {
     let Some(dir) = shared() else { return };
     let model = GgufModel::open(&dir.join(GGUF)).unwrap();

@@ -1,6 +1,6 @@
 //! Flights and bytes of the non-linear operators on the decode shapes of SmolLM2-135M and on
 //! the BERT-base prefill shapes, from the exact cost formulas (bytes exact, flights an upper
-//! bound). `cargo test --release -p duet-protocols --test rounds -- --nocapture` prints the
+//! bound). `cargo test --release -p duet-protocols --test suite rounds:: -- --nocapture` prints the
 //! table.
 
 #![allow(clippy::unwrap_used, reason = "tests")]

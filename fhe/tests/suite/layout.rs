@@ -115,7 +115,7 @@ fn layout_rejects_bad_shapes() {
     assert_eq!(l.output_positions(2, 2).unwrap(), vec![7, 15, 39, 47]);
 }
 
-/// `cargo test -p duet-fhe --release --test layout -- --nocapture` prints the figures in NOTES.md.
+/// `cargo test -p duet-fhe --release --test suite layout:: -- --nocapture` prints the figures in NOTES.md.
 #[test]
 fn bert_base_shape_costs() {
     let cases = [

@@ -9,7 +9,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use crate::common;
 
 use common::small;
 use duet_models::generate::{predict_generation, GenerateOptions, Generation, StopReason};

@@ -1,5 +1,5 @@
 //! Value ranges per operator kind (what the secure executor's fixed-point formats must cover):
-//! `cargo test --release -p duet-models --test ranges -- --ignored --nocapture`.
+//! `cargo test --release -p duet-models --test suite ranges:: -- --ignored --nocapture`.
 
 #![allow(
     clippy::unwrap_used,
