@@ -463,6 +463,23 @@ struct Rings {
     poly: Ring,
 }
 
+/// `ReLU(x)` in the big ring (exact) and `t = |x|` at `wf` bits in the comparison and the
+/// polynomial rings: the start of every Duet-form activation.
+fn relu_and_work_abs<E: Exec>(
+    e: &mut E,
+    x: &E::T,
+    fmt: ActFormat,
+    wf: u32,
+    rings: Rings,
+) -> Result<(E::T, E::T, E::T)> {
+    let (_, r, a) = sign_relu_abs(e, x, fmt)?;
+    let wide = ring(rings.cmp.bits().max(rings.poly.bits()))?;
+    let t = nonneg_to_work(e, &a, fmt, wf, wide)?;
+    let tc = e.reduce(&t, rings.cmp)?;
+    let tp = e.reduce(&t, rings.poly)?;
+    Ok((r, tc, tp))
+}
+
 /// `ReLU(x) - 1{|x| < T} P(|x|)` (the Duet form; BOLT's formula is the same shape).
 fn relu_minus<E: Exec>(
     e: &mut E,
@@ -473,11 +490,7 @@ fn relu_minus<E: Exec>(
     wf: u32,
     rings: Rings,
 ) -> Result<E::T> {
-    let (_, r, a) = sign_relu_abs(e, x, fmt)?;
-    let wide = ring(rings.cmp.bits().max(rings.poly.bits()))?;
-    let t = nonneg_to_work(e, &a, fmt, wf, wide)?;
-    let tc = e.reduce(&t, rings.cmp)?;
-    let tp = e.reduce(&t, rings.poly)?;
+    let (r, tc, tp) = relu_and_work_abs(e, x, fmt, wf, rings)?;
     let k = (t_max * (1u64 << wf) as f64).round() as i64;
     let d = e.lin(&[(1, &tc)], -k)?;
     let inside = one(e.msb(&[&d])?)?;
@@ -524,11 +537,7 @@ fn silu_two_piece<E: Exec>(
     rings: Rings,
 ) -> Result<E::T> {
     let [near, far] = silu_polys(wf)?;
-    let (_, r, a) = sign_relu_abs(e, x, fmt)?;
-    let wide = ring(rings.cmp.bits().max(rings.poly.bits()))?;
-    let t = nonneg_to_work(e, &a, fmt, wf, wide)?;
-    let tc = e.reduce(&t, rings.cmp)?;
-    let tp = e.reduce(&t, rings.poly)?;
+    let (r, tc, tp) = relu_and_work_abs(e, x, fmt, wf, rings)?;
     let unit = 1i64 << wf;
     let dn = e.lin(&[(1, &tc)], -SILU_NEAR * unit)?;
     let di = e.lin(&[(1, &tc)], -SILU_T * unit)?;
