@@ -374,6 +374,15 @@ fn one<T>(mut v: Vec<T>) -> Result<T> {
         .ok_or_else(|| ProtocolError::Protocol("empty batch".into()))
 }
 
+/// The two results of a batch of two.
+fn two<T>(v: Vec<T>) -> Result<(T, T)> {
+    let mut it = v.into_iter();
+    match (it.next(), it.next()) {
+        (Some(a), Some(b)) => Ok((a, b)),
+        _ => Err(ProtocolError::Protocol("short batch".into())),
+    }
+}
+
 /// `(b = MSB(x), ReLU(x), |x|)` with `ReLU` and `|x|` in the big ring.
 fn sign_relu_abs<E: Exec>(e: &mut E, x: &E::T, fmt: ActFormat) -> Result<(E::B, E::T, E::T)> {
     let xm = e.reduce(x, ring(fmt.sign_bits())?)?;
@@ -541,7 +550,7 @@ fn silu_two_piece<E: Exec>(
     let unit = 1i64 << wf;
     let dn = e.lin(&[(1, &tc)], -SILU_NEAR * unit)?;
     let di = e.lin(&[(1, &tc)], -SILU_T * unit)?;
-    let bits = e.msb(&[&dn, &di])?;
+    let (bn, bi) = two(e.msb(&[&dn, &di])?)?;
     // t/2 - 1 at wf + 1 bits and t/4 - 2 at wf + 2 bits: the same integer, shifted
     let un = e.lin(&[(1, &tp)], -(1i64 << (wf + 1)))?;
     let uf = e.lin(&[(1, &tp)], -(2i64 << (wf + 2)))?;
@@ -549,14 +558,8 @@ fn silu_two_piece<E: Exec>(
     let pf = far.eval(e, &uf)?;
     // both at wf + 2 bits
     let diff = e.lin(&[(2, &pn), (-1, &pf)], 0)?;
-    let (Some(bn), Some(bi)) = (bits.first(), bits.get(1)) else {
-        return Err(cfg_err("two comparisons expected"));
-    };
-    let z = e.mux(&[bn, bi], &[&diff, &pf])?;
-    let (Some(zn), Some(zf)) = (z.first(), z.get(1)) else {
-        return Err(cfg_err("two selections expected"));
-    };
-    let zs = e.lin(&[(1, zn), (1, zf)], 0)?;
+    let (zn, zf) = two(e.mux(&[&bn, &bi], &[&diff, &pf])?)?;
+    let zs = e.lin(&[(1, &zn), (1, &zf)], 0)?;
     let zb = work_to_big(e, &zs, wf + 2, 0, fmt)?;
     Ok(e.lin(&[(1, &r), (-1, &zb)], 0)?)
 }
@@ -774,6 +777,12 @@ fn samples(fmt: ActFormat) -> Vec<f64> {
     v
 }
 
+/// Whether `p` evaluates on a grid of `[lo, hi]` in `ring` without leaving it.
+fn fits_on(b: &mut BoundsExec, ring: Ring, p: &Poly, lo: f64, hi: f64) -> bool {
+    let xs = plain(ring, p.frac(), &grid(lo, hi, 2000));
+    p.eval(b, &xs).is_ok()
+}
+
 /// Whether the approximation's core fits `rings` on its domain (outside its domain a piece's
 /// value is arbitrary and selected away, so only the domain is checked; the conversions and
 /// comparisons are sized analytically from the input range).
@@ -784,17 +793,11 @@ fn core_fits(fmt: ActFormat, act: Act, rings: Rings) -> Result<bool> {
         Act::Gelu(GeluApprox::Duet | GeluApprox::Bolt) | Act::GeluNew | Act::Tanh => {
             let (p, _) = poly_of(act, wf)?;
             let (lo, hi) = p.domain();
-            let xs = plain(rings.poly, p.frac(), &grid(lo, hi + (hi - lo) * 0.02, 2000));
-            p.eval(&mut b, &xs).is_ok()
+            fits_on(&mut b, rings.poly, &p, lo, hi + (hi - lo) * 0.02)
         }
-        Act::Silu => {
-            let mut ok = true;
-            for p in silu_polys(wf)? {
-                let xs = plain(rings.poly, p.frac(), &grid(-1.0, 1.02, 2000));
-                ok &= p.eval(&mut b, &xs).is_ok();
-            }
-            ok
-        }
+        Act::Silu => silu_polys(wf)?
+            .iter()
+            .all(|p| fits_on(&mut b, rings.poly, p, -1.0, 1.02)),
         Act::Gelu(a @ (GeluApprox::Puma | GeluApprox::BumbleBee)) => {
             // each piece on its own domain, sized as in the shared evaluation
             let pw = piecewise_of(a, wf)?;
@@ -1034,10 +1037,16 @@ mod tests {
             v.push(16.0 * u(prg) - 8.0);
         }
         while v.len() < n {
-            let (a, b) = (u(prg).max(1e-12), u(prg));
-            v.push(2.0 * (-2.0 * a.ln()).sqrt() * (2.0 * std::f64::consts::PI * b).cos());
+            v.push(normal_sd2(prg));
         }
         v
+    }
+
+    /// A sample of N(0, 2^2) (Box-Muller), like BERT's GELU and LLaMA's SiLU inputs.
+    fn normal_sd2(prg: &mut Prg) -> f64 {
+        let u = |prg: &mut Prg| (prg.ring_element(Ring::z64()) >> 11) as f64 / (1u64 << 53) as f64;
+        let (a, b) = (u(prg).max(1e-12), u(prg));
+        2.0 * (-2.0 * a.ln()).sqrt() * (2.0 * std::f64::consts::PI * b).cos()
     }
 
     fn run_secure(
@@ -1135,14 +1144,7 @@ mod tests {
     #[test]
     fn silu_error_is_small_and_unbiased() {
         let mut prg = Prg::from_seed([21; 32]);
-        let xs: Vec<f64> = (0..20_000)
-            .map(|_| {
-                let u: f64 = (0..12)
-                    .map(|_| (prg.ring_element(Ring::z64()) >> 11) as f64 / (1u64 << 53) as f64)
-                    .sum();
-                (u - 6.0) * 2.0
-            })
-            .collect();
+        let xs: Vec<f64> = (0..20_000).map(|_| normal_sd2(&mut prg)).collect();
         let y = act_plain("silu", &xs, fmt()).unwrap();
         let errs: Vec<f64> = xs.iter().zip(&y).map(|(x, y)| y - silu_exact(*x)).collect();
         let n = errs.len() as f64;
