@@ -160,6 +160,9 @@ pub struct PhaseReport {
     pub predicted_s: f64,
     /// Per operator kind: (kind, bytes, seconds, flights).
     pub kinds: Vec<(String, u64, f64, u64)>,
+    /// Per node in execution order: (name, bytes, seconds, flights).
+    #[serde(default)]
+    pub nodes: Vec<(String, u64, f64, u64)>,
 }
 
 impl PhaseReport {
@@ -176,6 +179,11 @@ impl PhaseReport {
                 .ops
                 .iter()
                 .map(|k| (k.kind.clone(), k.bytes, k.seconds, k.rounds))
+                .collect(),
+            nodes: r
+                .nodes
+                .iter()
+                .map(|k| (k.name.clone(), k.bytes, k.seconds, k.rounds))
                 .collect(),
         }
     }

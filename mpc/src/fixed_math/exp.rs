@@ -63,7 +63,7 @@ fn cross<C: Channel>(
 
 fn tape_cross(t: &mut Tape, n: usize, ring: Ring, sender: Role) {
     let l = ring.bits() as usize;
-    NlSession::tape_cot(t, sender, n * l, |j| (l - j % l) as u32);
+    NlSession::tape_cot(t, sender, n * l, l, |j| (l - j % l) as u32);
 }
 
 /// Shares of `x^2` (one cross term, half of [`nl::mul`]): [`super::poly::square`].
@@ -189,7 +189,7 @@ pub fn tape_square_pos(t: &mut Tape, n: usize, ring: Ring, m: u32, cfg: NlConfig
     }
     let mu = m as usize;
     let ww = l - m - 1;
-    NlSession::tape_cot(t, cfg.ot_sender, n * (mu + 1), move |j| {
+    NlSession::tape_cot(t, cfg.ot_sender, n * (mu + 1), mu + 1, move |j| {
         let k = j % (mu + 1);
         if k < mu {
             l - k as u32
@@ -197,7 +197,7 @@ pub fn tape_square_pos(t: &mut Tape, n: usize, ring: Ring, m: u32, cfg: NlConfig
             ww
         }
     });
-    NlSession::tape_cot(t, cfg.ot_sender.peer(), n, move |_| ww);
+    NlSession::tape_cot(t, cfg.ot_sender.peer(), n, 1, move |_| ww);
 }
 
 /// Shares of `x y` (same ring `Z_2^L`, no truncation) for `x` in `[0, 2^{mx-1})` and `y` in
@@ -336,7 +336,7 @@ pub fn tape_mul_pos(t: &mut Tape, n: usize, ring: Ring, mx: u32, my: u32, cfg: N
     let (mx, my) = (mx.min(my), mx.max(my));
     let mu = mx as usize;
     let per = mu + 2;
-    NlSession::tape_cot_both(t, cfg.ot_sender, n * per, move |j| {
+    NlSession::tape_cot_both(t, cfg.ot_sender, n * per, per, move |j| {
         let k = j % per;
         if k < mu {
             l - k as u32
@@ -521,7 +521,7 @@ pub fn tape_square_trunc(t: &mut Tape, n: usize, m: u32, lv: u32, d: u32, cfg: N
     let mu = m as usize;
     let ww = lv - m - 1;
     let lo = lv - d;
-    NlSession::tape_cot(t, cfg.ot_sender, n * (mu + 1), move |j| {
+    NlSession::tape_cot(t, cfg.ot_sender, n * (mu + 1), mu + 1, move |j| {
         let k = (j % (mu + 1)) as u32;
         if k < m {
             lo - (k + 1).saturating_sub(d)
@@ -529,7 +529,7 @@ pub fn tape_square_trunc(t: &mut Tape, n: usize, m: u32, lv: u32, d: u32, cfg: N
             ww
         }
     });
-    NlSession::tape_cot(t, cfg.ot_sender.peer(), n, move |_| ww);
+    NlSession::tape_cot(t, cfg.ot_sender.peer(), n, 1, move |_| ww);
 }
 
 fn mul_trunc_applies(bx: u32, by: u32, mx: u32, my: u32, lv: u32, d: u32) -> bool {
@@ -719,7 +719,7 @@ pub fn tape_mul_trunc(t: &mut Tape, n: usize, mx: u32, my: u32, lv: u32, d: u32,
     let mu = mx as usize;
     let per = mu + 2;
     let lo = lv - d;
-    NlSession::tape_cot_both(t, cfg.ot_sender, n * per, move |j| {
+    NlSession::tape_cot_both(t, cfg.ot_sender, n * per, per, move |j| {
         let k = j % per;
         if k < mu {
             lo - (k as u32).saturating_sub(d)
@@ -1649,7 +1649,7 @@ pub fn tape_mul_held_trunc(t: &mut Tape, n: usize, mx: u32, holder: Role, lo: u3
     }
     let per = mx as usize + 1;
     let ww = lo + d - mx;
-    NlSession::tape_cot(t, holder, n * per, move |j| {
+    NlSession::tape_cot(t, holder, n * per, per, move |j| {
         let k = (j % per) as u32;
         if k < mx {
             lo - k.saturating_sub(d)

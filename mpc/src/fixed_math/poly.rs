@@ -124,7 +124,7 @@ pub fn square_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
 /// [`square_cost`] on a tape.
 pub fn tape_square(t: &mut Tape, n: usize, ring: Ring, cfg: NlConfig) {
     let l = ring.bits() as usize;
-    NlSession::tape_cot(t, cfg.ot_sender, n * l, |j| (l - j % l) as u32);
+    NlSession::tape_cot(t, cfg.ot_sender, n * l, l, |j| (l - j % l) as u32);
 }
 
 /// Ring extension `Z_2^{l1} -> Z_2^{l2}` (`l2 > l1`) of values known to lie in
@@ -189,7 +189,7 @@ pub fn tape_extend_nonneg(t: &mut Tape, n: usize, from: Ring, to: Ring, cfg: NlC
         return;
     }
     let dw = to.bits() - from.bits();
-    NlSession::tape_cot(t, cfg.ot_sender, n, |_| dw);
+    NlSession::tape_cot(t, cfg.ot_sender, n, 1, |_| dw);
 }
 
 // ---------------------------------------------------------------------------------------------

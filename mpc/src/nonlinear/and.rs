@@ -268,5 +268,6 @@ pub(crate) fn tape_and_pp(tape: &mut Tape, chooser: Role, n1: usize, n2: usize) 
     if n == 0 {
         return;
     }
-    NlSession::tape_cot(tape, chooser.peer(), n, pp_width(n1));
+    // periodic only after the singles: summed directly
+    NlSession::tape_cot(tape, chooser.peer(), n, n, pp_width(n1));
 }

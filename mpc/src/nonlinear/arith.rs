@@ -52,7 +52,7 @@ pub fn b2a_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
 /// [`b2a_cost`] on a tape.
 pub fn tape_b2a(t: &mut Tape, n: usize, ring: Ring, cfg: NlConfig) {
     for m in batch_sizes(n) {
-        NlSession::tape_cot(t, cfg.ot_sender, m, |_| ring.bits());
+        NlSession::tape_cot(t, cfg.ot_sender, m, 1, |_| ring.bits());
     }
 }
 
@@ -106,7 +106,7 @@ pub fn mux_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
 /// [`mux_cost`] on a tape.
 pub fn tape_mux(t: &mut Tape, n: usize, ring: Ring, cfg: NlConfig) {
     for m in batch_sizes(n) {
-        NlSession::tape_cot_both(t, cfg.ot_sender, m, |_| ring.bits());
+        NlSession::tape_cot_both(t, cfg.ot_sender, m, 1, |_| ring.bits());
     }
 }
 
@@ -182,6 +182,6 @@ pub fn mul_cost(n: usize, ring: Ring, cfg: NlConfig) -> Cost {
 pub fn tape_mul(t: &mut Tape, n: usize, ring: Ring, cfg: NlConfig) {
     let l = ring.bits() as usize;
     for m in batch_sizes(n) {
-        NlSession::tape_cot_both(t, cfg.ot_sender, m * l, |j| (l - j % l) as u32);
+        NlSession::tape_cot_both(t, cfg.ot_sender, m * l, l, |j| (l - j % l) as u32);
     }
 }

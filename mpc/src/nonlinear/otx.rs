@@ -458,10 +458,57 @@ pub(crate) fn derive_triples(keys: &[[Block; 2]], recv: (Vec<bool>, Vec<Block>))
     }
 }
 
+/// Sums of COT widths over index ranges for [`NlSession::tape_cot`]: from the prefix sums of
+/// one period when the pattern is periodic, else directly.
+struct RangeBits {
+    /// `prefix[i]` = widths of `0..i`, `i <= period` (empty: sum directly).
+    prefix: Vec<u64>,
+}
+
+impl RangeBits {
+    fn new(n: usize, period: usize, width: &impl Fn(usize) -> u32) -> Self {
+        if period == 0 || period >= n {
+            return Self { prefix: Vec::new() };
+        }
+        let mut prefix = Vec::with_capacity(period + 1);
+        let mut acc = 0u64;
+        prefix.push(acc);
+        for j in 0..period {
+            acc += u64::from(width(j));
+            prefix.push(acc);
+        }
+        Self { prefix }
+    }
+
+    /// Widths of `0..j`.
+    fn upto(&self, j: usize) -> Option<u64> {
+        let p = self.prefix.len().checked_sub(1).filter(|&p| p > 0)?;
+        let whole = *self.prefix.get(p)?;
+        Some((j / p) as u64 * whole + *self.prefix.get(j % p)?)
+    }
+
+    /// Widths of `s..e`.
+    fn over(&self, s: usize, e: usize, width: &impl Fn(usize) -> u32) -> u64 {
+        match (self.upto(e), self.upto(s)) {
+            (Some(a), Some(b)) => a - b,
+            _ => (s..e).map(|j| u64::from(width(j))).sum(),
+        }
+    }
+}
+
 impl NlSession {
     /// Tape of `n` ring COTs of widths `width(j)` with `sender` as OT sender (see
-    /// [`NlSession::cot_send`]).
-    pub(crate) fn tape_cot(tape: &mut Tape, sender: Role, n: usize, width: impl Fn(usize) -> u32) {
+    /// [`NlSession::cot_send`]). `width(j)` must depend on `j % period` only (the per-element
+    /// pattern of the caller, `1` for a constant width): each chunk's bits are then summed from
+    /// the pattern's prefix sums, `O(period)` work instead of `O(n)` (the planner prices
+    /// millions of COTs per operator many times). A `period` of `n` or more sums directly.
+    pub(crate) fn tape_cot(
+        tape: &mut Tape,
+        sender: Role,
+        n: usize,
+        period: usize,
+        width: impl Fn(usize) -> u32,
+    ) {
         if n == 0 {
             return;
         }
@@ -472,27 +519,24 @@ impl NlSession {
             .map(|s| ((n - s).min(COT_CHUNK)).div_ceil(8) as u64)
             .sum();
         tape.send(sender.peer(), b + e, m + chunks);
+        let bits = RangeBits::new(n, period, &width);
         let d: u64 = (0..n)
             .step_by(COT_CHUNK)
-            .map(|s| {
-                (s..(s + COT_CHUNK).min(n))
-                    .map(|j| u64::from(width(j)))
-                    .sum::<u64>()
-                    .div_ceil(8)
-            })
+            .map(|s| bits.over(s, (s + COT_CHUNK).min(n), &width).div_ceil(8))
             .sum();
         tape.send(sender, d, chunks);
     }
 
-    /// Tape of [`NlSession::cot_both`].
+    /// Tape of [`NlSession::cot_both`] (`period` as in [`NlSession::tape_cot`]).
     pub(crate) fn tape_cot_both(
         tape: &mut Tape,
         first: Role,
         n: usize,
+        period: usize,
         width: impl Fn(usize) -> u32 + Copy,
     ) {
-        Self::tape_cot(tape, first, n, width);
-        Self::tape_cot(tape, first.peer(), n, width);
+        Self::tape_cot(tape, first, n, period, width);
+        Self::tape_cot(tape, first.peer(), n, period, width);
     }
 
     /// Tape of a standalone KK13 call (`n` instances of 1-of-`2^l`, `w`-bit messages).
@@ -523,4 +567,31 @@ pub(crate) struct Triples {
     pub b: Vec<bool>,
     /// Two `c` bits.
     pub c: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tape_tests {
+    use super::*;
+    use crate::nonlinear::cost::Tape;
+
+    /// The periodic sum equals the direct one, across chunk boundaries and partial periods.
+    #[test]
+    fn periodic_widths_price_like_the_direct_sum() {
+        for (n, p) in [
+            (1, 1),
+            (7, 3),
+            (COT_CHUNK, 37),
+            (COT_CHUNK + 1, 37),
+            (3 * COT_CHUNK + 12345, 41),
+            (2 * COT_CHUNK - 5, 64),
+            (100, 1000),
+        ] {
+            let width = move |j: usize| ((j % p) * 7 % 53 + 1) as u32;
+            let mut a = Tape::new();
+            NlSession::tape_cot(&mut a, Role::Server, n, p, width);
+            let mut b = Tape::new();
+            NlSession::tape_cot(&mut b, Role::Server, n, n, width);
+            assert_eq!(a.cost(), b.cost(), "n {n} period {p}");
+        }
+    }
 }

@@ -42,7 +42,7 @@ pub fn tape_relu(t: &mut Tape, n: usize, ring: Ring, cfg: NlConfig) {
     for m in batch_sizes(n) {
         tape_millionaire(t, cfg, &[(m, ring.bits() - 1)], CmpMode::Lt, 0);
         let c = t.chain(cfg);
-        NlSession::tape_cot_both(t, c.ot_sender, m, |_| ring.bits());
+        NlSession::tape_cot_both(t, c.ot_sender, m, 1, |_| ring.bits());
     }
 }
 

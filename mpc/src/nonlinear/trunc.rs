@@ -244,7 +244,7 @@ pub fn tape_trunc(t: &mut Tape, n: usize, ring: Ring, f: u32, mode: TruncMode, c
     }
     for n in batch_sizes(n) {
         match mode {
-            TruncMode::KnownMsb(_) => NlSession::tape_cot(t, cfg.ot_sender, n, |_| f),
+            TruncMode::KnownMsb(_) => NlSession::tape_cot(t, cfg.ot_sender, n, 1, |_| f),
             TruncMode::OneBit => {
                 tape_millionaire(t, cfg, &[(n, l - 1)], CmpMode::Lt, 0);
                 let c = t.chain(cfg);

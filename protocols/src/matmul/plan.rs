@@ -94,6 +94,16 @@ impl MatmulPlan {
         policy: LayoutPolicy,
     ) -> Result<Self> {
         shape.check()?;
+        let key = search_key(params, shape, policy);
+        if let Some((layout, pack, layout_cost)) = searched().get(&key) {
+            return Ok(Self {
+                params: Arc::clone(params),
+                shape,
+                layout,
+                pack,
+                layout_cost,
+            });
+        }
         let (layout, pack, layout_cost) = match policy {
             LayoutPolicy::MinBytes => {
                 let (layout, c) = MatmulLayout::best(params, shape.n, shape.d, shape.k)?;
@@ -107,6 +117,7 @@ impl MatmulPlan {
                 Some(((c.input_bytes + c.output_bytes) as u64, 0))
             })?,
         };
+        searched().put(key, (layout, pack, layout_cost));
         Ok(Self {
             params: Arc::clone(params),
             shape,
@@ -351,6 +362,49 @@ impl MatmulPlan {
 
 /// A block shape, its packing factor and its cost.
 type Candidate = (MatmulLayout, usize, LayoutCost);
+
+/// What a layout search depends on: the parameter set (its id, and the fields the costs read,
+/// so an id collision cannot mix two sets), the shape and the policy.
+type SearchKey = (u64, usize, usize, usize, MatmulShape, LayoutPolicy);
+
+fn search_key(params: &RlweParameters, shape: MatmulShape, policy: LayoutPolicy) -> SearchKey {
+    (
+        params.id(),
+        params.degree(),
+        params.mac_terms(),
+        params.max_pack(),
+        shape,
+        policy,
+    )
+}
+
+/// The results of [`MatmulPlan::new`]'s searches in this process. A search enumerates every
+/// block shape (tens of thousands for BERT's embedding table) and the planner and the cost
+/// backend ask for the same (parameters, shape, policy) again and again: `duet plan` for
+/// BERT-base at 128 tokens spent 86% of its 45 s in [`MatmulLayout::cost`]. Deterministic
+/// results, so caching cannot change a plan; bounded (cleared when full).
+struct SearchCache(std::sync::Mutex<std::collections::HashMap<SearchKey, Candidate>>);
+
+const SEARCH_CACHE_ENTRIES: usize = 4096;
+
+impl SearchCache {
+    fn get(&self, key: &SearchKey) -> Option<Candidate> {
+        self.0.lock().ok()?.get(key).copied()
+    }
+    fn put(&self, key: SearchKey, value: Candidate) {
+        if let Ok(mut m) = self.0.lock() {
+            if m.len() >= SEARCH_CACHE_ENTRIES {
+                m.clear();
+            }
+            m.insert(key, value);
+        }
+    }
+}
+
+fn searched() -> &'static SearchCache {
+    static CACHE: std::sync::OnceLock<SearchCache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| SearchCache(std::sync::Mutex::new(std::collections::HashMap::new())))
+}
 
 /// The (bytes, key switches) Pareto frontier of all admissible packed layouts, by increasing
 /// bytes (and strictly decreasing key switches).
