@@ -420,17 +420,25 @@ fn plan_for_backend(
             o.plan.default_linear = LayoutPolicy::ExtractionOnly;
             ctx.predict(&o)?
         };
+        // the units the walk runs as one product: a fused group (`a+b+c`: the linear layers
+        // reading one input, same policy, none by OT) or one node; a unit is decided as a
+        // whole, so its members keep one policy and stay fused
+        let mut units: Vec<Vec<String>> = Vec::new();
+        for name in &linear {
+            if !units.iter().flatten().any(|m| m == name) {
+                units.push(min.unit_of(name));
+            }
+        }
+        let unit_bytes = |u: &[String]| min.node(&u.join("+")).map_or(0, |e| e.bytes);
         let mut per_factor = Vec::new();
         for f in [1.25, 1.5, 2.0] {
             let mut o = opts.clone();
-            for name in &linear {
-                let b = min.node(name).map_or(0, |e| e.bytes);
-                o.plan.set_linear(
-                    name,
-                    LayoutPolicy::FewestKeySwitches {
-                        max_bytes: (b as f64 * f) as u64,
-                    },
-                );
+            for u in &units {
+                let max_bytes = (unit_bytes(u) as f64 * f) as u64;
+                for name in u {
+                    o.plan
+                        .set_linear(name, LayoutPolicy::FewestKeySwitches { max_bytes });
+                }
             }
             per_factor.push((o.clone(), ctx.predict(&o)?));
         }
@@ -440,23 +448,28 @@ fn plan_for_backend(
             ctx.predict(&o)?
         };
         let mut plan = opts.plan.clone();
-        for name in &linear {
-            let base_bytes = min.node(name).map_or(0, |e| e.bytes);
-            // `None`: the product by OT
+        for unit in &units {
+            let (Some(first), label) = (unit.first(), unit.join("+")) else {
+                continue;
+            };
+            let base_bytes = unit_bytes(unit);
+            // `None`: the product by OT (every member alone)
             let mut cands: Vec<(Option<LayoutPolicy>, Estimate)> = Vec::new();
-            if let Some(e) = min.node(name) {
+            if let Some(e) = min.node(&label) {
                 cands.push((Some(LayoutPolicy::MinBytes), *e));
             }
-            if let Some(e) = ext.node(name) {
+            if let Some(e) = ext.node(&label) {
                 cands.push((Some(LayoutPolicy::ExtractionOnly), *e));
             }
             for (o, p) in &per_factor {
-                if let Some(e) = p.node(name) {
-                    cands.push((Some(o.plan.linear_policy(name)), *e));
+                if let Some(e) = p.node(&label) {
+                    cands.push((Some(o.plan.linear_policy(first)), *e));
                 }
             }
-            if let Some(e) = by_ot.node(name) {
-                cands.push((None, *e));
+            let by_ot_members: Option<Vec<Estimate>> =
+                unit.iter().map(|m| by_ot.node(m).copied()).collect();
+            if let Some(es) = by_ot_members {
+                cands.push((None, es.into_iter().sum()));
             }
             let listed: Vec<(String, f64, u64)> = cands
                 .iter()
@@ -469,13 +482,15 @@ fn plan_for_backend(
                 continue;
             };
             if let (Some((p, _)), Some(l)) = (cands.get(i), listed.get(i)) {
-                match p {
-                    None => plan.set_linear_ot(name, true),
-                    Some(LayoutPolicy::MinBytes) => {}
-                    Some(p) => plan.set_linear(name, *p),
+                for name in unit {
+                    match p {
+                        None => plan.set_linear_ot(name, true),
+                        Some(LayoutPolicy::MinBytes) => {}
+                        Some(p) => plan.set_linear(name, *p),
+                    }
                 }
                 decisions.push(Decision {
-                    target: (*name).to_string(),
+                    target: label.clone(),
                     chosen: l.0.clone(),
                     candidates: listed.clone(),
                 });

@@ -83,8 +83,8 @@ pub use duet_mpc::Ring;
 pub use elementwise::{HeElementwiseClient, HeElementwiseMul, HeMulClientSetup, HeMulServerSetup};
 pub use error::{ProtocolError, Result};
 pub use matmul::{
-    linear_params, split_parts, HeLinear, HeLinearClient, HeLinearServer, LinearPlan,
-    LinearWeights, PreparedLinear,
+    linear_params, linear_params_with_terms, split_parts, HeLinear, HeLinearClient, HeLinearServer,
+    LinearPlan, LinearWeights, PreparedLinear,
 };
 pub use matmul::{
     server_key_params, ServerKeyClient, ServerKeyCost, ServerKeyMatMul, ServerKeyModel,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the serialized [`SecureOptions`] (and of the session handshake that carries
 /// them); a peer or a report with another version is refused by name.
-pub const OPTIONS_VERSION: u32 = 3;
+pub const OPTIONS_VERSION: u32 = 4;
 
 /// How the private embedding lookup runs (both hide the ids from the server and the table
 /// from the client).
@@ -43,6 +43,10 @@ impl AdapterLayout {
     }
 }
 
+/// The largest [`SecureOptions::max_inner`] accepted (the HE parameters allow at most
+/// `64 N` accumulated terms).
+pub const MAX_INNER: usize = 1 << 16;
+
 /// Public fixed-point and range choices of a secure run (both parties the same).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SecureOptions {
@@ -73,6 +77,12 @@ pub struct SecureOptions {
     /// private (LoRA mode); `None`: every weight is private.
     #[serde(default)]
     pub public_base: Option<AdapterLayout>,
+    /// The largest inner dimension of the model's linear layers (0: unknown). Above the HE
+    /// degree `N = 8192` (LLaMA-7B's feed-forward down projection has 11,008) the linear
+    /// layers' parameters accumulate that many terms per output instead of `N` (their noise
+    /// budget grows by `log2(max_inner / N)` bits); at or below `N` nothing changes.
+    #[serde(default)]
+    pub max_inner: usize,
 }
 
 impl Default for SecureOptions {
@@ -100,6 +110,7 @@ impl SecureOptions {
             gamma_bits: 3,
             score_frac: 10,
             public_base: None,
+            max_inner: 0,
         }
     }
 
@@ -125,6 +136,12 @@ impl SecureOptions {
         }
         if self.frac > 30 || self.weight_frac > 30 || self.act_range_bits > 30 {
             return bad("fractional bits or ranges above 30".into());
+        }
+        if self.max_inner > MAX_INNER {
+            return bad(format!(
+                "an inner dimension of {} (at most {MAX_INNER})",
+                self.max_inner
+            ));
         }
         if self.norm_in_bits > 30 || self.score_frac > 60 {
             return bad("norm-input range or score precision out of range".into());

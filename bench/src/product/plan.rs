@@ -6,9 +6,9 @@ use crate::DuetError;
 use duet_models::open::{ModelSpec, PublicModel};
 use duet_models::planner::{plan, total_bytes, total_latency, AccuracyBudget, Decision};
 use duet_models::secure::predict::{predict, Prediction};
-use duet_models::secure::SecureOptions;
+use duet_models::session::RunConfig;
 use duet_protocols::cost_model::MachineProfile;
-use duet_protocols::{Preset, ProtocolConfig};
+use duet_protocols::Preset;
 use duet_transport::relay::NetProfile;
 use serde::Serialize;
 use std::path::Path;
@@ -115,17 +115,13 @@ pub fn run_plan(
         NetProfile::by_name(net).map_err(|e| DuetError::Usage(format!("--net {net}: {e}")))?;
     let machine = load_profile(profile)?;
     let budget = AccuracyBudget::default();
-    let planned = plan(
-        graph,
-        seq_len,
-        &SecureOptions::default(),
-        &net_p,
-        &machine,
-        &budget,
-    )?;
+    // the options every run of this model starts from (the family's declared ranges, a
+    // decoder's embedding and cache modes), as `bench model` and `generate` plan them
+    let base = RunConfig::fixed("duet").base_options(graph)?;
+    let planned = plan(graph, seq_len, &base, &net_p, &machine, &budget)?;
     let mut runs = vec![summarize("duet (planned)", &planned.prediction, &net_p)];
     for p in Preset::ALL {
-        let opts = SecureOptions::new(ProtocolConfig::preset(p));
+        let opts = RunConfig::fixed(p.name()).base_options(graph)?;
         let pred = predict(graph, seq_len, &opts, &machine)?;
         runs.push(summarize(p.name(), &pred, &net_p));
     }

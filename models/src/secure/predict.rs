@@ -32,6 +32,18 @@ impl Prediction {
         self.nodes.iter().map(|(_, _, e)| *e).sum()
     }
 
+    /// The members of the product node `name` runs in: a fused group's (`a+b+c`, the linear
+    /// layers reading one input, run as one product) or `name` alone.
+    pub fn unit_of(&self, name: &str) -> Vec<String> {
+        self.nodes
+            .iter()
+            .find(|(n, _, _)| n == name || n.split('+').any(|p| p == name))
+            .map_or_else(
+                || vec![name.to_string()],
+                |(n, _, _)| n.split('+').map(str::to_string).collect(),
+            )
+    }
+
     /// The node named `name`.
     pub fn node(&self, name: &str) -> Option<&Estimate> {
         self.nodes

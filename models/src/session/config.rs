@@ -156,6 +156,8 @@ impl RunConfig {
 /// in the ring, 3.5% more bytes). Encoders and GPT-2 keep the defaults (MiniLM's largest
 /// normalisation input is 221).
 pub fn declared_ranges(mut opts: SecureOptions, config: &ModelConfig) -> SecureOptions {
+    // the linear layers' accumulation budget (changes nothing at or below N = 8192)
+    opts.max_inner = opts.max_inner.max(config.hidden).max(config.intermediate);
     if config.arch == crate::Arch::Llama {
         opts.norm_in_bits = opts.norm_in_bits.max(15);
         opts.act_range_bits = opts.act_range_bits.max(7);

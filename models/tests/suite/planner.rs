@@ -309,3 +309,75 @@ fn linear_backend_follows_the_network() {
         flipped.expect("no layer where the network changes the matmul backend");
     println!("hidden {hidden}, seq {seq}: {target} by OT on lan, by HE on wan");
 }
+
+/// With a decoder's options (split packing: the linear layers reading one input run as one
+/// fused product, `q+k+v`, `gate+up`), every fused product is decided as a unit with its HE
+/// layouts among the candidates. Before, the planner looked the members up one by one, found
+/// only their OT estimates (the fused product has the group's name) and chose OT for every
+/// fused layer: SmolLM2's planned prefill was predicted at 3.2 GB against 1.0 GB fixed.
+#[test]
+fn fused_products_are_planned_as_units() {
+    let g = Graph::build(&small(BuiltinModel::Llama7bShape));
+    let mut base = SecureOptions::default();
+    base.plan.linear_orbits = true;
+    let net = NetProfile::by_name("lan").unwrap();
+    let profile = MachineProfile::default_profile().unwrap();
+    let run = plan(&g, 4, &base, &net, &profile, &AccuracyBudget::default()).unwrap();
+    let fused: Vec<&Decision> = run
+        .decisions
+        .iter()
+        .filter(|d| d.target.contains('+'))
+        .collect();
+    assert!(
+        fused.iter().any(|d| d.target.ends_with("attn.v"))
+            && fused.iter().any(|d| d.target.ends_with("ffn.up")),
+        "fused units decided: {:?}",
+        fused.iter().map(|d| &d.target).collect::<Vec<_>>()
+    );
+    for d in &fused {
+        assert!(
+            d.candidates.iter().any(|c| c.0.starts_with("he")),
+            "{}: {:?}",
+            d.target,
+            d.candidates
+        );
+        assert!(
+            d.candidates.iter().any(|c| c.0.starts_with("ot")),
+            "{}: {:?}",
+            d.target,
+            d.candidates
+        );
+    }
+    check_argmin(&run.decisions);
+    // the plan keeps each unit whole: no member of a fused unit by OT alone
+    for d in &fused {
+        let by_ot: Vec<bool> = d
+            .target
+            .split('+')
+            .map(|m| run.opts.plan.linear_by_ot(m))
+            .collect();
+        assert!(by_ot.iter().all(|&b| b == by_ot[0]), "{}", d.target);
+    }
+}
+
+/// LLaMA-7B's feed-forward down projection accumulates 11,008 terms per output, more than the
+/// HE degree (8,192): the linear layers' parameters then take the model's largest inner
+/// dimension as their budget. Before, `duet plan --builtin llama-7b-shape` failed at once with
+/// "no layout for 8x11008x4096 fits mac_terms = 8192".
+#[test]
+fn an_inner_dimension_above_the_degree_is_planned() {
+    let mut c = small(BuiltinModel::Llama7bShape);
+    c.intermediate = 11008;
+    let g = Graph::build(&c);
+    let base = duet_models::session::RunConfig::fixed("duet")
+        .base_options(&g)
+        .unwrap();
+    assert_eq!(base.max_inner, 11008);
+    let profile = MachineProfile::default_profile().unwrap();
+    let p = duet_models::secure::predict::predict(&g, 2, &base, &profile).unwrap();
+    assert!(p.node("layer0.ffn.down").is_some_and(|e| e.bytes > 0));
+    // without the budget the same product has no layout
+    let mut narrow = base.clone();
+    narrow.max_inner = 0;
+    assert!(duet_models::secure::predict::predict(&g, 2, &narrow, &profile).is_err());
+}

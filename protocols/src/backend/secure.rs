@@ -29,13 +29,17 @@ use crate::nonlinear::softmax::softmax;
 use crate::nonlinear::token_choice::{choose_token, TokenChoice, TokenOutcome};
 use crate::options::{EmbeddingMode, SecureOptions};
 use crate::plan::MulBackend;
-use crate::{linear_params, HeKvCache, HeLinear, KvSpec, LayoutPolicy, LinearPlan, LinearWeights};
+use crate::{
+    linear_params_with_terms, HeKvCache, HeLinear, KvSpec, LayoutPolicy, LinearPlan, LinearWeights,
+};
 use crate::{
     EmbeddingServerKeys, EmbeddingTable, EncryptedEmbeddingTable, HeClientSetup, HeElementwiseMul,
     HeMatMul, HeMatMulShared, HeMulClientSetup, HeMulServerSetup, HeServerSetup, HeWeights,
     MatmulShape, PrepareMode, PrivateEmbedding, ProtocolError, Result, ServerKeyEmbedding,
 };
-use duet_fhe::{Preset, RingBits, RlweParameters, SlotParameters, WeightBound};
+use duet_fhe::{
+    MacTerms, Preset, RingBits, RlweParameters, RlweParametersBuilder, SlotParameters, WeightBound,
+};
 use duet_mpc::fixed_math::exp::add_const;
 use duet_mpc::fixed_math::piecewise::Piecewise;
 use duet_mpc::fixed_math::poly::{extend_nonneg, ShareExec};
@@ -513,8 +517,15 @@ pub(crate) fn he_params(
     let l = RingBits(opts.ring_bits);
     let bound = 1u64 << (opts.weight_bits + opts.weight_frac.max(opts.frac));
     // N = 8192, log q = 200: the 128-bit row of the HomomorphicEncryption.org table
+    let n = Preset::N8192Q200Pack.degree().0;
     let lin = if opts.plan.linear_orbits {
-        linear_params(opts.ring_bits, bound)?
+        linear_params_with_terms(opts.ring_bits, bound, opts.max_inner.max(n))?
+    } else if opts.max_inner > n {
+        RlweParametersBuilder::from_preset(Preset::N8192Q200Pack)
+            .ring_bits(l)
+            .weight_bound(WeightBound::MaxAbs(bound))
+            .mac_terms(MacTerms(opts.max_inner))
+            .build()?
     } else {
         RlweParameters::preset(Preset::N8192Q200Pack, l, WeightBound::MaxAbs(bound))?
     };

@@ -73,12 +73,22 @@ pub const LINEAR_MAX_PACK: usize = 128;
 /// same keys serve [`super::HeMatMul`] (its budget is only more conservative), so a session
 /// needs one key set for both.
 pub fn linear_params(ring_bits: u32, max_weight: u64) -> Result<Arc<RlweParameters>> {
+    linear_params_with_terms(ring_bits, max_weight, Preset::N8192Q200Pack.degree().0)
+}
+
+/// [`linear_params`] accumulating up to `mac_terms` weight terms per output (the largest
+/// inner dimension of the model's linear layers, at least `N`; [`linear_params`] uses `N`).
+pub fn linear_params_with_terms(
+    ring_bits: u32,
+    max_weight: u64,
+    mac_terms: usize,
+) -> Result<Arc<RlweParameters>> {
     let mut last = None;
     for levels in (0..=LINEAR_ORBIT_LEVELS).rev() {
         match RlweParametersBuilder::from_preset(Preset::N8192Q200Pack)
             .ring_bits(RingBits(ring_bits))
             .weight_bound(WeightBound::MaxAbs(max_weight))
-            .mac_terms(MacTerms(Preset::N8192Q200Pack.degree().0))
+            .mac_terms(MacTerms(mac_terms))
             .max_pack(LINEAR_MAX_PACK)
             .orbit_levels(levels)
             .build()

@@ -27,8 +27,8 @@ pub use kv_cache::{
     HeKvCache, KvCost, KvKeys, KvPolicy, KvSpec, KvStorage, KvWork, KV_MAX_CONTEXT,
 };
 pub use linear::{
-    linear_params, split_parts, HeLinear, HeLinearClient, HeLinearServer, LinearWeights,
-    PreparedLinear, LINEAR_MAX_PACK, LINEAR_ORBIT_LEVELS,
+    linear_params, linear_params_with_terms, split_parts, HeLinear, HeLinearClient, HeLinearServer,
+    LinearWeights, PreparedLinear, LINEAR_MAX_PACK, LINEAR_ORBIT_LEVELS,
 };
 pub use linear_plan::{
     LinearPlan, EST_ENCODE_US, EST_INPUT_US, EST_ORBIT_KS_US, EST_OUTPUT_US, EST_PACK_KS_US,
