@@ -375,8 +375,8 @@ pub fn client_generate<S: Session>(
     // a generation's cost is its decode steps (one token each, `max_new_tokens` of them):
     // the plan is made for one-token requests, and the prefill runs under the same plan
     let mut client = match base {
-        Some(b) => Client::connect_with_base(ch, &model.graph, config, 1, b)?,
-        None => Client::connect(ch, &model.graph, config, 1)?,
+        Some(b) => Client::connect_with_base(ch, &model.graph, config, PLAN_TOKENS, b)?,
+        None => Client::connect(ch, &model.graph, config, PLAN_TOKENS)?,
     };
     let mut printer = Printer {
         model,
@@ -405,6 +405,10 @@ pub fn client_generate<S: Session>(
     Ok(gen)
 }
 
+/// The token count a generation's plan is made for: its cost is its decode steps, one token
+/// each, and the prefill runs under the same plan. The session and its report both use it.
+pub const PLAN_TOKENS: usize = 1;
+
 /// The report of a generation from the client's side.
 pub fn generate_report(
     model: &PublicModel,
@@ -415,7 +419,10 @@ pub fn generate_report(
     network: &str,
 ) -> Result<GenerateReport, DuetError> {
     let net = check_net(&args.net)?;
-    let (opts, choices) = options_and_choices(config, &model.graph, gen.prompt.len())?;
+    // the options the session ran under: planned for one-token requests (`PLAN_TOKENS`), not
+    // for the prompt's length (a plan for 8 tokens may pick another COT backend than the
+    // run's, and the prediction would price a run that did not happen)
+    let (opts, choices) = options_and_choices(config, &model.graph, PLAN_TOKENS)?;
     let reports: Vec<SecureReport> = std::iter::once(gen.prefill.clone())
         .chain(gen.steps.iter().cloned())
         .collect();
