@@ -31,7 +31,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// were `clear_page_erms`. Measured on SmolLM2 (`duet bench generate ... --prompt-len 8
 /// --new-tokens 3 --shaping none --plan fixed`): decode 13.9 -> 10.9 s per token, prefill 54 ->
 /// 47 s, system time 30 -> 10 s; peak RSS server 1.60 -> 1.65 GB, client 1.61 -> 1.97 GB
-/// (freed memory is reused, not returned). See README "Allocator".
+/// (freed memory is reused, not returned). See the README's design notes ("mimalloc keeps
+/// freed memory").
 mod alloc_tuning {
     use std::ffi::{c_int, c_long};
 

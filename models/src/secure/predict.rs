@@ -37,7 +37,7 @@ impl Prediction {
     pub fn unit_of(&self, name: &str) -> Vec<String> {
         self.nodes
             .iter()
-            .find(|(n, _, _)| n == name || n.split('+').any(|p| p == name))
+            .find(|(n, _, _)| n.split('+').any(|p| p == name))
             .map_or_else(
                 || vec![name.to_string()],
                 |(n, _, _)| n.split('+').map(str::to_string).collect(),

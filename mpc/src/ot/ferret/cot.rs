@@ -43,9 +43,7 @@ pub fn bootstrap_cost(params: &FerretParams) -> OtCost {
 /// The exact traffic of `n` more COTs when `pooled` are waiting: zero if they suffice, else
 /// one main iteration per `params.cots_per_iteration()` missing COTs.
 fn pool_cost(params: &FerretParams, pooled: usize, n: usize) -> OtCost {
-    let missing = n.saturating_sub(pooled);
-    let iters = missing.div_ceil(params.cots_per_iteration());
-    (0..iters).fold(OtCost::default(), |acc, _| {
+    (0..missing_iterations(params, pooled, n)).fold(OtCost::default(), |acc, _| {
         acc + iteration_cost(&params.main())
     })
 }
@@ -55,9 +53,15 @@ fn pool_cost(params: &FerretParams, pooled: usize, n: usize) -> OtCost {
 /// with GELU's 46.8 M COTs, a third of the COT generation's time went to the kernel zeroing
 /// those pages and to the copies).
 fn reserve_capacity(params: &FerretParams, pooled: usize, n: usize) -> usize {
-    let per = params.cots_per_iteration().max(1);
-    let iters = n.saturating_sub(pooled).div_ceil(per);
-    iters.saturating_mul(per).saturating_add(pooled)
+    missing_iterations(params, pooled, n)
+        .saturating_mul(params.cots_per_iteration())
+        .saturating_add(pooled)
+}
+
+/// Main iterations needed to have `n` COTs pooled when `pooled` are.
+fn missing_iterations(params: &FerretParams, pooled: usize, n: usize) -> usize {
+    n.saturating_sub(pooled)
+        .div_ceil(params.cots_per_iteration().max(1))
 }
 
 /// Random 128-bit block.
